@@ -1,0 +1,31 @@
+# One entry point for humans and CI. `make test` needs only python3 (3.11+) and, for the browser
+# and compose tests, the Debian packages that `make system-deps` installs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint system-deps up bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The whole suite: unit tests, real-MNIST learning tests, the service with a real redis-server and
+# Celery worker, the dashboard in Chromium.
+test: venv lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Debian/Ubuntu packages the full suite uses (redis-server, chromium, docker-compose to check compose files).
+system-deps:
+	apt-get update -qq && apt-get install -y -qq redis-server chromium docker-compose >/dev/null
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

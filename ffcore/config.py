@@ -1,0 +1,201 @@
+"""The run configuration: one flat pydantic model shared by the CLI, the API and the worker.
+
+Every knob of a Forward-Forward run lives here. Presets are named sets of overrides on top of the
+defaults; `RunConfig.from_preset("reference", epochs=10)` builds one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+NUM_CLASSES = 10
+
+
+class RunConfig(BaseModel):
+    """Everything that decides what a Forward-Forward training run does."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Data
+    dataset: Literal["mnist", "fashion-mnist"] = Field(
+        "mnist", description="Which 28x28 ten-class data set to train on."
+    )
+    data_dir: str | None = Field(
+        None,
+        description="A torchvision root holding MNIST/raw (or FashionMNIST/raw). "
+        "None: download into the user cache directory.",
+    )
+    validation: Literal["holdout", "none"] = Field(
+        "holdout",
+        description="'holdout': train on the first 50,000 training images and validate on the "
+        "last 10,000 (as the reference implementations do); 'none': train on all 60,000 and "
+        "evaluate on the test set during training.",
+    )
+    jitter: int = Field(
+        0, ge=0, le=4, description="Augmentation: shift each training image by up to this many pixels."
+    )
+
+    # Network
+    hidden: list[int] = Field(
+        [1000, 1000, 1000],
+        min_length=1,
+        max_length=16,
+        description="Widths of the hidden layers, first to last.",
+    )
+    goodness: Literal["sum", "mean"] = Field(
+        "sum", description="A layer's goodness: the sum or the mean of its squared activities."
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        description="Goodness threshold of every layer. None: the layer's width for 'sum' "
+        "goodness and 1 for 'mean' (mean squared activity 1 either way).",
+    )
+    negatives: Literal["random", "hard"] = Field(
+        "random",
+        description="Negative labels: 'random' draws a uniformly random wrong label; 'hard' draws "
+        "from the softmax head's prediction on the neutral-label pass with the true label excluded.",
+    )
+    scan_layers: list[int] | None = Field(
+        None,
+        description="0-based hidden layers whose goodness the label scan sums. None: all but the first.",
+    )
+    head_layers: list[int] | None = Field(
+        None,
+        description="0-based hidden layers whose activities feed the softmax head. None: all but the first.",
+    )
+    peer_norm_weight: float = Field(
+        0.03, ge=0, le=10, description="Weight of the peer-normalization loss (0 turns it off)."
+    )
+    peer_norm_momentum: float = Field(
+        0.9, ge=0, lt=1, description="Momentum of the running mean activity per unit."
+    )
+
+    # Optimisation
+    epochs: int = Field(100, ge=1, le=10_000, description="Passes over the training set.")
+    batch_size: int = Field(100, ge=1, le=60_000, description="Positive examples per step.")
+    lr: float = Field(1e-3, gt=0, le=10, description="Learning rate of the FF layers (SGD).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the FF layers.")
+    weight_decay: float = Field(3e-4, ge=0, le=1, description="Weight decay of the FF layers.")
+    head_lr: float = Field(1e-2, gt=0, le=10, description="Learning rate of the softmax head.")
+    head_momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the softmax head.")
+    head_weight_decay: float = Field(3e-3, ge=0, le=1, description="Weight decay of the softmax head.")
+    lr_schedule: Literal["constant", "linear_cooldown"] = Field(
+        "linear_cooldown",
+        description="'linear_cooldown': hold the learning rates for the first half of the epochs, "
+        "then cool them linearly towards 0; 'constant': never change them.",
+    )
+
+    # Bookkeeping
+    eval_every: int = Field(
+        1, ge=1, le=10_000, description="Evaluate (label scan and softmax head) every N epochs."
+    )
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of weights, data order and negatives.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where to train: 'auto' takes the GPU when there is one."
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> RunConfig:
+        for width in self.hidden:
+            if not 1 <= width <= 65_536:
+                raise ValueError(f"hidden: every width must be between 1 and 65536, got {width}")
+        n = len(self.hidden)
+        for name in ("scan_layers", "head_layers"):
+            layers = getattr(self, name)
+            if layers is None:
+                if n < 2:
+                    raise ValueError(
+                        f"{name}: with a single hidden layer the default (all but the first) is "
+                        f"empty; set {name}=[0] or add layers"
+                    )
+                continue
+            if not layers:
+                raise ValueError(f"{name}: name at least one layer, or leave it unset")
+            bad = [i for i in layers if not 0 <= i < n]
+            if bad:
+                raise ValueError(f"{name}: layers {bad} do not exist; allowed are 0..{n - 1}")
+            if len(set(layers)) != len(layers):
+                raise ValueError(f"{name}: each layer may appear once, got {layers}")
+        train_size = 60_000 if self.validation == "none" else 50_000
+        if self.batch_size > train_size:
+            raise ValueError(
+                f"batch_size: {self.batch_size} exceeds the {train_size} training images"
+            )
+        return self
+
+    # Derived values, so that no caller recomputes them differently.
+    @property
+    def scan_layer_indices(self) -> list[int]:
+        return self.scan_layers if self.scan_layers is not None else list(range(1, len(self.hidden)))
+
+    @property
+    def head_layer_indices(self) -> list[int]:
+        return self.head_layers if self.head_layers is not None else list(range(1, len(self.hidden)))
+
+    def layer_threshold(self, width: int) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return float(width) if self.goodness == "sum" else 1.0
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> RunConfig:
+        """The preset's configuration with `overrides` applied on top (validated together)."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[preset], **overrides})
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.model_validate(json.loads(text))
+
+
+# The recipe of Hinton's Matlab code and the best-known PyTorch port: the defaults above.
+REFERENCE: dict[str, Any] = {}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": REFERENCE,
+    # The paper's best supervised MNIST setting (section 3.3): 4x2000, 60 epochs, hard negatives.
+    "paper": {"hidden": [2000, 2000, 2000, 2000], "epochs": 60, "negatives": "hard"},
+    # A small, fast network for demos and tests: under 5% test error in well under a minute on a CPU.
+    "quick": {
+        "hidden": [500, 500],
+        "epochs": 2,
+        "batch_size": 50,
+        "lr": 0.03,
+        "head_lr": 0.05,
+        "lr_schedule": "constant",
+        "scan_layers": [0, 1],
+        "head_layers": [0, 1],
+    },
+}
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One readable line per problem: 'field: message'."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "config"
+        lines.append(f"{field}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a CLI `key=value` override; the value is read as JSON when it parses, else as a string."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key not in RunConfig.model_fields:
+        raise ValueError(f"unknown setting {key!r}; known: {', '.join(RunConfig.model_fields)}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value

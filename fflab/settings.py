@@ -1,0 +1,55 @@
+"""The service's settings: one pydantic-settings object, read from `FF_*` environment variables.
+
+The API and the worker both take their configuration from here; `Settings()` reads the
+environment, tests build one with explicit values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FF_", extra="ignore")
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Broker, run store and model store.")
+    data_dir: str | None = Field(
+        None,
+        description="torchvision root with MNIST/raw; unset: download into the user cache directory.",
+    )
+    api_key: str | None = Field(
+        None, description="When set, requests that change something need it in the X-API-Key header."
+    )
+
+    # Product limits on what a submitted run may ask for.
+    max_layers: int = Field(8, ge=1, description="Most hidden layers a submitted run may have.")
+    max_units: int = Field(4096, ge=1, description="Widest hidden layer a submitted run may have.")
+    max_epochs: int = Field(1000, ge=1, description="Most epochs a submitted run may have.")
+
+    # Run store sizes and timings.
+    metrics_maxlen: int = Field(
+        100_000, ge=1000, description="Approximate cap on the metric records kept per run."
+    )
+    lease_ttl_s: float = Field(
+        30.0, gt=0, description="A run whose worker sent no heartbeat for this long is taken up again."
+    )
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="How often a worker renews its leases.")
+    metrics_every_steps: int = Field(
+        25, ge=1, description="Training steps between two metric records streamed to Redis."
+    )
+
+    # HTTP
+    api_host: str = Field("127.0.0.1", description="Address `python -m api` listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `python -m api` listens on.")
+    max_body_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="Largest request body the API accepts."
+    )
+    model_cache_size: int = Field(8, ge=1, description="Trained models the API keeps loaded.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

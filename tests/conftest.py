@@ -1,0 +1,33 @@
+"""Fixtures every test package shares: a real redis-server on a free port and the MNIST folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pytest_redis import factories
+
+REPO = Path(__file__).resolve().parents[1]
+
+# pytest-redis starts its own redis-server on a free port, once per session.
+redis_server = factories.redis_proc(port=None)
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """A URL of an empty database on the session's real redis-server."""
+    import redis
+
+    url = f"redis://{redis_server.host}:{redis_server.port}/0"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> str:
+    """The torchvision root holding MNIST/raw (FF_TEST_DATA_DIR, else ../shared/datasets)."""
+    path = Path(os.environ.get("FF_TEST_DATA_DIR", REPO.parent / "shared" / "datasets"))
+    if not (path / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found under {path}; set FF_TEST_DATA_DIR to a torchvision root")
+    return str(path)
