@@ -10,6 +10,8 @@ The API and the worker only go through `RunStore`. Keys (all under the `ff:` pre
     ff:run:{id}:state       STRING  the latest resumable training state (safetensors bytes)
     ff:run:{id}:cancel      STRING  present when a cancel was requested
     ff:run:{id}:lease       STRING  the worker that trains the run; expires unless renewed (heartbeat)
+    ff:run:{id}:checkpoint  HASH    where the saved state stands: step, epoch, at, and stream_id (the
+                                    last metrics entry it covers; a resumed run drops later records)
     ff:workers              HASH    worker name -> JSON {name, device, host, pid, run_id, seen_at}
 """
 
@@ -57,6 +59,14 @@ def lease_key(run_id: str) -> str:
     return f"{run_key(run_id)}:lease"
 
 
+def checkpoint_key(run_id: str) -> str:
+    return f"{run_key(run_id)}:checkpoint"
+
+
+class LeaseLostError(RuntimeError):
+    """A worker tried to write to a run whose lease it no longer holds (another worker may own it)."""
+
+
 class RunRecord(BaseModel):
     """What the store knows about one run."""
 
@@ -84,11 +94,35 @@ class RunRecord(BaseModel):
     has_model: bool = False
 
 
+class ClaimResult(BaseModel):
+    """What `RunStore.claim_run` did: `claimed` (attempt = its number), or why it did not."""
+
+    outcome: Literal["claimed", "missing", "finished", "leased", "cancelled"]
+    attempt: int = 0
+
+
+class Checkpoint(BaseModel):
+    """Where a run's stored training state stands."""
+
+    stream_id: str = Field(description="Last metrics entry written before the state was saved.")
+    step: int
+    epoch: int
+    at: float
+
+
 # Fields stored as JSON text in the hash, the rest are plain strings/numbers.
 _INT_FIELDS = {"epoch", "step", "total_steps", "attempts"}
 _FLOAT_FIELDS = {
-    "created_at", "started_at", "finished_at", "updated_at", "progress", "val_error_scan",
-    "val_error_softmax", "test_error_scan", "test_error_softmax", "samples_per_s",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "progress",
+    "val_error_scan",
+    "val_error_softmax",
+    "test_error_scan",
+    "test_error_softmax",
+    "samples_per_s",
 }
 
 # Renew a lease only if we still own it (a plain PEXPIRE could extend another worker's lease).
@@ -103,6 +137,84 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+
+# The scripts below make each step of a training attempt atomic, so that two workers (or a worker
+# and a reaper) can never both act on one run. Every write a worker makes while training is fenced
+# by its lease: a worker that lost its lease (paused past the TTL, cut off from Redis) writes nothing.
+
+# Start (or resume) an attempt: KEYS run, lease, cancel, metrics; ARGV worker, ttl_ms, device, now, maxlen.
+_CLAIM_RUN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', 0} end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return {'finished', 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased', 0} end
+local now = ARGV[4]
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', now, 'updated_at', now)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data',
+    cjson.encode({kind='status', status='cancelled', at=tonumber(now)}))
+  return {'cancelled', 0}
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'device', ARGV[3],
+  'updated_at', now, 'error', '')
+local started = redis.call('HGET', KEYS[1], 'started_at')
+if not started or started == '' then redis.call('HSET', KEYS[1], 'started_at', now) end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'data',
+  cjson.encode({kind='status', status='running', at=tonumber(now), worker=ARGV[1], attempt=attempts}))
+return {'claimed', attempts}
+"""
+
+# Stream records and update the run record: KEYS lease, metrics, run;
+# ARGV worker, maxlen, n, n JSON records, then field/value pairs. {0} when the lease is not ours.
+_PUBLISH_PROGRESS = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+local n = tonumber(ARGV[3])
+local last = ''
+for i = 1, n do
+  last = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3 + i])
+end
+if #ARGV > 3 + n then redis.call('HSET', KEYS[3], unpack(ARGV, 4 + n)) end
+return {1, last}
+"""
+
+# KEYS lease, state, model, run, checkpoint, metrics; ARGV worker, state, model, step, epoch, now.
+# The checkpoint remembers the stream's last entry: what a resumed attempt keeps of the metrics.
+_SAVE_CHECKPOINT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[4], 'has_model', '1', 'updated_at', ARGV[6])
+local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)
+local stream_id = '0-0'
+if #last > 0 then stream_id = last[1][1] end
+redis.call('HSET', KEYS[5], 'stream_id', stream_id, 'step', ARGV[4], 'epoch', ARGV[5], 'at', ARGV[6])
+return stream_id
+"""
+
+# End an attempt (finished, or handed back to the queue) and drop the lease:
+# KEYS lease, run, metrics, state; ARGV worker, maxlen, event JSON, drop_state, field/value pairs.
+_END_ATTEMPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
+redis.call('DEL', KEYS[1])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[4]) end
+return 1
+"""
+
+# The reaper: a `running` run without a live lease lost its worker. Checking and requeueing in one
+# script means two reapers cannot both requeue it, nor requeue a run a worker has just claimed.
+# KEYS run, lease, metrics; ARGV now, maxlen, reason.
+_REQUEUE_ORPHAN = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'updated_at', ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data',
+  cjson.encode({kind='status', status='queued', at=tonumber(ARGV[1]), reason=ARGV[3]}))
+return 1
 """
 
 
@@ -147,6 +259,11 @@ class RunStore:
         self.metrics_maxlen = metrics_maxlen
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
+        self._claim = client.register_script(_CLAIM_RUN)
+        self._publish = client.register_script(_PUBLISH_PROGRESS)
+        self._checkpoint = client.register_script(_SAVE_CHECKPOINT)
+        self._end_attempt = client.register_script(_END_ATTEMPT)
+        self._requeue_orphan = client.register_script(_REQUEUE_ORPHAN)
 
     @classmethod
     def from_url(cls, url: str, metrics_maxlen: int = 100_000) -> RunStore:
@@ -157,8 +274,12 @@ class RunStore:
     def create_run(self, config: RunConfig, preset: str | None = None) -> RunRecord:
         now = time.time()
         record = RunRecord(
-            id=uuid.uuid4().hex[:12], status="queued", preset=preset, config=config,
-            created_at=now, updated_at=now,
+            id=uuid.uuid4().hex[:12],
+            status="queued",
+            preset=preset,
+            config=config,
+            created_at=now,
+            updated_at=now,
         )
         pipe = self.redis.pipeline()
         pipe.hset(run_key(record.id), mapping=_encode_fields(record.model_dump() | {"config": config}))
@@ -209,8 +330,13 @@ class RunStore:
         pipe = self.redis.pipeline()
         pipe.zrem(RUNS_INDEX, run_id)
         pipe.delete(
-            run_key(run_id), metrics_key(run_id), model_key(run_id), state_key(run_id),
-            cancel_key(run_id), lease_key(run_id),
+            run_key(run_id),
+            metrics_key(run_id),
+            model_key(run_id),
+            state_key(run_id),
+            cancel_key(run_id),
+            lease_key(run_id),
+            checkpoint_key(run_id),
         )
         removed, deleted = pipe.execute()
         return bool(removed or deleted)
@@ -224,8 +350,10 @@ class RunStore:
         pipe = self.redis.pipeline(transaction=False)
         for record in records:
             pipe.xadd(
-                metrics_key(run_id), {"data": json.dumps(record)},
-                maxlen=self.metrics_maxlen, approximate=True,
+                metrics_key(run_id),
+                {"data": json.dumps(record)},
+                maxlen=self.metrics_maxlen,
+                approximate=True,
             )
         return pipe.execute()[-1].decode()
 
@@ -282,6 +410,138 @@ class RunStore:
         owner = self.redis.get(lease_key(run_id))
         return owner.decode() if owner else None
 
+    # --- training attempts (the worker's side; every write is fenced by the worker's lease) ----
+
+    def claim_run(self, run_id: str, worker: str, ttl_s: float, device: str) -> ClaimResult:
+        """Start or resume an attempt: take the lease and mark the run running, all at once.
+
+        Nothing changes unless the outcome is `claimed`: a run that is `missing`, `finished` or
+        `leased` by a live worker is left alone; one with a pending cancel request becomes
+        `cancelled` without starting.
+        """
+        outcome, attempts = self._claim(
+            keys=[run_key(run_id), lease_key(run_id), cancel_key(run_id), metrics_key(run_id)],
+            args=[worker, int(ttl_s * 1000), device, repr(time.time()), self.metrics_maxlen],
+        )
+        return ClaimResult(outcome=outcome.decode(), attempt=int(attempts))
+
+    def publish_progress(
+        self, run_id: str, worker: str, records: list[dict[str, Any]], **fields: Any
+    ) -> str | None:
+        """Append metric records and update run fields in one round trip; the last stream id.
+
+        Raises LeaseLostError (writing nothing) when `worker` no longer holds the run's lease.
+        """
+        if fields:
+            fields["updated_at"] = time.time()
+        pairs = [part for item in _encode_fields(fields).items() for part in item]
+        result = self._publish(
+            keys=[lease_key(run_id), metrics_key(run_id), run_key(run_id)],
+            args=[worker, self.metrics_maxlen, len(records), *(json.dumps(r) for r in records), *pairs],
+        )
+        if not result[0]:
+            raise LeaseLostError(f"run {run_id}: {worker} no longer holds the lease")
+        return result[1].decode() if records else None
+
+    def save_checkpoint(
+        self, run_id: str, worker: str, state: bytes, model: bytes, step: int, epoch: int
+    ) -> str:
+        """Store the resumable state and the current model; returns the stream id it covers."""
+        stream_id = self._checkpoint(
+            keys=[
+                lease_key(run_id),
+                state_key(run_id),
+                model_key(run_id),
+                run_key(run_id),
+                checkpoint_key(run_id),
+                metrics_key(run_id),
+            ],
+            args=[worker, state, model, step, epoch, repr(time.time())],
+        )
+        if stream_id is None:
+            raise LeaseLostError(f"run {run_id}: {worker} no longer holds the lease")
+        return stream_id.decode()
+
+    def load_checkpoint(self, run_id: str) -> Checkpoint | None:
+        """Where the stored training state stands, or None before the first checkpoint."""
+        raw = self.redis.hgetall(checkpoint_key(run_id))
+        if not raw:
+            return None
+        info = {k.decode(): v.decode() for k, v in raw.items()}
+        return Checkpoint(
+            stream_id=info["stream_id"],
+            step=int(info["step"]),
+            epoch=int(info["epoch"]),
+            at=float(info["at"]),
+        )
+
+    def discard_metrics_after(self, run_id: str, stream_id: str | None) -> int:
+        """Delete the train and eval records after `stream_id` (all of them for None).
+
+        A resumed attempt starts from its checkpoint; the dead attempt's records past it would
+        otherwise repeat steps. Status records stay: they are the run's history. Returns how many
+        records were deleted.
+        """
+        start = "-" if stream_id is None else f"({stream_id}"
+        deleted = 0
+        while True:
+            entries = self.redis.xrange(metrics_key(run_id), min=start, max="+", count=1000)
+            if not entries:
+                return deleted
+            stale = [eid for eid, f in entries if json.loads(f[b"data"]).get("kind") != "status"]
+            if stale:
+                deleted += self.redis.xdel(metrics_key(run_id), *stale)
+            start = f"({entries[-1][0].decode()}"
+
+    def end_attempt(self, run_id: str, worker: str, status: RunStatus, **fields: Any) -> bool:
+        """Set the run's final status (or `queued` to hand it back) and release the lease.
+
+        Fenced by the lease: False (and nothing written) when `worker` no longer holds it. A
+        finished run's training state is deleted; a run handed back keeps it to resume from.
+        """
+        now = time.time()
+        if status in FINISHED:
+            fields.setdefault("finished_at", now)
+        fields.update(status=status, updated_at=now)
+        event: dict[str, Any] = {"kind": "status", "status": status, "at": now}
+        for extra in ("error", "reason"):
+            if fields.get(extra):
+                event[extra] = fields[extra]
+        fields.pop("reason", None)
+        pairs = [part for item in _encode_fields(fields).items() for part in item]
+        drop_state = "1" if status in FINISHED else "0"
+        return bool(
+            self._end_attempt(
+                keys=[lease_key(run_id), run_key(run_id), metrics_key(run_id), state_key(run_id)],
+                args=[worker, self.metrics_maxlen, json.dumps(event), drop_state, *pairs],
+            )
+        )
+
+    def control_flags(self, run_id: str, worker: str) -> tuple[bool, bool]:
+        """(does `worker` still hold the lease, was a cancel requested): one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(lease_key(run_id))
+        pipe.exists(cancel_key(run_id))
+        owner, cancel = pipe.execute()
+        return owner is not None and owner.decode() == worker, bool(cancel)
+
+    def running_run_ids(self) -> list[str]:
+        """Ids of the runs whose status is `running`."""
+        ids = [i.decode() for i in self.redis.zrange(RUNS_INDEX, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hget(run_key(run_id), "status")
+        return [i for i, s in zip(ids, pipe.execute(), strict=True) if s == b"running"]
+
+    def requeue_if_orphaned(self, run_id: str, reason: str) -> bool:
+        """Put a `running` run whose lease expired back to `queued`; False when it was not orphaned."""
+        return bool(
+            self._requeue_orphan(
+                keys=[run_key(run_id), lease_key(run_id), metrics_key(run_id)],
+                args=[repr(time.time()), self.metrics_maxlen, reason],
+            )
+        )
+
     # --- workers -----------------------------------------------------------------------------
 
     def register_worker(self, name: str, info: dict[str, Any]) -> None:
@@ -295,9 +555,7 @@ class RunStore:
         """Workers seen within `max_age_s` seconds."""
         now = time.time()
         workers = [json.loads(v) for v in self.redis.hgetall(WORKERS).values()]
-        return sorted(
-            (w for w in workers if now - w.get("seen_at", 0) <= max_age_s), key=lambda w: w["name"]
-        )
+        return sorted((w for w in workers if now - w.get("seen_at", 0) <= max_age_s), key=lambda w: w["name"])
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
