@@ -1,0 +1,168 @@
+"""The REST client: the only way the dashboard talks to FF Lab.
+
+One `ApiClient` wraps an `httpx.Client` (connection pooling, timeouts). Every failure, from a
+refused connection to a 422, becomes an `ApiError` whose message a page can show as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from dashboard.models import MetricsPage, Prediction, Run, RunPage
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+class ApiError(Exception):
+    """A request to the API failed; `str(error)` is a sentence for the user."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+    @property
+    def unreachable(self) -> bool:
+        return self.status_code is None
+
+
+def _detail_text(detail: Any) -> str:
+    """FastAPI details come as a string, or as a list of {loc, msg} for its own 422s."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict) and "msg" in item:
+                loc = [str(p) for p in item.get("loc", []) if p not in ("body", "query", "path")]
+                parts.append(f"{'.'.join(loc)}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def _error_from_response(response: httpx.Response) -> ApiError:
+    try:
+        body = response.json()
+        detail = _detail_text(body.get("detail", body)) if isinstance(body, dict) else str(body)
+    except ValueError:
+        detail = response.text.strip()[:300] or response.reason_phrase
+    status = response.status_code
+    if status == 401:
+        message = f"The API refused the request: {detail}. Set FF_API_KEY for the dashboard."
+    elif status >= 500:
+        message = f"The API failed (HTTP {status}): {detail}"
+    else:
+        message = detail or f"HTTP {status}"
+    return ApiError(message, status)
+
+
+class ApiClient:
+    """Typed calls to FF Lab's REST API (see docs/architecture.md)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = path if path.startswith("/openapi") else API_PREFIX + path
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException as error:
+            raise ApiError(f"The FF Lab API at {self.base_url} did not answer in time ({error}).") from error
+        except httpx.TransportError as error:
+            raise ApiError(
+                f"Cannot reach the FF Lab API at {self.base_url} ({error}). "
+                "Is it running? `make up` starts the whole stack."
+            ) from error
+        if response.is_error:
+            error = _error_from_response(response)
+            logger.info("%s %s -> %s: %s", method, url, response.status_code, error.message)
+            raise error
+        return response
+
+    # --- runs --------------------------------------------------------------------------------
+
+    def list_runs(self, status: str | None = None, offset: int = 0, limit: int = 100) -> RunPage:
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if status:
+            params["status"] = status
+        return RunPage.model_validate(self._request("GET", "/runs", params=params).json())
+
+    def get_run(self, run_id: str) -> Run:
+        return Run.model_validate(self._request("GET", f"/runs/{run_id}").json())
+
+    def create_run(self, preset: str, overrides: dict[str, Any] | None = None) -> Run:
+        body = {"preset": preset, "overrides": overrides or {}}
+        return Run.model_validate(self._request("POST", "/runs", json=body).json())
+
+    def cancel_run(self, run_id: str) -> Run:
+        return Run.model_validate(self._request("POST", f"/runs/{run_id}/cancel").json())
+
+    def delete_run(self, run_id: str) -> None:
+        self._request("DELETE", f"/runs/{run_id}")
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def metrics(
+        self,
+        run_id: str,
+        after: str | None = None,
+        limit: int | None = None,
+        max_points: int | None = None,
+        kind: str | None = None,
+    ) -> MetricsPage:
+        """Records after the cursor `after`; `max_points` asks for a thinned train series."""
+        params: dict[str, Any] = {}
+        if after:
+            params["after"] = after
+        if limit:
+            params["limit"] = limit
+        if max_points:
+            params["max_points"] = max_points
+        if kind:
+            params["kind"] = kind
+        response = self._request("GET", f"/runs/{run_id}/metrics", params=params)
+        return MetricsPage.model_validate(response.json())
+
+    # --- prediction --------------------------------------------------------------------------
+
+    def predict_pixels(self, run_id: str, pixels: list[list[float]]) -> Prediction:
+        """Predict a 28x28 image given as values in [0, 1]."""
+        response = self._request("POST", f"/runs/{run_id}/predict", json={"image": pixels})
+        return Prediction.model_validate(response.json())
+
+    def predict_file(
+        self, run_id: str, data: bytes, filename: str = "digit.png", content_type: str = "image/png"
+    ) -> Prediction:
+        """Predict an image file of any size (the API preprocesses it as MNIST was)."""
+        files = {"image": (filename, data, content_type)}
+        response = self._request("POST", f"/runs/{run_id}/predict", files=files)
+        return Prediction.model_validate(response.json())
+
+    # --- service -----------------------------------------------------------------------------
+
+    def ready(self) -> dict[str, Any]:
+        """GET /readyz: Redis reachable and the live workers. A 503 raises ApiError."""
+        return self._request("GET", "/readyz").json()
+
+    def openapi(self) -> dict[str, Any]:
+        return self._request("GET", "/openapi.json").json()

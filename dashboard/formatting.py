@@ -1,0 +1,45 @@
+"""How numbers and statuses read on the pages: durations, percentages, status badges."""
+
+from __future__ import annotations
+
+STATUS_STYLE = {
+    "queued": ("gray", ":material/schedule:"),
+    "running": ("blue", ":material/sync:"),
+    "succeeded": ("green", ":material/check_circle:"),
+    "failed": ("red", ":material/error:"),
+    "cancelled": ("orange", ":material/cancel:"),
+}
+STATUS_EMOJI = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
+
+
+def format_duration(seconds: float | None) -> str:
+    """'45s', '3m 05s', '2h 07m'; an em dash when unknown."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_percent(fraction: float | None, digits: int = 2) -> str:
+    return "—" if fraction is None else f"{fraction * 100:.{digits}f}%"
+
+
+def format_rate(samples_per_s: float | None) -> str:
+    return "—" if samples_per_s is None else f"{samples_per_s:,.0f} img/s"
+
+
+def status_text(status: str) -> str:
+    """The status with its emoji, for tables and pickers."""
+    return f"{STATUS_EMOJI.get(status, '•')} {status}"
+
+
+def status_badge(status: str) -> str:
+    """Streamlit markdown for a coloured status badge."""
+    colour, icon = STATUS_STYLE.get(status, ("gray", ":material/help:"))
+    return f":{colour}-badge[{icon} {status}]"

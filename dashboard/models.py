@@ -1,0 +1,127 @@
+"""The dashboard's view of the API's JSON: lenient pydantic models of its own.
+
+They mirror docs/architecture.md's REST API but ignore fields they do not know, so that the API
+can grow without breaking the dashboard. Derived values the pages show (duration, ETA, the error
+to report) live here so that every page computes them the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ACTIVE_STATUSES = frozenset({"queued", "running"})
+FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Run(BaseModel):
+    """One training run as GET /runs/{id} describes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    status: str
+    preset: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+    progress: float = 0.0
+    epoch: int = 0
+    step: int = 0
+    total_steps: int | None = None
+    device: str | None = None
+    worker: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    val_error_scan: float | None = None
+    val_error_softmax: float | None = None
+    test_error_scan: float | None = None
+    test_error_softmax: float | None = None
+    samples_per_s: float | None = None
+    has_model: bool = False
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def epochs(self) -> int | None:
+        return self.config.get("epochs")
+
+    @property
+    def hidden(self) -> list[int]:
+        return list(self.config.get("hidden") or [])
+
+    @property
+    def architecture(self) -> str:
+        """'2x500' for equal widths, '784-500-300' style otherwise."""
+        widths = self.hidden
+        if not widths:
+            return "?"
+        if len(set(widths)) == 1:
+            return f"{len(widths)}x{widths[0]}"
+        return "-".join(str(width) for width in widths)
+
+    def duration_s(self, now: float | None = None) -> float | None:
+        """Training time so far (running) or in total (finished); None before it started."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else (now or time.time())
+        return max(0.0, end - self.started_at)
+
+    def eta_s(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace so far; None when it is not running or too early to tell."""
+        if self.status != "running" or self.progress <= 0.0 or self.started_at is None:
+            return None
+        elapsed = self.duration_s(now) or 0.0
+        return max(0.0, elapsed * (1.0 - self.progress) / self.progress)
+
+    @property
+    def current_error_scan(self) -> float | None:
+        """The test error once there is one, else the latest validation error (label scan)."""
+        return self.test_error_scan if self.test_error_scan is not None else self.val_error_scan
+
+    @property
+    def current_error_softmax(self) -> float | None:
+        return self.test_error_softmax if self.test_error_softmax is not None else self.val_error_softmax
+
+    @property
+    def label(self) -> str:
+        """How pickers name the run: id, preset and architecture."""
+        return f"{self.id} · {self.preset or 'custom'} · {self.architecture} · {self.status}"
+
+
+class RunPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    runs: list[Run]
+    total: int
+
+
+class MetricsPage(BaseModel):
+    """Metric records (each with its stream `id`) and the cursor to ask for the ones after them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    records: list[dict[str, Any]]
+    next: str | None = None
+
+
+class Prediction(BaseModel):
+    """The answer of POST /runs/{id}/predict."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    label: int
+    goodness: list[list[float]] = Field(description="Per label (10), the goodness of every layer.")
+    scan_scores: list[float] = Field(default_factory=list)
+    head_label: int | None = None
+    head_probs: list[float] = Field(default_factory=list)
+    thresholds: list[float] = Field(default_factory=list)
+    scan_layers: list[int] = Field(default_factory=list)
+    image: list[list[float]] = Field(default_factory=list, description="The 28x28 image the model saw.")
+    model_step: int | None = None

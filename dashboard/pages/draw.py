@@ -1,0 +1,175 @@
+"""Draw: ask a trained network which digit you drew, and see how each layer's goodness voted."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from dashboard import charts
+from dashboard.api_session import get_client, show_api_error
+from dashboard.client import ApiError
+from dashboard.models import Prediction, Run
+
+CANVAS_SIZE = 280  # ten screen pixels per MNIST pixel
+STROKE_WIDTH = 22
+SEEN_IMAGE_SIZE = 168  # the 28x28 input, enlarged without smoothing
+PREDICTIONS_KEPT = 32
+
+client = get_client()
+st.title("Draw a digit")
+st.caption(
+    "The network scores the image under each of the ten labels; the label whose goodness is highest wins "
+    "(the label scan). The softmax head gives a second opinion."
+)
+
+
+def pick_model() -> Run | None:
+    try:
+        runs = [run for run in client.list_runs(limit=200).runs if run.has_model]
+    except ApiError as error:
+        show_api_error(error, "list the runs")
+        return None
+    if not runs:
+        st.info(
+            "No trained model yet. Start a run on the **Runs** page (the **quick** preset takes about a "
+            "minute); its model appears here after its first epoch.",
+            icon=":material/info:",
+        )
+        st.page_link("pages/runs.py", label="Go to Runs", icon=":material/view_list:")
+        return None
+    by_id = {run.id: run for run in runs}
+    ids = list(by_id)
+    wanted = st.session_state.get("draw_run_id")
+    if wanted not in by_id:
+        finished = [run.id for run in runs if run.status == "succeeded"]
+        wanted = finished[0] if finished else ids[0]
+
+    def describe(run_id: str) -> str:
+        run = by_id[run_id]
+        error = run.current_error_scan
+        quality = f" · error {error * 100:.2f}%" if error is not None else ""
+        checkpoint = "" if run.status == "succeeded" else " · latest checkpoint"
+        return f"{run.label}{quality}{checkpoint}"
+
+    run_id = st.selectbox("Model", ids, index=ids.index(wanted), format_func=describe)
+    st.session_state["draw_run_id"] = run_id
+    return by_id[run_id]
+
+
+def drawn_image() -> bytes | None:
+    """The canvas as PNG bytes, or None while it is empty."""
+    from streamlit_drawable_canvas import st_canvas  # a custom component: imported by this page only
+
+    version = st.session_state.setdefault("canvas_version", 0)
+    result = st_canvas(
+        stroke_width=STROKE_WIDTH,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        height=CANVAS_SIZE,
+        width=CANVAS_SIZE,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key=f"digit_canvas_{version}",
+    )
+    if st.button("Clear", icon=":material/ink_eraser:", key="clear_canvas"):
+        st.session_state["canvas_version"] = version + 1  # a new key gives a fresh, empty canvas
+        st.rerun()
+    objects = (result.json_data or {}).get("objects") or []
+    return result.image_bytes if objects else None
+
+
+def uploaded_image() -> tuple[bytes, str, str] | None:
+    upload = st.file_uploader(
+        "An image of one digit (PNG or JPEG, any size; dark ink on light paper works too)",
+        type=["png", "jpg", "jpeg"],
+        key="digit_upload",
+    )
+    if upload is None:
+        return None
+    return upload.getvalue(), upload.name, upload.type or "image/png"
+
+
+def predict(run: Run, data: bytes, filename: str, content_type: str) -> Prediction | None:
+    """Ask the API, once per (model state, image): reruns reuse the answer."""
+    key = (run.id, run.step, hashlib.sha256(data).hexdigest())
+    cache: dict = st.session_state.setdefault("predictions", {})
+    if key not in cache:
+        try:
+            cache[key] = client.predict_file(run.id, data, filename, content_type)
+        except ApiError as error:
+            if error.status_code in (400, 422) and "ink" in error.message.lower():
+                st.info(
+                    f"Nothing to read yet: {error.message}. Draw a bigger digit.", icon=":material/gesture:"
+                )
+            else:
+                show_api_error(error, "predict")
+            return None
+        while len(cache) > PREDICTIONS_KEPT:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
+def seen_image(pixels: list[list[float]]) -> Image.Image:
+    array = (np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    return Image.fromarray(array, mode="L").resize(
+        (SEEN_IMAGE_SIZE, SEEN_IMAGE_SIZE), Image.Resampling.NEAREST
+    )
+
+
+def show_prediction(prediction: Prediction) -> None:
+    label_column, image_column = st.columns([1, 1])
+    with label_column:
+        st.metric("Predicted digit", prediction.label, border=True, help="The label scan: highest goodness")
+        if prediction.head_probs:
+            head_label = prediction.head_label
+            if head_label is None:
+                head_label = int(np.argmax(prediction.head_probs))
+            agreement = "agrees" if head_label == prediction.label else "disagrees"
+            confidence = prediction.head_probs[head_label] * 100
+            st.caption(f"Softmax head: **{head_label}** ({confidence:.1f}%), {agreement}.")
+        if prediction.model_step is not None:
+            st.caption(f"Model from training step {prediction.model_step:,}.")
+    with image_column:
+        if prediction.image:
+            st.image(seen_image(prediction.image), caption="What the model sees (28x28)")
+    st.markdown("**Goodness for each label, by layer**")
+    st.altair_chart(
+        charts.goodness_by_label_chart(prediction.goodness, prediction.label, prediction.scan_layers),
+        width="stretch",
+        key="chart_goodness_by_label",
+    )
+    if prediction.scan_layers:
+        st.caption(
+            "The scan sums layers "
+            + ", ".join(str(layer) for layer in prediction.scan_layers)
+            + "; faded bars "
+            "are layers it leaves out."
+        )
+    if prediction.head_probs:
+        st.markdown("**Softmax head probabilities**")
+        st.altair_chart(charts.probabilities_chart(prediction.head_probs), width="stretch", key="chart_probs")
+
+
+run = pick_model()
+if run is not None:
+    input_column, output_column = st.columns([5, 6], gap="large")
+    with input_column:
+        mode = st.segmented_control(
+            "Input", ["Draw", "Upload"], default="Draw", key="draw_mode", label_visibility="collapsed"
+        )
+        image: tuple[bytes, str, str] | None
+        if mode == "Upload":
+            image = uploaded_image()
+            hint = "Upload an image of a single digit to see what the network makes of it."
+        else:
+            drawn = drawn_image()
+            image = (drawn, "canvas.png", "image/png") if drawn else None
+            hint = "Draw a digit on the black canvas with your mouse or finger; the prediction appears here."
+    with output_column:
+        if image is None:
+            st.info(hint, icon=":material/gesture:")
+        elif (prediction := predict(run, *image)) is not None:
+            show_prediction(prediction)

@@ -1,0 +1,151 @@
+"""Live run: FF's learning, layer by layer, updating by itself while the run trains.
+
+The page keeps a `MetricsFeed` per run in st.session_state: the first load is a thinned series,
+then a fragment polls only what came after the cursor, so new points show within about a second
+without reloading the page or refetching the series.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts
+from dashboard.api_session import get_client, show_api_error
+from dashboard.client import ApiError
+from dashboard.formatting import format_duration, format_percent, format_rate, status_badge
+from dashboard.live_feed import MetricsFeed
+from dashboard.models import Run
+from dashboard.settings import get_settings
+
+# Train steps drawn per chart; the feed keeps every record, the charts show an even subset.
+MAX_CHART_STEPS = 600
+
+client = get_client()
+st.title("Live run")
+
+
+def pick_run() -> Run | None:
+    try:
+        runs = client.list_runs(limit=200).runs
+    except ApiError as error:
+        show_api_error(error, "list the runs")
+        return None
+    if not runs:
+        st.info("No runs yet. Start one on the **Runs** page.", icon=":material/info:")
+        st.page_link("pages/runs.py", label="Go to Runs", icon=":material/view_list:")
+        return None
+    by_id = {run.id: run for run in runs}
+    ids = list(by_id)
+    # Which run: the one chosen in this session (here or on Runs), then the URL's ?run=, then a
+    # running one, then the newest.
+    wanted = st.session_state.get("live_run_id") or st.query_params.get("run")
+    if wanted not in by_id:
+        running = [run.id for run in runs if run.status == "running"]
+        wanted = running[0] if running else ids[0]
+    run_id = st.selectbox("Run", ids, index=ids.index(wanted), format_func=lambda i: by_id[i].label)
+    st.session_state["live_run_id"] = run_id
+    st.query_params["run"] = run_id  # a shareable link to this run's page
+    return by_id[run_id]
+
+
+def feed_for(run_id: str) -> MetricsFeed:
+    feeds: dict[str, MetricsFeed] = st.session_state.setdefault("live_feeds", {})
+    if run_id not in feeds:
+        feeds[run_id] = MetricsFeed(run_id)
+    return feeds[run_id]
+
+
+def show_header(run: Run) -> None:
+    config = run.config
+    st.markdown(
+        f"{status_badge(run.status)} &nbsp; **{run.id}** · preset {run.preset or 'custom'} · "
+        f"{run.architecture} · batch {config.get('batch_size', '?')} · lr {config.get('lr', '?')} · "
+        f"{config.get('negatives', '?')} negatives · {config.get('goodness', '?')} goodness"
+    )
+    epochs = run.epochs or 0
+    eta = run.eta_s()
+    progress_text = f"epoch {run.epoch}/{epochs} · step {run.step:,}/{run.total_steps or 0:,}"
+    if eta is not None:
+        progress_text += f" · about {format_duration(eta)} left"
+    st.progress(min(max(run.progress, 0.0), 1.0), text=progress_text)
+    finished = run.test_error_scan is not None
+    cards = st.columns(6)
+    cards[0].metric("Error (label scan)", format_percent(run.current_error_scan), border=True,
+                    help="Test error" if finished else "Latest validation error")  # fmt: skip
+    cards[1].metric("Error (softmax head)", format_percent(run.current_error_softmax), border=True,
+                    help="Test error" if finished else "Latest validation error")  # fmt: skip
+    cards[2].metric("Throughput", format_rate(run.samples_per_s), border=True)
+    cards[3].metric("Device", run.device or "—", border=True)
+    cards[4].metric("Duration", format_duration(run.duration_s()), border=True)
+    cards[5].metric("ETA", format_duration(eta) if eta is not None else "—", border=True)
+    if run.status == "failed" and run.error:
+        st.error(f"The run failed: {run.error}", icon=":material/error:")
+
+
+def show_charts(feed: MetricsFeed) -> None:
+    train = charts.train_frame(feed.of_kind("train"))
+    evals = charts.eval_frame(feed.of_kind("eval"))
+    if train.empty:
+        st.info("Waiting for the first training metrics…", icon=":material/hourglass_top:")
+    else:
+        train = charts.thin(train, MAX_CHART_STEPS)
+        st.subheader("Goodness of positive vs negative data, per layer")
+        st.caption(
+            "FF trains each layer to give positive data (image with its true label) a goodness above the "
+            "threshold (dashed) and negative data (a wrong label) one below it."
+        )
+        st.altair_chart(charts.goodness_chart(train), width="content", key="chart_goodness")
+        loss_column, accuracy_column = st.columns(2)
+        loss_column.altair_chart(
+            charts.layer_metric_chart(train, "ff_loss", "FF loss per layer"),
+            width="stretch",
+            key="chart_loss",
+        )
+        accuracy_column.altair_chart(
+            charts.layer_metric_chart(train, "ff_accuracy", "FF accuracy per layer", percent=True),
+            width="stretch",
+            key="chart_accuracy",
+        )
+    st.subheader("Validation error per epoch")
+    if evals.empty or evals["final"].all():
+        st.caption("The first evaluation comes at the end of the first epoch.")
+    else:
+        st.altair_chart(charts.validation_chart(evals), width="stretch", key="chart_validation")
+    final = evals[evals["final"]]
+    if not final.empty:
+        last = final.iloc[-1]
+        st.success(
+            f"Final test error: label scan {format_percent(last['error_scan'])}, "
+            f"softmax head {format_percent(last['error_softmax'])}.",
+            icon=":material/flag:",
+        )
+
+
+def live_view(run_id: str) -> None:
+    """Rerun on a timer while the run is active: fetch the run and only the new metric records."""
+    feed = feed_for(run_id)
+    try:
+        run = client.get_run(run_id)
+        feed.refresh(client)
+    except ApiError as error:
+        show_api_error(error, f"update run {run_id}")
+        return
+    show_header(run)
+    show_charts(feed)
+    st.caption(f"{len(feed.records):,} metric records loaded · cursor {feed.cursor or '—'}")
+    was_active = st.session_state.setdefault("live_active", {}).get(run_id, run.is_active)
+    st.session_state["live_active"][run_id] = run.is_active
+    if was_active and not run.is_active:
+        st.rerun()  # the run stopped: rerun the page so that the timer stops too
+
+
+run = pick_run()
+if run is not None:
+    interval = get_settings().refresh_s if run.is_active else None
+    st.fragment(run_every=interval)(live_view)(run.id)
+    with st.expander("Configuration"):
+        st.dataframe(
+            [{"setting": key, "value": str(value)} for key, value in run.config.items()],
+            hide_index=True,
+            width="stretch",
+        )

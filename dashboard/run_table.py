@@ -1,0 +1,43 @@
+"""The Runs page's table: one row per run, with the columns a user scans for."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+
+from dashboard.formatting import format_duration, status_text
+from dashboard.models import Run
+
+COLUMNS = [
+    "run", "status", "preset", "network", "epoch", "progress", "eta", "error_scan", "error_softmax",
+    "device", "duration", "created", "message",
+]  # fmt: skip
+
+
+def runs_frame(runs: Sequence[Run], now: float | None = None) -> pd.DataFrame:
+    """The table behind st.dataframe; errors as fractions, times as text ready to read."""
+    now = now or time.time()
+    rows = []
+    for run in runs:
+        eta = run.eta_s(now)
+        rows.append(
+            {
+                "run": run.id,
+                "status": status_text(run.status),
+                "preset": run.preset or "custom",
+                "network": run.architecture,
+                "epoch": f"{run.epoch}/{run.epochs}" if run.epochs else str(run.epoch),
+                "progress": run.progress,
+                "eta": format_duration(eta) if eta is not None else "",
+                "error_scan": run.current_error_scan,
+                "error_softmax": run.current_error_softmax,
+                "device": run.device or "",
+                "duration": format_duration(run.duration_s(now)) if run.started_at else "",
+                "created": datetime.fromtimestamp(run.created_at) if run.created_at else None,
+                "message": run.error or "",
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,63 @@
+"""The dashboard's run model: duration, ETA and the error it reports."""
+
+from __future__ import annotations
+
+from dashboard.formatting import format_duration, format_percent
+from dashboard.models import Run
+from dashboard.run_table import runs_frame
+
+
+def make_run(**fields) -> Run:
+    return Run(
+        **({"id": "r1", "status": "running", "config": {"hidden": [1000, 1000, 1000], "epochs": 10}} | fields)
+    )
+
+
+def test_eta_extrapolates_the_pace_so_far():
+    run = make_run(started_at=1000.0, progress=0.25)
+    assert run.duration_s(now=1100.0) == 100.0
+    assert run.eta_s(now=1100.0) == 300.0
+
+
+def test_no_eta_before_progress_or_after_the_end():
+    assert make_run(started_at=1000.0, progress=0.0).eta_s(now=1100.0) is None
+    done = make_run(status="succeeded", started_at=1000.0, finished_at=1500.0, progress=1.0)
+    assert done.eta_s(now=9999.0) is None
+    assert done.duration_s(now=9999.0) == 500.0
+
+
+def test_the_test_error_replaces_the_validation_error_once_known():
+    run = make_run(val_error_scan=0.03, val_error_softmax=0.04)
+    assert run.current_error_scan == 0.03
+    run = make_run(val_error_scan=0.03, test_error_scan=0.02, test_error_softmax=0.025)
+    assert (run.current_error_scan, run.current_error_softmax) == (0.02, 0.025)
+
+
+def test_architecture_names_equal_and_mixed_widths():
+    assert make_run().architecture == "3x1000"
+    assert make_run(config={"hidden": [800, 400]}).architecture == "800-400"
+
+
+def test_runs_frame_has_one_readable_row_per_run():
+    frame = runs_frame(
+        [
+            make_run(started_at=1000.0, progress=0.5, epoch=5, device="cpu"),
+            make_run(id="r2", status="queued"),
+        ],
+        now=1060.0,
+    )
+    assert frame["run"].tolist() == ["r1", "r2"]
+    first = frame.iloc[0]
+    assert (first["epoch"], first["eta"], first["duration"], first["device"]) == (
+        "5/10",
+        "1m 00s",
+        "1m 00s",
+        "cpu",
+    )
+    assert "running" in first["status"]
+    assert frame.iloc[1]["duration"] == "" and frame.iloc[1]["eta"] == ""
+
+
+def test_formatting():
+    assert [format_duration(s) for s in (None, 5, 65, 7260)] == ["—", "5s", "1m 05s", "2h 01m"]
+    assert format_percent(0.0145) == "1.45%"
