@@ -559,3 +559,58 @@ class RunStore:
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
+
+    # --- added for the API -------------------------------------------------------------------
+
+    def cancel_run(self, run_id: str) -> str | None:
+        """Ask a run to stop; its status before the call (None: no such run).
+
+        In one atomic step: a queued run becomes `cancelled` at once (a worker that picks up its
+        task skips it), a running run gets the cancel flag its worker polls; a finished run is
+        left alone.
+        """
+        # Scripts are registered per call: RunStore.__init__ belongs to the worker's side of the file.
+        status = self.redis.register_script(_CANCEL_RUN)(
+            keys=[run_key(run_id), cancel_key(run_id), metrics_key(run_id)],
+            args=[repr(time.time()), self.metrics_maxlen],
+        )
+        return status.decode() if status else None
+
+    def model_fingerprint(self, run_id: str) -> str | None:
+        """SHA-1 of the stored model, computed inside Redis (40 bytes travel, not the model)."""
+        digest = self.redis.register_script(_MODEL_DIGEST)(keys=[model_key(run_id)])
+        return digest.decode() if digest else None
+
+    async def read_metrics_blocking(
+        self, client: redis.asyncio.Redis, run_id: str, after: str, block_ms: int | None, count: int = 500
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Records after stream id `after` ("0-0": from the start), waiting up to `block_ms` for one
+        (None: not waiting).
+
+        Takes an asyncio Redis client so that server-sent event streams wait without a thread each.
+        """
+        reply = await client.xread({metrics_key(run_id): after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [(eid.decode(), json.loads(fields[b"data"])) for eid, fields in entries]
+
+
+# KEYS run, cancel, metrics; ARGV now, maxlen. Returns the status before, false for no such run.
+_CANCEL_RUN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' or status == 'running' then redis.call('SET', KEYS[2], '1') end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'updated_at', ARGV[1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data',
+    cjson.encode({kind='status', status='cancelled', at=tonumber(ARGV[1])}))
+end
+return status
+"""
+
+_MODEL_DIGEST = """
+local data = redis.call('GET', KEYS[1])
+if not data then return false end
+return redis.sha1hex(data)
+"""

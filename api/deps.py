@@ -1,0 +1,65 @@
+"""FastAPI dependencies: settings, the run store, the Celery app, the model cache and the API key check.
+
+Everything a route needs comes from here, built once per app in `api.main.create_app`'s lifespan and
+kept on `app.state`. Tests swap any of them with `app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Header, HTTPException, Request
+
+from api.inference import ModelCache
+from fflab.settings import Settings
+from fflab.store import RunStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> RunStore:
+    return request.app.state.store
+
+
+def get_celery(request: Request) -> Celery:
+    """The Celery app that enqueues training tasks; created on first use (it opens broker connections)."""
+    state = request.app.state
+    if state.celery is None:
+        # Imported here so that the API starts (and its unit tests run) without the worker package loaded.
+        from worker.celery_app import make_celery
+
+        state.celery = make_celery(state.settings)
+    return state.celery
+
+
+def get_model_cache(request: Request) -> ModelCache:
+    return request.app.state.model_cache
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    x_api_key: Annotated[
+        str | None,
+        Header(description="The API key; needed on requests that change something when FF_API_KEY is set."),
+    ] = None,
+) -> None:
+    """Refuse a changing request without the right X-API-Key when the server has a key configured."""
+    if settings.api_key is None:
+        return
+    # compare_digest takes time independent of where the strings differ (no timing side channel).
+    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), settings.api_key.encode()):
+        raise HTTPException(
+            status_code=401,
+            detail="missing or wrong API key: send it in the X-API-Key header",
+            headers={"WWW-Authenticate": "X-API-Key"},
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[RunStore, Depends(get_store)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]

@@ -1,0 +1,104 @@
+"""Error responses: readable 422s, 503 when Redis is down, 413 for oversized bodies.
+
+Every error body is `{"detail": "..."}` saying what is wrong (and what is allowed), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+# Where a value came from is noise in a message ("body.config.epochs" reads better as "config.epochs").
+_LOCATION_PREFIXES = {"body", "query", "path", "header", "cookie"}
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
+    """One 'field: message' per problem, joined by '; '."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ())]
+        if loc and loc[0] in _LOCATION_PREFIXES:
+            loc = loc[1:]
+        message = error.get("msg", "invalid")
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "")
+            position = loc[0] if loc else "?"
+            parts.append(f"body: not valid JSON ({reason} at character {position})")
+            continue
+        if error.get("type") == "missing" and not loc:
+            parts.append("body: a JSON body is required")
+            continue
+        # pydantic prefixes messages of custom validators with "Value error, ".
+        message = message.removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc) or 'body'}: {message}")
+    return "; ".join(parts)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": describe_validation_errors(list(exc.errors()))})
+
+
+async def _redis_down(request: Request, exc: redis.ConnectionError) -> JSONResponse:
+    log.warning("Redis unreachable while serving %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        status_code=503, content={"detail": "the run store (Redis) is unreachable; try again shortly"}
+    )
+
+
+async def _redis_timeout(request: Request, exc: redis.TimeoutError) -> JSONResponse:
+    log.warning("Redis timed out while serving %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(status_code=503, content={"detail": "the run store (Redis) timed out; try again"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(redis.ConnectionError, _redis_down)
+    app.add_exception_handler(redis.TimeoutError, _redis_timeout)
+
+
+class BodySizeLimit:
+    """Answer 413 to request bodies over `max_bytes`, declared (Content-Length) or streamed (chunked).
+
+    A pure ASGI middleware, so that no oversized body is buffered first.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.message = f"request body too large: at most {max_bytes} bytes are accepted"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                too_large = False  # the server rejects a malformed Content-Length itself
+            if too_large:
+                await JSONResponse(status_code=413, content={"detail": self.message})(scope, receive, send)
+                return
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Raised inside the route's body read; FastAPI turns it into the 413 response.
+                    raise HTTPException(status_code=413, detail=self.message)
+            return message
+
+        await self.app(scope, receive_limited, send)

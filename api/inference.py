@@ -1,0 +1,186 @@
+"""Trained models in memory: an LRU cache of loaded models and micro-batched prediction.
+
+Loading a model (fetch the safetensors bytes from Redis, build the network) costs tens of
+milliseconds, so each run's model is loaded once and kept, up to `Settings.model_cache_size`
+models. A cached model is reused while the model stored in Redis is the same one: each request
+compares the run record's `updated_at` with the one seen when the model was last confirmed, and
+only when it moved (a running run saves a new model at every epoch end) compares the stored
+model's SHA-1, computed inside Redis (RunStore.model_fingerprint), with the cached one.
+
+Predictions run in one dedicated thread, off the event loop. Requests that arrive while a batch is
+being computed wait and go together in the next batch: one forward pass over 30 images costs far
+less than 30 passes over one, and no request waits for a timer when the server is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from anyio import to_thread
+
+from ffcore.checkpoint import load_model
+from ffcore.config import RunConfig
+from ffcore.model import FFNetwork, Prediction, predict
+from fflab.store import FINISHED, Checkpoint, RunRecord, RunStore
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 64
+
+
+class NoModelError(LookupError):
+    """The run has no stored model (yet)."""
+
+
+@dataclass
+class DigitPrediction:
+    """One image's prediction (a row of ffcore's batched `Prediction`)."""
+
+    goodness: np.ndarray  # (10 labels, L layers)
+    scan_scores: np.ndarray  # (10,)
+    scan_label: int
+    head_probs: np.ndarray  # (10,)
+
+
+class PredictionBatcher:
+    """Collects concurrent prediction requests for one model and runs them as batches."""
+
+    def __init__(self, model: FFNetwork, executor: ThreadPoolExecutor):
+        self.model = model
+        self.executor = executor
+        self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+
+    async def predict(self, image: np.ndarray) -> DigitPrediction:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((image, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            images = np.stack([image for image, _ in batch])
+            try:
+                result = await loop.run_in_executor(self.executor, _predict_batch, self.model, images)
+            except Exception as error:  # a failed batch fails its requests, not the server
+                log.exception("prediction failed for a batch of %d", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for i, (_, future) in enumerate(batch):
+                if not future.done():  # the client may have gone away
+                    future.set_result(
+                        DigitPrediction(
+                            goodness=result.goodness[i],
+                            scan_scores=result.scan_scores[i],
+                            scan_label=int(result.scan_label[i]),
+                            head_probs=result.head_probs[i],
+                        )
+                    )
+
+
+def _predict_batch(model: FFNetwork, images: np.ndarray) -> Prediction:
+    return predict(model, images)
+
+
+@dataclass
+class LoadedModel:
+    run_id: str
+    fingerprint: str  # SHA-1 of the stored safetensors bytes
+    confirmed_at: float | None  # the run's updated_at when the fingerprint was last confirmed
+    config: RunConfig
+    step: int | None
+    batcher: PredictionBatcher = field(repr=False)
+
+
+class ModelCache:
+    """Loaded models by run id, least recently used first out."""
+
+    def __init__(self, store: RunStore, size: int):
+        self.store = store
+        self.size = size
+        self._entries: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loading: dict[tuple[str, str], asyncio.Future[LoadedModel]] = {}
+        # One thread for all forward passes: on a small machine parallel passes only fight for cores.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def invalidate(self, run_id: str) -> None:
+        self._entries.pop(run_id, None)
+
+    def close(self) -> None:
+        self._entries.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def get(self, record: RunRecord) -> LoadedModel:
+        """The run's current model, loaded or from the cache; NoModelError when it has none."""
+        entry = self._entries.get(record.id)
+        if entry is not None and entry.confirmed_at == record.updated_at:
+            self._entries.move_to_end(record.id)
+            return entry
+        fingerprint = await to_thread.run_sync(self.store.model_fingerprint, record.id)
+        if fingerprint is None:
+            self.invalidate(record.id)
+            raise NoModelError(record.id)
+        if entry is not None and entry.fingerprint == fingerprint:
+            entry.confirmed_at = record.updated_at
+            self._entries.move_to_end(record.id)
+            return entry
+        return await self._load_once(record, fingerprint)
+
+    async def _load_once(self, record: RunRecord, fingerprint: str) -> LoadedModel:
+        # Concurrent requests for a model not loaded yet share one load.
+        key = (record.id, fingerprint)
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(record))
+            self._loading[key] = pending
+            pending.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _load(self, record: RunRecord) -> LoadedModel:
+        data = await to_thread.run_sync(self.store.load_model, record.id)
+        if data is None:
+            raise NoModelError(record.id)
+        checkpoint = await to_thread.run_sync(self.store.load_checkpoint, record.id)
+        model, config = await asyncio.get_running_loop().run_in_executor(self.executor, _load_model, data)
+        entry = LoadedModel(
+            run_id=record.id,
+            # Hash what was loaded, not what was checked: the model may have been replaced in between.
+            fingerprint=hashlib.sha1(data).hexdigest(),
+            confirmed_at=record.updated_at,
+            config=config,
+            step=_model_step(record, checkpoint),
+            batcher=PredictionBatcher(model, self.executor),
+        )
+        self._entries[record.id] = entry
+        self._entries.move_to_end(record.id)
+        while len(self._entries) > self.size:
+            evicted, _ = self._entries.popitem(last=False)
+            log.info("model cache full (%d): dropped the model of run %s", self.size, evicted)
+        log.info("loaded the model of run %s (%d bytes)", record.id, len(data))
+        return entry
+
+
+def _model_step(record: RunRecord, checkpoint: Checkpoint | None) -> int | None:
+    """The training step the stored model is from: its checkpoint's, or the final step of a run that
+    finished without one."""
+    if checkpoint is not None:
+        return checkpoint.step
+    return record.step if record.status in FINISHED else None
+
+
+def _load_model(data: bytes) -> tuple[FFNetwork, RunConfig]:
+    return load_model(data)  # safetensors only: never unpickles

@@ -1,0 +1,184 @@
+"""Metrics of a run: pages of records by cursor, a thinned series, and a live Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import numpy as np
+import redis
+from anyio import to_thread
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import StoreDep
+from api.routes.runs import NOT_FOUND, get_run_or_404
+from api.schemas import ErrorOut, MetricsPage
+from fflab.store import FINISHED, RunStore
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/runs", tags=["metrics"])
+
+_STREAM_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
+_MAX_STREAM_PART = 2**64 - 1
+# How long one XREAD waits for new records before the stream checks whether the run finished.
+EVENTS_BLOCK_MS = 5000
+_READ_CHUNK = 5000
+
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        description="Return records after this cursor (a stream id from a record's `id` or a page's `next`).",
+        examples=["1764201600000-0"],
+    ),
+]
+
+
+def parse_cursor(value: str | None, field: str) -> str | None:
+    """Check a stream id ('1764201600000-0' or '1764201600000'); 422 when it is not one."""
+    if value is None or value == "":
+        return None
+    match = _STREAM_ID.match(value)
+    if not match or any(int(part) > _MAX_STREAM_PART for part in match.groups() if part is not None):
+        raise HTTPException(
+            status_code=422,
+            detail=f"{field}: {value[:50]!r} is not a cursor; use a record's `id` or a page's `next`, "
+            "like '1764201600000-0'",
+        )
+    return value
+
+
+def _read_page(store: RunStore, run_id: str, after: str | None, limit: int):
+    try:
+        return store.read_metrics(run_id, after=after, limit=limit)
+    except redis.ResponseError:
+        # Only reachable for a cursor at the very end of the id space: nothing comes after it.
+        return [], after
+
+
+def thin_train_records(records: list[dict], max_points: int) -> tuple[list[dict], bool]:
+    """Keep at most `max_points` train records, evenly spaced, first and last included; all others."""
+    train_positions = [i for i, r in enumerate(records) if r.get("kind") == "train"]
+    if len(train_positions) <= max_points:
+        return records, False
+    keep = {train_positions[int(i)] for i in np.linspace(0, len(train_positions) - 1, max_points).round()}
+    return [r for i, r in enumerate(records) if r.get("kind") != "train" or i in keep], True
+
+
+@router.get(
+    "/{run_id}/metrics",
+    response_model=MetricsPage,
+    responses={**NOT_FOUND, 422: {"model": ErrorOut, "description": "A parameter is invalid."}},
+    summary="Metric records of a run, by cursor",
+)
+def read_metrics(
+    run_id: str,
+    store: StoreDep,
+    after: CursorQuery = None,
+    limit: Annotated[
+        int, Query(ge=1, le=10_000, description="Most records to read (without max_points).")
+    ] = 1000,
+    kind: Annotated[
+        Literal["train", "eval", "status"] | None, Query(description="Only records of this kind.")
+    ] = None,
+    max_points: Annotated[
+        int | None,
+        Query(
+            ge=2,
+            le=100_000,
+            description="Ask for a thinned series: every record after the cursor up to the newest "
+            "(`limit` does not apply), with train records evenly thinned to at most this many; eval and "
+            "status records are all kept. For loading a long run's curves at once.",
+        ),
+    ] = None,
+) -> MetricsPage:
+    """Records oldest first. Pass the page's `next` as `after` to get the records written since; `next`
+    stays the same while nothing new arrived."""
+    get_run_or_404(store, run_id)
+    cursor = parse_cursor(after, "after")
+    if max_points is None:
+        entries, next_cursor = _read_page(store, run_id, cursor, limit)
+        thinned = False
+        records = [{"id": eid, **record} for eid, record in entries]
+    else:
+        records, next_cursor = [], cursor
+        while True:
+            entries, next_cursor = _read_page(store, run_id, next_cursor, _READ_CHUNK)
+            records.extend({"id": eid, **record} for eid, record in entries)
+            if len(entries) < _READ_CHUNK:
+                break
+        records, thinned = thin_train_records(records, max_points)
+    if kind is not None:
+        records = [r for r in records if r.get("kind") == kind]
+    return MetricsPage(records=records, next=next_cursor, thinned=thinned)
+
+
+@router.get(
+    "/{run_id}/events",
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
+        **NOT_FOUND,
+        422: {"model": ErrorOut, "description": "The cursor is invalid."},
+    },
+    response_class=EventSourceResponse,
+    summary="Live metrics and status changes (Server-Sent Events)",
+)
+async def stream_events(
+    run_id: str,
+    request: Request,
+    store: StoreDep,
+    after: CursorQuery = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="Resume after this event id (browsers send it when they reconnect); "
+            "wins over `after`.",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    """Every metric record after the cursor (from the start without one), then new ones as they are
+    written: event `metric` for train and eval records, `status` for status changes, each with the
+    record as JSON data and its stream id as the event id. After the run finished and everything was
+    sent, an `end` event (data: the final status) closes the stream."""
+    record = await to_thread.run_sync(store.get_run, run_id)
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+    cursor = parse_cursor(last_event_id, "Last-Event-ID") or parse_cursor(after, "after") or "0-0"
+    aclient = request.app.state.async_redis
+    return EventSourceResponse(_events(store, aclient, run_id, cursor), ping=15)
+
+
+async def _events(store: RunStore, aclient, run_id: str, cursor: str) -> AsyncIterator[ServerSentEvent]:
+    try:
+        while True:
+            entries = await store.read_metrics_blocking(aclient, run_id, cursor, EVENTS_BLOCK_MS)
+            finished_seen = False
+            for event_id, record in entries:
+                cursor = event_id
+                is_status = record.get("kind") == "status"
+                finished_seen |= is_status and record.get("status") in FINISHED
+                yield ServerSentEvent(
+                    data=json.dumps(record), event="status" if is_status else "metric", id=event_id
+                )
+            if entries and not finished_seen:
+                continue
+            # Nothing new for a while, or a final status went by: has the run finished (or gone)?
+            run = await to_thread.run_sync(store.get_run, run_id)
+            if run is not None and run.status not in FINISHED:
+                continue
+            # The final status is written last; send whatever is still unsent, then end.
+            while entries := await store.read_metrics_blocking(aclient, run_id, cursor, None):
+                for event_id, record in entries:
+                    cursor = event_id
+                    kind = "status" if record.get("kind") == "status" else "metric"
+                    yield ServerSentEvent(data=json.dumps(record), event=kind, id=event_id)
+            final = run.status if run is not None else "deleted"
+            yield ServerSentEvent(data=json.dumps({"status": final}), event="end", id=cursor)
+            return
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        log.warning("event stream of run %s ended: Redis unreachable (%s)", run_id, error)

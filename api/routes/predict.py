@@ -1,0 +1,190 @@
+"""Probe a trained model: predict a digit, download the model."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException, Request, Response
+from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import ModelCacheDep, StoreDep
+from api.errors import describe_validation_errors
+from api.inference import NoModelError
+from api.routes.runs import NOT_FOUND, get_run_or_404
+from api.schemas import ErrorOut, PredictionOut, PredictRequest
+from ffcore.images import EmptyImageError, preprocess_digit
+from fflab.store import RunRecord
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/runs", tags=["predict"])
+
+# Images larger than this are refused before decoding: a small compressed file can decode to gigabytes.
+MAX_IMAGE_PIXELS = 25_000_000
+
+NO_MODEL = {409: {"model": ErrorOut, "description": "The run has no model yet."}}
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PredictRequest.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A digit picture (PNG or JPEG) of any size: dark ink on light "
+                            "paper, light ink on dark, or strokes on a transparent background.",
+                        }
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def _no_model(record: RunRecord) -> HTTPException:
+    return HTTPException(
+        status_code=409,
+        detail=f"run {record.id!r} has no model yet (status {record.status}); a run stores its model at "
+        "the end of every epoch",
+    )
+
+
+def _decode_image_file(data: bytes) -> np.ndarray:
+    """A picture file as MNIST would have it (28x28 in [0, 1]); 422 with the reason when it is unusable."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise HTTPException(
+                status_code=422,
+                detail=f"image: {width}x{height} pixels is too large; at most {MAX_IMAGE_PIXELS:,} pixels",
+            )
+        image.load()
+    except UnidentifiedImageError as error:
+        raise HTTPException(
+            status_code=422, detail="image: not a readable image file (send PNG or JPEG)"
+        ) from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise HTTPException(
+            status_code=422, detail=f"image: the file is damaged or truncated ({error})"
+        ) from error
+    try:
+        return preprocess_digit(image)
+    except EmptyImageError as error:
+        raise HTTPException(status_code=422, detail="image: the image has no ink") from error
+
+
+async def read_digit(request: Request) -> np.ndarray:
+    """The request's digit as a float32 (28, 28) array, from JSON pixels or an uploaded picture."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise HTTPException(status_code=422, detail=describe_validation_errors(error.errors())) from error
+        pixels = np.asarray(body.image, dtype=np.float32)
+        if not body.preprocess:
+            return pixels
+        try:
+            return preprocess_digit(pixels)
+        except EmptyImageError as error:
+            raise HTTPException(status_code=422, detail="image: the image has no ink") from error
+    if content_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=4) as form:
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(
+                    status_code=422, detail="image: send the picture as a multipart file field named 'image'"
+                )
+            data = await upload.read()
+        if not data:
+            raise HTTPException(status_code=422, detail="image: the uploaded file is empty")
+        return await to_thread.run_sync(_decode_image_file, data)
+    raise HTTPException(
+        status_code=415,
+        detail='send the digit as application/json ({"image": 28 rows of 28 values in [0, 1]}) or as '
+        "multipart/form-data with a PNG or JPEG file in the field 'image'",
+    )
+
+
+@router.post(
+    "/{run_id}/predict",
+    response_model=PredictionOut,
+    openapi_extra=_PREDICT_BODY,
+    responses={
+        **NOT_FOUND,
+        **NO_MODEL,
+        413: {"model": ErrorOut, "description": "The body is too large."},
+        415: {"model": ErrorOut, "description": "Neither JSON nor multipart."},
+        422: {"model": ErrorOut, "description": "The image is invalid, unreadable or blank."},
+    },
+    summary="Predict a digit with a run's model",
+)
+async def predict_digit(
+    run_id: str, request: Request, store: StoreDep, model_cache: ModelCacheDep
+) -> PredictionOut:
+    """Send 28x28 pixel values (JSON, used as given unless `preprocess` is true) or a picture of any size
+    (multipart, always preprocessed as MNIST was: ink fitted into 20x20, centred by centre of mass).
+    Answers the label scan's prediction, the goodness of every layer under every label, the softmax
+    head's probabilities and the 28x28 image the model saw. A running run answers with its latest
+    checkpoint (saved at every epoch end)."""
+    record = await to_thread.run_sync(store.get_run, run_id)
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+    if not record.has_model:
+        raise _no_model(record)
+    image = await read_digit(request)
+    try:
+        loaded = await model_cache.get(record)
+    except NoModelError as error:
+        raise _no_model(record) from error
+    result = await loaded.batcher.predict(image)
+    config = loaded.config
+    return PredictionOut(
+        run_id=run_id,
+        label=result.scan_label,
+        scan_scores=result.scan_scores.tolist(),
+        scan_layers=config.scan_layer_indices,
+        goodness=result.goodness.tolist(),
+        thresholds=[config.layer_threshold(width) for width in config.hidden],
+        head_label=int(result.head_probs.argmax()),
+        head_probs=result.head_probs.tolist(),
+        image=np.round(image, 4).tolist(),
+        model_step=loaded.step,
+    )
+
+
+@router.get(
+    "/{run_id}/model",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The model as safetensors."},
+        **NOT_FOUND,
+        **NO_MODEL,
+    },
+    summary="Download a run's model (safetensors)",
+)
+def download_model(run_id: str, store: StoreDep) -> Response:
+    """The trained network as a safetensors file (its configuration is in the metadata); load it with
+    `ffcore.load_model` or `python -m ffcore predict`."""
+    record = get_run_or_404(store, run_id)
+    data = store.load_model(run_id)
+    if data is None:
+        raise _no_model(record)
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="ff-{run_id}.safetensors"'},
+    )

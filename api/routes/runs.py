@@ -1,0 +1,158 @@
+"""Runs: submit, list, inspect, cancel and delete training runs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import ValidationError
+
+from api.deps import CeleryDep, ModelCacheDep, SettingsDep, StoreDep, require_api_key
+from api.errors import describe_validation_errors
+from api.schemas import ErrorOut, RunCreate, RunList
+from ffcore.config import PRESETS, RunConfig
+from fflab.settings import Settings
+from fflab.store import FINISHED, RunRecord, RunStatus, RunStore
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+NOT_FOUND = {404: {"model": ErrorOut, "description": "No run with this id."}}
+
+
+def get_run_or_404(store: RunStore, run_id: str) -> RunRecord:
+    record = store.get_run(run_id)
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+    return record
+
+
+def _invalid(message: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=message)
+
+
+def resolve_config(body: RunCreate, settings: Settings) -> tuple[RunConfig, str | None]:
+    """The run configuration a request asks for, checked against the product limits."""
+    if body.config is not None and (body.preset is not None or body.overrides is not None):
+        raise _invalid("body: give either `config` or `preset` with `overrides`, not both")
+    if body.config is not None:
+        config, preset = body.config, None
+    else:
+        preset = body.preset or "reference"
+        if preset not in PRESETS:
+            raise _invalid(f"preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        overrides: dict[str, Any] = body.overrides or {}
+        try:
+            config = RunConfig.from_preset(preset, **overrides)
+        except ValidationError as error:
+            raise _invalid(describe_validation_errors(error.errors())) from error
+        except TypeError as error:  # a key that is not a valid identifier for **overrides
+            raise _invalid(f"overrides: {error}") from error
+    if config.data_dir is not None:
+        # A client must not point the worker at paths on its machine; the worker's FF_DATA_DIR decides.
+        raise _invalid("data_dir: set by the server (FF_DATA_DIR); leave it out")
+    problems = []
+    if len(config.hidden) > settings.max_layers:
+        problems.append(f"hidden: at most {settings.max_layers} layers allowed, got {len(config.hidden)}")
+    if max(config.hidden) > settings.max_units:
+        problems.append(
+            f"hidden: at most {settings.max_units} units per layer allowed, got {max(config.hidden)}"
+        )
+    if config.epochs > settings.max_epochs:
+        problems.append(f"epochs: at most {settings.max_epochs} allowed, got {config.epochs}")
+    if problems:
+        raise _invalid("; ".join(problems))
+    return config, preset
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=RunRecord,
+    dependencies=[Depends(require_api_key)],
+    responses={422: {"model": ErrorOut, "description": "The configuration is invalid or over a limit."}},
+    summary="Start a training run",
+)
+def create_run(body: RunCreate, store: StoreDep, celery: CeleryDep, settings: SettingsDep) -> RunRecord:
+    """Queue a run: a preset plus overrides (`{"preset": "quick", "overrides": {"epochs": 3}}`) or a
+    full configuration (`{"config": {...}}`). Limits: at most `max_layers` hidden layers of at most
+    `max_units` units and `max_epochs` epochs (FF_MAX_* settings)."""
+    from worker.celery_app import TRAIN_TASK_NAME
+
+    config, preset = resolve_config(body, settings)
+    record = store.create_run(config, preset=preset)
+    try:
+        celery.send_task(TRAIN_TASK_NAME, args=[record.id], task_id=record.id)
+    except Exception as error:  # the broker is the same Redis; a failure here is an outage
+        log.exception("could not enqueue run %s", record.id)
+        store.set_status(record.id, "failed", error=f"could not be queued: {error}")
+        raise HTTPException(status_code=503, detail="the task queue is unreachable; try again") from error
+    log.info("queued run %s (preset %s)", record.id, preset)
+    return record
+
+
+@router.get("", response_model=RunList, summary="List runs, newest first")
+def list_runs(
+    store: StoreDep,
+    status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Runs to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500, description="Most runs to return.")] = 50,
+) -> RunList:
+    runs, total = store.list_runs(status=status, offset=offset, limit=limit)
+    return RunList(runs=runs, total=total, offset=offset, limit=limit)
+
+
+@router.get("/{run_id}", response_model=RunRecord, responses=NOT_FOUND, summary="One run")
+def get_run(run_id: str, store: StoreDep) -> RunRecord:
+    return get_run_or_404(store, run_id)
+
+
+@router.post(
+    "/{run_id}/cancel",
+    response_model=RunRecord,
+    dependencies=[Depends(require_api_key)],
+    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The run already finished."}},
+    summary="Cancel a queued or running run",
+)
+def cancel_run(run_id: str, store: StoreDep, celery: CeleryDep) -> RunRecord:
+    """A queued run is cancelled at once and never starts. A running run stops within seconds: its
+    status stays `running` until the worker has stopped it, then becomes `cancelled`. Cancelling a
+    cancelled run changes nothing."""
+    before = store.cancel_run(run_id)
+    if before is None:
+        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+    if before in ("succeeded", "failed"):
+        raise HTTPException(status_code=409, detail=f"run {run_id!r} already {before}; nothing to cancel")
+    if before == "queued":
+        # The worker would skip it anyway (its status is cancelled); revoking spares it the message.
+        try:
+            celery.control.revoke(run_id)
+        except Exception:
+            log.warning("could not revoke the task of run %s; the worker will skip it", run_id, exc_info=True)
+    log.info("cancel requested for run %s (was %s)", run_id, before)
+    return get_run_or_404(store, run_id)
+
+
+@router.delete(
+    "/{run_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(require_api_key)],
+    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The run is queued or running."}},
+    summary="Delete a finished run and all its data",
+)
+def delete_run(run_id: str, store: StoreDep, model_cache: ModelCacheDep) -> Response:
+    """Removes the run record, its metrics, model and training state. Only finished runs (succeeded,
+    failed, cancelled) can be deleted: cancel a queued or running run first."""
+    record = get_run_or_404(store, run_id)
+    if record.status not in FINISHED:
+        raise HTTPException(
+            status_code=409,
+            detail=f"run {run_id!r} is {record.status}; cancel it first (POST /api/v1/runs/{run_id}/cancel)",
+        )
+    store.delete_run(run_id)
+    model_cache.invalidate(run_id)
+    log.info("deleted run %s", run_id)
+    return Response(status_code=204)

@@ -1,0 +1,125 @@
+"""Request and response bodies of the REST API; their descriptions become the OpenAPI docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ffcore.config import RunConfig
+from fflab.store import RunRecord, RunStatus
+
+IMAGE_SIZE = 28
+
+# One pixel of a digit: a finite value in [0, 1] (1 = ink), as in MNIST scaled to [0, 1].
+Pixel = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+PixelRow = Annotated[list[Pixel], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)]
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What is wrong and, where it helps, what is allowed.")
+
+
+class RunCreate(BaseModel):
+    """A run to start: a preset with overrides, or a full configuration (not both)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"preset": "quick", "overrides": {"epochs": 3}}, {"config": {"hidden": [500, 500]}}]
+        },
+    )
+
+    preset: str | None = Field(
+        None, description="A preset name: 'reference', 'paper' or 'quick'. Leave out when giving `config`."
+    )
+    overrides: dict[str, Any] | None = Field(
+        None, description='Settings of RunConfig to change on top of the preset, e.g. {"epochs": 3}.'
+    )
+    config: RunConfig | None = Field(
+        None,
+        description="A full run configuration (every field optional: defaults are the reference recipe).",
+    )
+
+
+class RunList(BaseModel):
+    runs: list[RunRecord] = Field(description="Runs, newest first.")
+    total: int = Field(description="How many runs match the filter, across all pages.")
+    offset: int
+    limit: int
+
+
+class MetricsPage(BaseModel):
+    records: list[dict[str, Any]] = Field(
+        description="Metric records oldest first, each with its stream `id` (train, eval and status records, "
+        "see docs/architecture.md)."
+    )
+    next: str | None = Field(
+        description="Cursor to pass as `after` for the records that follow; null when the run has none yet."
+    )
+    thinned: bool = Field(
+        False, description="True when train records were left out to honour `max_points` or `every`."
+    )
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image: Annotated[list[PixelRow], Field(min_length=IMAGE_SIZE, max_length=IMAGE_SIZE)] = Field(
+        description="28 rows of 28 pixel values in [0, 1], 1 being ink (white on black, as MNIST)."
+    )
+    preprocess: bool = Field(
+        False,
+        description="Apply MNIST-style preprocessing first (fit the ink into 20x20, centre by centre of "
+        "mass). Leave false for images that are MNIST digits already.",
+    )
+
+
+class PredictionOut(BaseModel):
+    run_id: str
+    label: int = Field(description="The label scan's prediction: the label with the most goodness.")
+    scan_scores: list[float] = Field(description="Goodness summed over the scan layers, for each label 0-9.")
+    scan_layers: list[int] = Field(description="The 0-based layers the label scan sums.")
+    goodness: list[list[float]] = Field(
+        description="goodness[label][layer]: each layer's goodness with the label embedded."
+    )
+    thresholds: list[float] = Field(description="Each layer's goodness threshold.")
+    head_label: int = Field(description="The softmax head's prediction.")
+    head_probs: list[float] = Field(description="The softmax head's probability of each label 0-9.")
+    image: list[list[float]] = Field(description="The 28x28 image the model saw, values in [0, 1].")
+    model_step: int | None = Field(description="Training step of the model that answered.")
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    device: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    run_id: str | None = Field(None, description="The run it is training, if any.")
+    seen_at: float = Field(description="Unix time of its last heartbeat.")
+
+
+class HealthOut(BaseModel):
+    status: str = Field(description="'ok' while the process serves requests.")
+
+
+class ReadyOut(BaseModel):
+    redis: bool = Field(description="Whether Redis answered.")
+    workers: list[WorkerOut] = Field(description="Workers that sent a heartbeat recently.")
+
+
+__all__ = [
+    "ErrorOut",
+    "HealthOut",
+    "MetricsPage",
+    "PredictRequest",
+    "PredictionOut",
+    "ReadyOut",
+    "RunCreate",
+    "RunList",
+    "RunRecord",
+    "RunStatus",
+    "WorkerOut",
+]

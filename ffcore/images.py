@@ -1,0 +1,132 @@
+"""MNIST-style preprocessing of any digit image.
+
+MNIST digits were made by fitting the ink of each scanned digit into a 20x20 box (keeping its aspect
+ratio, anti-aliased) and placing that box in a 28x28 field so that the centre of mass of the ink sits
+at the field's centre; ink is white (1) on black (0). A model trained on MNIST only recognises digits
+prepared the same way, so a drawn or photographed digit goes through `preprocess_digit` first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+SIZE = 28
+BOX = 20
+# Ink below this fraction of the strongest stroke is paper noise, not part of the digit.
+NOISE_FLOOR = 0.1
+# An image whose ink contrast stays under this is blank.
+MIN_CONTRAST = 0.1
+
+
+class EmptyImageError(ValueError):
+    """The image holds no digit: no ink stands out from the background."""
+
+    def __init__(self) -> None:
+        super().__init__("the image has no ink")
+
+
+def preprocess_digit(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A digit image of any size as MNIST would have it: float32 (28, 28), ink 1 on background 0.
+
+    Accepts a PIL image (any mode) or an array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, either
+    uint8 (0..255) or float in [0, 1]. Dark ink on a light background is inverted. With a transparent
+    background (RGBA, e.g. a drawing canvas) the opacity is the ink. Raises EmptyImageError when there
+    is no ink, ValueError for an array that is not an image.
+    """
+    ink = _ink(image)
+    ink = _remove_background(ink)
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    digit = _fit_in_box(digit)
+    return _place_by_centre_of_mass(digit)
+
+
+def _ink(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Ink density in [0, 1], where 1 is the strongest ink (still with its background level)."""
+    if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError("the image is empty (zero pixels)")
+        has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+        array = np.asarray(image.convert("RGBA" if has_alpha else "L"), dtype=np.float32) / 255.0
+    else:
+        array = _array_in_unit_range(np.asarray(image))
+    if array.ndim == 3:
+        channels = array.shape[2]
+        if channels not in (1, 3, 4):
+            raise ValueError(f"an image array has 1, 3 or 4 channels, got shape {array.shape}")
+        if channels == 4:
+            alpha = array[..., 3]
+            if alpha.min() < 0.98:
+                # A transparent background (a drawing canvas): whatever is opaque is the drawing,
+                # whatever its colour.
+                return alpha
+            array = array[..., :3]
+        # ITU-R 601 luma, as PIL's convert("L").
+        array = array[..., 0] if channels == 1 else array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"an image is (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    return _invert_if_light_background(array)
+
+
+def _array_in_unit_range(array: np.ndarray) -> np.ndarray:
+    if array.ndim not in (2, 3):
+        raise ValueError(f"an image is (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError("the image is empty (zero pixels)")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise ValueError(f"pixel values must be real numbers, got {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("pixel values must be finite (no NaN or infinity)")
+    if array.min() < 0 or array.max() > 1:
+        raise ValueError("float pixel values must lie in [0, 1] (use uint8 for 0..255)")
+    return array
+
+
+def _invert_if_light_background(grey: np.ndarray) -> np.ndarray:
+    # The border is mostly background: a light border means dark ink on light paper.
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return 1.0 - grey if np.median(border) > 0.5 else grey
+
+
+def _remove_background(ink: np.ndarray) -> np.ndarray:
+    """Stretch ink so the background is 0 and the strongest stroke 1; blank images raise."""
+    border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
+    background = float(np.median(border))
+    peak = float(ink.max())
+    if peak - background < MIN_CONTRAST:
+        raise EmptyImageError()
+    ink = np.clip((ink - background) / (peak - background), 0.0, 1.0)
+    ink[ink < NOISE_FLOOR] = 0.0
+    return ink
+
+
+def _fit_in_box(digit: np.ndarray) -> np.ndarray:
+    """Scale so the longer side is 20 pixels, keeping the aspect ratio (anti-aliased)."""
+    height, width = digit.shape
+    scale = BOX / max(height, width)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
+    """Put the digit into a 28x28 field with its centre of mass at the field's centre (integer shift)."""
+    total = digit.sum()
+    rows, cols = np.indices(digit.shape)
+    com_row, com_col = (rows * digit).sum() / total, (cols * digit).sum() / total
+    # The field's centre lies between pixels 13 and 14, at 13.5 in pixel-index coordinates.
+    top, left = round((SIZE - 1) / 2 - com_row), round((SIZE - 1) / 2 - com_col)
+    field = np.zeros((SIZE, SIZE), dtype=np.float32)
+    h, w = digit.shape
+    # Clip the paste at the field's edges (a lopsided digit may reach past them, as in MNIST).
+    dst_top, dst_left = max(top, 0), max(left, 0)
+    dst_bottom, dst_right = min(top + h, SIZE), min(left + w, SIZE)
+    field[dst_top:dst_bottom, dst_left:dst_right] = digit[
+        dst_top - top : dst_bottom - top, dst_left - left : dst_right - left
+    ]
+    return field

@@ -1,0 +1,43 @@
+"""Liveness and readiness: Redis reachable or not, live workers listed with their device."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from fflab.settings import Settings
+from fflab.store import RunStore
+from tests.api.conftest import API
+from tests.support.api import free_port
+
+
+def test_healthz_answers_ok(client: TestClient) -> None:
+    assert client.get(f"{API}/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_lists_live_workers_with_their_device(client: TestClient, store: RunStore) -> None:
+    store.register_worker("gpu-box-0", {"device": "cuda:0", "host": "gpu-box", "pid": 12, "run_id": None})
+    store.register_worker("stale", {"device": "cpu", "host": "old", "pid": 1, "run_id": None})
+    store.redis.hset("ff:workers", "stale", '{"name": "stale", "device": "cpu", "seen_at": 0}')
+
+    response = client.get(f"{API}/readyz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["redis"] is True
+    assert [(w["name"], w["device"]) for w in body["workers"]] == [("gpu-box-0", "cuda:0")]
+
+
+def test_readyz_is_503_with_a_message_when_redis_is_unreachable() -> None:
+    # A port nothing listens on: connections are refused at once.
+    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    with TestClient(app) as client:
+        response = client.get(f"{API}/readyz")
+        assert response.status_code == 503
+        assert "Redis is unreachable" in response.json()["detail"]
+        assert client.get(f"{API}/healthz").status_code == 200
+        # Any other route answers 503 too, not 500.
+        runs = client.get(f"{API}/runs")
+        assert runs.status_code == 503
+        assert "unreachable" in runs.json()["detail"]
