@@ -1,0 +1,132 @@
+"""preprocess_digit: any digit picture becomes what MNIST would have made of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from ffcore.images import EmptyImageError, preprocess_digit
+
+
+def mnist_test_digits(mnist_dir: str, count: int) -> np.ndarray:
+    """The first `count` MNIST test images, uint8 (count, 28, 28), read straight from the IDX file."""
+    raw = (Path(mnist_dir) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()
+    return np.frombuffer(raw, np.uint8, offset=16, count=count * 784).reshape(count, 28, 28)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.indices(image.shape)
+    total = image.sum()
+    return float((rows * image).sum() / total), float((cols * image).sum() / total)
+
+
+def ink_box(image: np.ndarray) -> tuple[int, int]:
+    rows = np.flatnonzero(image.any(axis=1))
+    cols = np.flatnonzero(image.any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def test_mnist_digits_come_back_almost_unchanged(mnist_dir: str) -> None:
+    # MNIST was made by this procedure, so redoing it must not move or rescale its digits.
+    digits = mnist_test_digits(mnist_dir, 300)
+    scores = [correlation(preprocess_digit(d), d / 255.0) for d in digits]
+    assert np.median(scores) > 0.99
+    assert np.mean(np.array(scores) > 0.9) > 0.95
+
+
+def test_output_is_28x28_float_in_unit_range_with_ink_fitted_and_centred() -> None:
+    # A small off-centre blob in a corner of a big black field.
+    field = np.zeros((300, 500), dtype=np.uint8)
+    field[20:80, 400:430] = 255  # 60 tall, 30 wide
+
+    out = preprocess_digit(field)
+
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    height, width = ink_box(out > 0.05)
+    assert height in (20, 21) and width in (10, 11, 12)  # longer side 20, aspect kept (anti-aliased edges)
+    row, col = centre_of_mass(out)
+    assert abs(row - 14) <= 0.5 and abs(col - 14) <= 0.5
+
+
+def test_a_large_dark_on_light_picture_matches_the_mnist_digit(mnist_dir: str) -> None:
+    digit = mnist_test_digits(mnist_dir, 1)[0]
+    # Black ink on white paper, ten times the size, placed off-centre on a wide sheet.
+    big = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BICUBIC)
+    sheet = Image.new("L", (640, 400), 255)
+    sheet.paste(big, (40, 100))
+
+    out = preprocess_digit(sheet)
+
+    assert correlation(out, digit / 255.0) > 0.95
+    assert out[0, 0] == 0.0  # the paper became background
+
+
+def test_grey_paper_and_colour_photos_lose_their_background(mnist_dir: str) -> None:
+    # Blue ink on light grey paper, RGB floats, five times the size.
+    paper = np.array([0.8, 0.78, 0.75], dtype=np.float32)
+    ink = np.array([0.1, 0.1, 0.5], dtype=np.float32)
+    scores = []
+    for digit in mnist_test_digits(mnist_dir, 5).astype(np.float32) / 255.0:
+        big = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC))
+        rgb = paper + np.clip(big, 0, 1)[..., None] * (ink - paper)
+
+        out = preprocess_digit(rgb)
+
+        scores.append(correlation(out, digit))
+        assert (out == 0).mean() > 0.6  # background is exactly 0 again, as in MNIST
+    # Upscaling blurs the strokes a little, so the match is close but not exact.
+    assert min(scores) > 0.85 and np.median(scores) > 0.95
+
+
+def test_transparent_canvas_strokes_are_ink_whatever_their_colour() -> None:
+    # What a drawing canvas returns: RGBA, transparent background, opaque black strokes.
+    canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).line([(140, 40), (140, 240)], fill=(0, 0, 0, 255), width=18)
+    white_on_black = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(white_on_black).line([(140, 40), (140, 240)], fill=255, width=18)
+
+    from_canvas = preprocess_digit(canvas)
+    reference = preprocess_digit(white_on_black)
+
+    assert from_canvas.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(from_canvas, reference, atol=0.02)
+    assert from_canvas[:, 14].sum() > 15  # a vertical stroke down the middle
+
+
+@pytest.mark.parametrize(
+    "blank",
+    [
+        np.zeros((28, 28), dtype=np.uint8),
+        np.full((100, 60), 255, dtype=np.uint8),
+        np.full((50, 50), 0.5, dtype=np.float32),
+        np.zeros((280, 280, 4), dtype=np.uint8),  # an untouched transparent canvas
+    ],
+    ids=["black", "white", "grey", "transparent"],
+)
+def test_an_image_without_ink_is_refused(blank: np.ndarray) -> None:
+    with pytest.raises(EmptyImageError, match="the image has no ink"):
+        preprocess_digit(blank)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.full((28, 28), np.nan, dtype=np.float32), "finite"),
+        (np.full((28, 28), 2.0), r"\[0, 1\]"),
+        (np.zeros((2, 3, 4, 5)), "shape"),
+        (np.zeros((28, 28, 2)), "channels"),
+        (np.zeros((0, 28)), "empty"),
+    ],
+    ids=["nan", "out-of-range", "4d", "2-channels", "no-pixels"],
+)
+def test_arrays_that_are_not_images_get_a_clear_error(array: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        preprocess_digit(array)
