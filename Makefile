@@ -29,3 +29,9 @@ system-deps:
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# The local stack without Docker: redis-server (or the server already at FF_REDIS_URL), a worker,
+# the API and the dashboard, their logs prefixed with the process name; Ctrl-C stops them all.
+# The processes are in the Procfile; settings come from FF_* variables (or a .env file).
+up: venv
+	PATH="$(abspath $(BIN)):$$PATH" PYTHONUNBUFFERED=1 $(BIN)/honcho start

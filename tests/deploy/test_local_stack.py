@@ -1,0 +1,161 @@
+"""The local stack without Docker: `make up` (honcho + Procfile + scripts/run-redis.sh)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from honcho.environ import parse_procfile
+
+from tests.support.stack import REPO, VENV_BIN, free_port, port_open, start_stack
+
+PROCESSES = ("redis", "worker", "api", "dashboard")
+
+
+def script_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
+    env.update(
+        {
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FF_REDIS_URL": redis_url,
+            "FF_REDIS_DATA_DIR": str(tmp_path / "redis"),
+        }
+    )
+    return env
+
+
+def test_procfile_has_the_four_processes_and_make_up_runs_it_with_the_venv():
+    procfile = parse_procfile((REPO / "Procfile").read_text())
+    assert tuple(procfile.processes) == PROCESSES
+    for name in ("worker", "api", "dashboard"):
+        assert f"python -u -m {name}" in procfile.processes[name]
+
+    recipe = subprocess.run(
+        ["make", "-n", "-o", "venv", "up"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    # The same command start_stack runs: honcho from the venv, the venv's bin first on PATH.
+    assert "honcho start" in recipe
+    assert f'PATH="{REPO / ".venv" / "bin"}:$PATH"' in recipe
+
+
+@pytest.mark.timeout(60)
+def test_run_redis_starts_a_persistent_noeviction_server_at_ff_redis_url(tmp_path):
+    port = free_port()
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    process = subprocess.Popen(
+        [str(REPO / "scripts" / "run-redis.sh")],
+        env=script_env(url, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 20
+        while not port_open(port):
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+        time.sleep(0.2)
+        assert client.ping()
+        config = client.config_get("*")
+        assert config["appendonly"] == "yes"
+        assert config["maxmemory-policy"] == "noeviction"
+        assert config["dir"] == str(tmp_path / "redis")
+        # The password in the URL protects the server.
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    assert not port_open(port)
+    assert (tmp_path / "redis" / "appendonlydir").is_dir()
+
+
+@pytest.mark.timeout(60)
+def test_run_redis_uses_a_server_that_already_answers_and_stays_alive(redis_url, tmp_path):
+    before = redis.Redis.from_url(redis_url).info("server")["process_id"]
+    process = subprocess.Popen(
+        [str(REPO / "scripts" / "run-redis.sh")],
+        env=script_env(redis_url, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=3)  # it must not exit: honcho would stop the stack
+        assert not (tmp_path / "redis").exists()  # no second server was started
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=10)[0].decode()
+    assert "already answers" in output
+    assert redis.Redis.from_url(redis_url).info("server")["process_id"] == before
+
+
+@pytest.mark.timeout(60)
+def test_waiting_for_redis_fails_with_a_message_on_a_wrong_password_or_no_server(redis_server, tmp_path):
+    probe = [str(VENV_BIN / "python"), str(REPO / "scripts" / "redis_probe.py"), "wait", "--timeout", "1"]
+    nothing = subprocess.run(
+        probe, env=script_env(f"redis://127.0.0.1:{free_port()}/0", tmp_path), capture_output=True, text=True
+    )
+    assert nothing.returncode == 1
+    assert "no Redis server answered" in nothing.stderr
+
+    server_url = f"redis://127.0.0.1:{redis_server.port}/0"
+    client = redis.Redis.from_url(server_url)
+    client.config_set("requirepass", "right")
+    try:
+        wrong = subprocess.run(
+            probe,
+            env=script_env(f"redis://:wrong@127.0.0.1:{redis_server.port}/0", tmp_path),
+            capture_output=True,
+            text=True,
+        )
+        right = subprocess.run(
+            probe,
+            env=script_env(f"redis://:right@127.0.0.1:{redis_server.port}/0", tmp_path),
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        redis.Redis(port=redis_server.port, password="right").config_set("requirepass", "")
+    assert wrong.returncode == 1
+    assert "refuses" in wrong.stderr and "wrong" not in wrong.stderr  # the password is not logged
+    assert right.returncode == 0, right.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_honcho_starts_the_stack_and_ctrl_c_stops_every_process(tmp_path):
+    with start_stack(tmp_path) as stack:
+        ready = httpx.get(f"{stack.api_url}/readyz", timeout=5)
+        assert ready.status_code == 200
+        assert ready.json()["redis"] is True
+        assert len(ready.json()["workers"]) == 1
+
+        processes = stack.processes()
+        command_lines = "\n".join(processes.values())
+        for expected in ("redis-server", "-m worker", "-m api", "streamlit"):
+            assert expected in command_lines, command_lines
+        redis_port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+
+        assert stack.interrupt() is not None
+        # honcho returns once its children are gone; give the kernel a moment to reap grandchildren.
+        deadline = time.monotonic() + 10
+        while stack.survivors() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert stack.survivors() == {}
+        for port in (redis_port, stack.api_port, stack.dashboard_port):
+            assert not port_open(port), port
+
+        log = stack.log()
+        for name in PROCESSES:  # every process's output reached the log with its name as prefix
+            assert f" {name}.1 " in log, name
+        assert "SIGINT received" in log
