@@ -1,0 +1,356 @@
+"""docker compose: the compose files, Dockerfiles and pins agree with each other and with the code.
+
+There is no Docker engine here, so the images are not built; the compose files are checked with
+Debian's docker-compose (`docker-compose config`), which validates them against the Compose schema
+and merges the CPU override the way `docker compose` does.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+import dashboard.settings
+from fflab.settings import Settings
+from tests.support.stack import REPO
+
+GPU_FILES = ["docker-compose.yml"]
+CPU_FILES = ["docker-compose.yml", "docker-compose.cpu.yml"]
+FF_NAME = re.compile(r"\bFF_[A-Z][A-Z0-9_]*")
+# Where the application reads its settings: the packages, the local-stack scripts, the test setup.
+CODE_PATHS = ["ffcore", "fflab", "api", "worker", "dashboard", "scripts", "Procfile", "tests/conftest.py"]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def compose_config(files: list[str], tmp_path: Path) -> dict:
+    """`docker-compose config` of the files, with no FF_* variable or .env file from outside."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed (make system-deps installs Debian's docker-compose)")
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FF_", "COMPOSE_"))}
+    args = [binary, "--project-directory", str(REPO), "--env-file", str(empty_env)]
+    for name in files:
+        args += ["-f", str(REPO / name)]
+    result = subprocess.run(args + ["config"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def settings_classes() -> list[type[BaseSettings]]:
+    """fflab's Settings and the dashboard's own settings class."""
+    dashboard_classes = [
+        cls
+        for _, cls in inspect.getmembers(dashboard.settings, inspect.isclass)
+        if issubclass(cls, BaseSettings) and cls is not BaseSettings
+    ]
+    assert dashboard_classes, "dashboard/settings.py defines no settings class"
+    return [Settings, *dashboard_classes]
+
+
+def code_files() -> list[Path]:
+    files = []
+    for name in CODE_PATHS:
+        path = REPO / name
+        files += (
+            sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".py", ".sh"})
+            if path.is_dir()
+            else [path]
+        )
+    return files
+
+
+def known_variables() -> set[str]:
+    """Every FF_* variable the code reads: settings fields (prefix + name) and names in the code."""
+    known = set()
+    for cls in settings_classes():
+        prefix = cls.model_config.get("env_prefix", "")
+        known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
+    for path in code_files():
+        # A name ending in "_" is the start of one built at run time (f"FF_MAX_{...}"), not a variable.
+        known |= {name for name in FF_NAME.findall(path.read_text(errors="replace")) if not name.endswith("_")}
+    return known
+
+
+def service_settings(service: dict, settings_class: type[BaseSettings], monkeypatch) -> BaseSettings:
+    """The settings a service's process sees: its image's ENV overlaid with the compose environment."""
+    for name in [n for n in os.environ if n.startswith("FF_")]:
+        monkeypatch.delenv(name)
+    image_env = dockerfile_env(REPO / service["build"]["dockerfile"]) if "build" in service else {}
+    image_env = {name: value for name, value in image_env.items() if name.startswith("FF_")}
+    for name, value in {**image_env, **service.get("environment", {})}.items():
+        if value is not None:
+            monkeypatch.setenv(name, str(value))
+    return settings_class()
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def final_stage(path: Path) -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions(path)
+    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    return instructions[last_from:]
+
+
+def dockerfile_env(path: Path) -> dict[str, str]:
+    env = {}
+    for keyword, rest in final_stage(path):
+        if keyword == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(rest))
+    return env
+
+
+def port_target(service: dict) -> list[tuple[int, int]]:
+    return [(int(p["published"]), int(p["target"])) for p in service.get("ports", [])]
+
+
+def healthcheck_command(service: dict) -> str:
+    return " ".join(service["healthcheck"]["test"])
+
+
+# --- the compose files ----------------------------------------------------------------------------
+
+
+def test_gpu_stack_has_redis_api_worker_dashboard_wired_to_the_settings(tmp_path, monkeypatch):
+    services = compose_config(GPU_FILES, tmp_path)["services"]
+    assert set(services) == {"redis", "api", "worker", "dashboard"}
+    redis_service, api, worker, dash = (services[n] for n in ("redis", "api", "worker", "dashboard"))
+
+    # Redis: append-only on a named volume, never evicts, healthy when it answers, not published.
+    command = " ".join(redis_service["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert "ports" not in redis_service
+    assert "redis-cli" in healthcheck_command(redis_service)
+    assert any(v.startswith("redis-data:/data") for v in redis_service["volumes"])
+    assert ":" in redis_service["image"] and not redis_service["image"].endswith(":latest")
+
+    # API: listens on all interfaces on the port it publishes, checks its own /healthz.
+    api_settings = service_settings(api, Settings, monkeypatch)
+    assert api_settings.api_host == "0.0.0.0"
+    assert port_target(api) == [(8000, api_settings.api_port)]
+    assert f"127.0.0.1:{api_settings.api_port}/api/v1/healthz" in healthcheck_command(api)
+    assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert api_settings.redis_url == "redis://redis:6379/0"
+
+    # Worker: one NVIDIA GPU; MNIST kept in a named volume where ffcore caches downloads.
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    worker_settings = service_settings(worker, Settings, monkeypatch)
+    assert worker_settings.redis_url == api_settings.redis_url
+    assert worker_settings.data_dir is None  # so ffcore downloads into its cache directory, once
+    assert "datasets:/home/fflab/.cache/fflab/datasets:rw" in worker["volumes"]
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+
+    # Dashboard: serves the port it publishes and reaches the API by its service name and port.
+    dash_class = settings_classes()[1]
+    dash_settings = service_settings(dash, dash_class, monkeypatch)
+    assert dash_settings.dashboard_host == "0.0.0.0"
+    assert port_target(dash) == [(8501, dash_settings.dashboard_port)]
+    assert dash_settings.api_url == f"http://api:{api_settings.api_port}"
+    assert dash["depends_on"]["api"]["condition"] == "service_healthy"
+    assert f"127.0.0.1:{dash_settings.dashboard_port}/_stcore/health" in healthcheck_command(dash)
+
+    # Named volumes, so that MNIST and the runs survive `docker compose down`.
+    assert {"redis-data", "datasets"} <= set(compose_config(GPU_FILES, tmp_path)["volumes"])
+
+
+def test_ffcore_caches_datasets_where_the_worker_volume_is_mounted(monkeypatch):
+    from ffcore.data import default_data_dir
+
+    monkeypatch.setenv("HOME", "/home/fflab")  # the images' user
+    assert str(default_data_dir()) == "/home/fflab/.cache/fflab/datasets"
+
+
+def test_cpu_variant_needs_no_nvidia_runtime_and_keeps_a_worker(tmp_path):
+    config = compose_config(CPU_FILES, tmp_path)
+    services = config["services"]
+    # `docker compose up` starts only services without profiles: the GPU worker is left out.
+    started = {name: s for name, s in services.items() if not s.get("profiles")}
+    assert set(started) == {"redis", "api", "worker-cpu", "dashboard"}
+    for name, service in started.items():
+        assert "devices" not in yaml.safe_dump(service.get("deploy", {})), name
+    cpu_worker = services["worker-cpu"]
+    assert cpu_worker["command"] == ["python", "-m", "worker"]
+    # It runs the API's image (CPU PyTorch) and keeps MNIST in the same volume as the GPU worker.
+    assert cpu_worker["image"] == services["api"]["image"]
+    assert cpu_worker["build"] == services["api"]["build"]
+    assert cpu_worker["volumes"] == services["worker"]["volumes"]
+    assert cpu_worker["environment"] == services["worker"]["environment"]
+    assert cpu_worker["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_redis_url_can_point_workers_at_another_host(tmp_path):
+    """FF_REDIS_URL from the shell reaches the API and the workers (workers on other machines)."""
+    url = "redis://:secret@10.0.0.5:6379/0"
+    env_file = tmp_path / "remote.env"
+    env_file.write_text(f"FF_REDIS_URL={url}\n")
+    binary = shutil.which("docker-compose") or pytest.fail("docker-compose is not installed")
+    result = subprocess.run(
+        [binary, "--project-directory", str(REPO), "--env-file", str(env_file)]
+        + [arg for name in CPU_FILES for arg in ("-f", str(REPO / name))]
+        + ["config"],
+        env={k: v for k, v in os.environ.items() if not k.startswith(("FF_", "COMPOSE_"))},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in ("api", "worker", "worker-cpu"):
+        assert services[name]["environment"]["FF_REDIS_URL"] == url, name
+
+
+def test_every_ff_variable_is_known_to_the_code_and_documented(tmp_path):
+    known = known_variables()
+    assert {"FF_REDIS_URL", "FF_API_PORT", "FF_API_URL", "FF_DASHBOARD_PORT"} <= known
+
+    used = set()
+    for files in (GPU_FILES, CPU_FILES):
+        for service in compose_config(files, tmp_path)["services"].values():
+            used |= {name for name in service.get("environment", {}) if name.startswith("FF_")}
+    for path in (REPO / "docker").glob("*.Dockerfile"):
+        used |= {name for name in dockerfile_env(path) if name.startswith("FF_")}
+    raw_compose = "".join((REPO / name).read_text() for name in CPU_FILES)
+    used |= set(FF_NAME.findall(raw_compose))
+    assert used - known == set(), "FF_ variables in the compose files or Dockerfiles that no code reads"
+
+    readme = (REPO / "README.md").read_text()
+    undocumented = {name for name in known if not re.search(rf"\b{name}\b", readme)}
+    assert undocumented == set(), "FF_ variables the code reads but the README does not document"
+
+
+# --- the Dockerfiles ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["api", "worker", "dashboard"])
+def test_images_run_as_a_non_root_user_with_pinned_dependencies(service, tmp_path):
+    build = compose_config(GPU_FILES, tmp_path)["services"][service]["build"]
+    path = REPO / build["dockerfile"]
+    assert path.is_file()
+    users = [rest for keyword, rest in final_stage(path) if keyword == "USER"]
+    assert users and users[-1] not in {"root", "0"}, "the image must run as a non-root user"
+    runs = [rest for keyword, rest in dockerfile_instructions(path) if keyword == "RUN"]
+    installs = [run for run in runs if "pip install" in run]
+    assert installs
+    for run in installs:
+        assert "-c /tmp/constraints.txt" in run, f"unpinned install: {run}"
+    copies = [rest for keyword, rest in dockerfile_instructions(path) if keyword == "COPY"]
+    assert "docker/constraints.txt /tmp/constraints.txt" in copies
+
+
+def test_each_image_gets_the_right_pytorch():
+    api = (REPO / "docker" / "api.Dockerfile").read_text()
+    worker = (REPO / "docker" / "worker.Dockerfile").read_text()
+    assert "--index-url https://download.pytorch.org/whl/cpu" in api  # the CPU build
+    assert "whl/cpu" not in worker  # PyPI's Linux wheels: the CUDA build
+    assert "'.[service]'" in api and "'.[service]'" in worker
+    # The dashboard image installs only the dashboard extra and copies only the dashboard's code.
+    dash_runs = " ".join(
+        rest
+        for keyword, rest in dockerfile_instructions(REPO / "docker/dashboard.Dockerfile")
+        if keyword == "RUN"
+    )
+    assert "'.[dashboard]'" in dash_runs and "torch" not in dash_runs
+    dash_copies = [
+        rest.split()[0]
+        for keyword, rest in final_stage(REPO / "docker/dashboard.Dockerfile")
+        if keyword == "COPY" and not rest.startswith("--from")
+    ]
+    assert dash_copies == ["dashboard"]
+
+
+def test_the_dashboard_extra_and_code_need_no_pytorch_redis_or_service_code():
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    dashboard_requirements = " ".join(extras["dashboard"]).lower()
+    for heavy in ("torch", "redis", "celery", "fflab["):
+        assert heavy not in dashboard_requirements, heavy
+
+    forbidden = {"torch", "torchvision", "safetensors", "redis", "celery", "ffcore", "fflab", "api", "worker"}
+    for path in sorted((REPO / "dashboard").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            bad = {name.split(".")[0] for name in names} & forbidden
+            assert not bad, (
+                f"{path.relative_to(REPO)}:{node.lineno} imports {bad}: not in the dashboard image"
+            )
+
+
+def test_dockerignore_admits_exactly_what_the_dockerfiles_copy():
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", ".dockerignore should exclude everything by default (no .venv, .git)"
+    admitted = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    for path in (REPO / "docker").glob("*.Dockerfile"):
+        for keyword, rest in dockerfile_instructions(path):
+            if keyword == "COPY" and not rest.startswith("--from"):
+                for source in shlex.split(rest)[:-1]:
+                    assert source in admitted, f"{path.name} copies {source}, which .dockerignore excludes"
+                    assert (REPO / source).exists(), f"{path.name} copies {source}, which does not exist"
+
+
+def test_constraints_pin_every_dependency_at_the_tested_version():
+    pins = {}
+    for line in (REPO / "docker" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[canonical(name)] = version
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = project["dependencies"] + [
+        req for extra in ("core", "service", "dashboard") for req in project["optional-dependencies"][extra]
+    ]
+    names = {canonical(re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0]) for req in runtime}
+    names.discard("fflab")
+    missing = names - set(pins)
+    assert not missing, f"not pinned in docker/constraints.txt: {missing}; run scripts/freeze-constraints.sh"
+    stale = {
+        name: (pinned, installed)
+        for name, pinned in pins.items()
+        if (installed := installed_version(name)).split("+")[0] != pinned.split("+")[0]
+    }
+    assert not stale, (
+        f"constraints differ from the venv (pinned, installed): {stale}; run scripts/freeze-constraints.sh"
+    )
+
+
+def installed_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
