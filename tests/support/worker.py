@@ -1,0 +1,139 @@
+"""Start real `python -m worker` processes for tests, and submit runs to them without the API.
+
+    with start_worker(redis_url, mnist_dir) as worker:
+        run_id = submit_run(redis_url, RunConfig.from_preset("quick", epochs=1))
+        record = wait_for_status(RunStore.from_url(redis_url), run_id, {"succeeded"}, timeout_s=120)
+
+The worker is stopped (SIGTERM, then SIGKILL) when the block ends, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from ffcore.config import RunConfig
+from fflab.settings import Settings
+from fflab.store import RunRecord, RunStore
+from worker.celery_app import TRAIN_TASK_NAME, make_celery
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-whatever, as on a lost machine."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 20) -> int:
+        """SIGTERM (a warm shutdown), then SIGKILL after `timeout_s`; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+
+def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def wait_for_status(store: RunStore, run_id: str, statuses: set[str], timeout_s: float) -> RunRecord:
+    def reached() -> RunRecord | None:
+        record = store.get_run(run_id)
+        return record if record is not None and record.status in statuses else None
+
+    try:
+        return wait_for(reached, timeout_s, f"run {run_id} to reach {sorted(statuses)}")
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}; it is {store.get_run(run_id)!r}") from None
+
+
+def submit_run(redis_url: str, config: RunConfig, preset: str | None = None) -> str:
+    """Create a queued run and enqueue its training task, as the API does; returns the run id."""
+    store = RunStore.from_url(redis_url)
+    run_id = store.create_run(config, preset=preset).id
+    make_celery(Settings(redis_url=redis_url)).send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)
+    return run_id
+
+
+@contextmanager
+def start_worker(
+    redis_url: str,
+    data_dir: str,
+    *,
+    name: str | None = None,
+    device: str = "cpu",
+    lease_ttl_s: float | None = None,
+    heartbeat_interval_s: float | None = None,
+    metrics_every_steps: int | None = None,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 90,
+) -> Iterator[WorkerProcess]:
+    """Run `python -m worker` against `redis_url` until the block ends; yields once it is registered."""
+    name = name or f"test-worker-{uuid.uuid4().hex[:6]}"
+    child_env = os.environ | {"FF_REDIS_URL": redis_url, "FF_DATA_DIR": data_dir, "PYTHONUNBUFFERED": "1"}
+    for var, value in (
+        ("FF_LEASE_TTL_S", lease_ttl_s),
+        ("FF_HEARTBEAT_INTERVAL_S", heartbeat_interval_s),
+        ("FF_METRICS_EVERY_STEPS", metrics_every_steps),
+    ):
+        if value is not None:
+            child_env[var] = str(value)
+    child_env |= env or {}
+    log_file = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "--name", name, "--device", device],
+        cwd=REPO, env=child_env, stdout=log_file, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = WorkerProcess(name, process, Path(log_file.name))
+    try:
+        store = RunStore.from_url(redis_url)
+
+        def registered() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker {name} exited with {process.returncode}:\n{worker.log()[-3000:]}")
+            return any(w["name"] == name for w in store.list_workers(max_age_s=60))
+
+        try:
+            wait_for(registered, ready_timeout_s, f"worker {name} to register", interval_s=0.2)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; its log:\n{worker.log()[-3000:]}") from None
+        yield worker
+    finally:
+        worker.stop()
+        # pytest shows captured stderr only for failing tests: there the worker's log helps most.
+        sys.stderr.write(f"--- log of worker {name} ---\n{worker.log()[-20000:]}\n")
+        log_file.close()
+        os.unlink(log_file.name)

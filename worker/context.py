@@ -1,0 +1,85 @@
+"""What a worker process knows about itself: its name, device, store, and the run it trains.
+
+`python -m worker` builds one `WorkerContext` at start-up and installs it with `set_context`; the
+Celery task, the heartbeat and the reaper all read it from there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fflab.settings import Settings
+from fflab.store import RunStore
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: RunStore
+    name: str  # unique among live workers: it owns leases
+    device: str  # "cpu" or "cuda:N"
+    enqueue: Callable[[str], None]  # sends a run's training task to the queue (again)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    # Set by the heartbeat when renewing the current run's lease failed: stop training at once.
+    lease_lost: threading.Event = field(default_factory=threading.Event)
+    # Set on a warm shutdown (SIGTERM): hand the current run back to the queue.
+    shutting_down: threading.Event = field(default_factory=threading.Event)
+    _current_run_id: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def device_type(self) -> str:
+        """What a run's config calls this device: 'cpu' or 'cuda' (the worker's GPU is the current one)."""
+        return self.device.split(":", 1)[0]
+
+    @property
+    def current_run_id(self) -> str | None:
+        return self._current_run_id
+
+    def begin_run(self, run_id: str) -> None:
+        with self._lock:
+            self._current_run_id = run_id
+            self.lease_lost.clear()
+
+    def end_run(self) -> None:
+        with self._lock:
+            self._current_run_id = None
+
+    def renew_current_lease(self) -> None:
+        """The heartbeat's part: keep the current run's lease alive, or flag that it is gone."""
+        with self._lock:
+            run_id = self._current_run_id
+            if run_id and not self.store.renew_lease(run_id, self.name, self.settings.lease_ttl_s):
+                self.lease_lost.set()
+
+    def info(self) -> dict[str, Any]:
+        """What `RunStore.register_worker` records (the API's /readyz lists it)."""
+        return {
+            "device": self.device,
+            "host": self.host,
+            "pid": self.pid,
+            "run_id": self._current_run_id,
+            "started_at": self.started_at,
+        }
+
+
+_context: WorkerContext | None = None
+
+
+def set_context(context: WorkerContext) -> None:
+    global _context
+    _context = context
+
+
+def get_context() -> WorkerContext:
+    if _context is None:
+        raise RuntimeError("no worker context: start the worker with `python -m worker`")
+    return _context

@@ -1,0 +1,43 @@
+"""The worker's background thread: renew the current run's lease, refresh the worker's
+registration, and run the reaper, every `heartbeat_interval_s`.
+
+It runs beside the training loop (Celery's solo pool trains in the main thread); torch releases
+the GIL in its kernels, so the beat keeps time while a run trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from worker.context import WorkerContext
+from worker.reaper import Reaper
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, context: WorkerContext, reaper: Reaper):
+        super().__init__(name="fflab-heartbeat", daemon=True)
+        self.context = context
+        self.reaper = reaper
+        self._stopped = threading.Event()
+
+    def beat(self) -> None:
+        context = self.context
+        context.renew_current_lease()
+        context.store.register_worker(context.name, context.info())
+        self.reaper.sweep()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except Exception:  # Redis away for a moment: keep beating, the next one may work
+                log.exception("heartbeat failed")
+            if self._stopped.wait(self.context.settings.heartbeat_interval_s):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)

@@ -1,0 +1,38 @@
+"""The reaper: give runs whose worker died back to the queue.
+
+A worker renews the lease of the run it trains every `heartbeat_interval_s`. When a worker dies
+(SIGKILL, a lost machine), the lease expires after `lease_ttl_s` while the run still says
+`running`. Every worker's reaper looks for such runs, puts them back to `queued` and enqueues them
+again; whichever worker takes the task resumes the run from its last checkpoint. The check and the
+status change happen in one Redis script, so two reapers never requeue a run twice, and a run a
+worker has just claimed is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fflab.store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    def __init__(self, store: RunStore, enqueue: Callable[[str], None], worker_name: str):
+        self.store = store
+        self.enqueue = enqueue
+        self.worker_name = worker_name
+
+    def sweep(self) -> list[str]:
+        """Requeue every orphaned running run; returns their ids."""
+        requeued = []
+        for run_id in self.store.running_run_ids():
+            if self.store.lease_owner(run_id) is not None:
+                continue  # cheap pre-check; the script below decides
+            reason = f"lease expired (worker lost); requeued by {self.worker_name}"
+            if self.store.requeue_if_orphaned(run_id, reason):
+                self.enqueue(run_id)
+                log.warning("run %s lost its worker; requeued to resume from its checkpoint", run_id)
+                requeued.append(run_id)
+        return requeued

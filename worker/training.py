@@ -1,0 +1,193 @@
+"""One training attempt of one run: claim it, train (or resume) it with ffcore, record the outcome.
+
+The run moves queued -> running -> succeeded | failed | cancelled. Everything written while
+training is fenced by the run's lease (see fflab.store), so a worker that lost its lease stops
+and writes nothing more, and a duplicate delivery of a run that is leased elsewhere or already
+finished does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Literal
+
+import redis
+import torch
+
+from ffcore import DataError, Dataset, RunConfig, Trainer, load_dataset, save_model
+from fflab.store import LeaseLostError
+from worker.context import WorkerContext
+from worker.progress import ProgressPublisher
+
+log = logging.getLogger(__name__)
+
+StopReason = Literal["cancelled", "lease_lost", "shutdown"]
+Outcome = Literal[
+    "succeeded",
+    "failed",
+    "cancelled",
+    "requeued",
+    "lease_lost",
+    "missing",
+    "finished",
+    "leased",
+    "redis_unavailable",
+]
+
+
+class DatasetCache:
+    """Data sets loaded by this process, kept for the next run that uses the same one."""
+
+    def __init__(self) -> None:
+        self._datasets: dict[tuple[str, str | None, str, str], Dataset] = {}
+        self._lock = threading.Lock()
+
+    def get(self, config: RunConfig, device: torch.device) -> Dataset:
+        key = (config.dataset, config.data_dir, config.validation, str(device))
+        with self._lock:
+            if key not in self._datasets:
+                log.info("loading %s (%s) onto %s", config.dataset, config.validation, device)
+                self._datasets[key] = load_dataset(config, device)
+            return self._datasets[key]
+
+
+DATASETS = DatasetCache()
+
+
+class StopCheck:
+    """The Trainer's `should_stop`: polled every step, so Redis is asked at most every `poll_s`."""
+
+    def __init__(self, context: WorkerContext, run_id: str, poll_s: float = 0.25):
+        self.context = context
+        self.run_id = run_id
+        self.poll_s = poll_s
+        self.reason: StopReason | None = None
+        self._next_poll = 0.0
+
+    def __call__(self) -> bool:
+        if self.reason is not None:
+            return True
+        if self.context.lease_lost.is_set():
+            self.reason = "lease_lost"
+        elif self.context.shutting_down.is_set():
+            self.reason = "shutdown"
+        elif time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self.poll_s
+            owned, cancel = self.context.store.control_flags(self.run_id, self.context.name)
+            if not owned:
+                self.reason = "lease_lost"
+            elif cancel:
+                self.reason = "cancelled"
+        return self.reason is not None
+
+
+def training_device(requested: str, worker_device_type: str) -> str:
+    """Where a run trains on this worker: 'cpu' or 'cuda' (the worker's GPU is the current one)."""
+    if requested == "auto":
+        return worker_device_type
+    if requested == "cuda" and worker_device_type != "cuda":
+        raise ValueError("the run asks for device 'cuda', but this worker trains on the CPU")
+    return requested
+
+
+def describe_error(error: BaseException) -> str:
+    """A readable one-liner for the run record."""
+    if isinstance(error, DataError):
+        return f"data: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATASETS) -> Outcome:
+    """Run one attempt of `run_id` on this worker; returns what became of it."""
+    store, name = context.store, context.name
+    if context.shutting_down.is_set():
+        # A task taken while shutting down goes straight back to the queue, untouched.
+        context.enqueue(run_id)
+        return "requeued"
+    claim = store.claim_run(run_id, name, context.settings.lease_ttl_s, context.device)
+    if claim.outcome != "claimed":
+        log.info("run %s not started: %s", run_id, claim.outcome)
+        return claim.outcome
+    log.info("run %s: attempt %d on %s (%s)", run_id, claim.attempt, name, context.device)
+    context.begin_run(run_id)
+    try:
+        return _train(context, run_id, datasets)
+    except LeaseLostError:
+        log.warning("run %s: lease lost; another worker takes it up", run_id)
+        return "lease_lost"
+    except redis.ConnectionError:
+        # Nothing can be recorded now; the lease expires and a reaper requeues the run.
+        log.exception("run %s: Redis unavailable; leaving the run to be requeued", run_id)
+        return "redis_unavailable"
+    except Exception as error:
+        log.exception("run %s failed", run_id)
+        store.end_attempt(run_id, name, "failed", error=describe_error(error))
+        return "failed"
+    finally:
+        context.end_run()
+
+
+def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outcome:
+    store, name, settings = context.store, context.name, context.settings
+    record = store.get_run(run_id)
+    if record is None:  # deleted between the claim and now
+        return "missing"
+    run_config = record.config
+    # The worker's own data directory wins: a submitted config cannot know this machine's paths.
+    device = training_device(run_config.device, context.device_type)
+    train_config = run_config.model_copy(
+        update={"data_dir": settings.data_dir or run_config.data_dir, "device": device}
+    )
+    dataset = datasets.get(train_config, torch.device(device))
+
+    state = store.load_state(run_id)
+    if state is not None:
+        checkpoint = store.load_checkpoint(run_id)
+        trainer = Trainer.from_state_bytes(
+            state, dataset=dataset, device=train_config.device, log_every=settings.metrics_every_steps
+        )
+        # The dead attempt's records after the checkpoint would repeat steps: drop them.
+        store.discard_metrics_after(run_id, checkpoint.stream_id if checkpoint else None)
+        log.info("run %s: resuming at step %d (epoch %d)", run_id, trainer.step, trainer.epoch)
+    else:
+        trainer = Trainer(train_config, dataset=dataset, log_every=settings.metrics_every_steps)
+        store.discard_metrics_after(run_id, None)  # a first attempt that died before checkpointing
+
+    publisher = ProgressPublisher(store, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
+    store.publish_progress(
+        run_id, name, [], total_steps=trainer.total_steps, step=trainer.step, epoch=trainer.epoch,
+        progress=trainer.step / max(trainer.total_steps, 1),
+    )  # fmt: skip
+
+    def checkpoint(trainer: Trainer) -> None:
+        publisher.flush()  # the checkpoint covers every record written so far
+        store.save_checkpoint(
+            run_id, name, trainer.state_bytes(), save_model(trainer.model, run_config),
+            step=trainer.step, epoch=trainer.epoch,
+        )  # fmt: skip
+
+    stop = StopCheck(context, run_id)
+    result = trainer.fit(on_metrics=publisher, on_epoch_end=checkpoint, should_stop=stop)
+    if stop.reason == "lease_lost":
+        raise LeaseLostError(f"run {run_id}: lease lost while training")
+    publisher.flush()
+
+    if not result.stopped:
+        store.end_attempt(
+            run_id, name, "succeeded", progress=1.0, epoch=result.epochs, step=result.steps,
+            test_error_scan=result.test_error_scan, test_error_softmax=result.test_error_softmax,
+        )  # fmt: skip
+        log.info("run %s succeeded: test error %.4f (scan)", run_id, result.test_error_scan)
+        return "succeeded"
+    if stop.reason == "cancelled":
+        store.end_attempt(run_id, name, "cancelled")
+        log.info("run %s cancelled at step %d", run_id, result.steps)
+        return "cancelled"
+    # Shutting down: save where we are (mid-epoch states resume exactly) and hand the run back.
+    checkpoint(trainer)
+    store.end_attempt(run_id, name, "queued", reason=f"worker {name} shut down")
+    context.enqueue(run_id)
+    log.info("run %s handed back to the queue at step %d", run_id, result.steps)
+    return "requeued"
