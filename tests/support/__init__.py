@@ -1,0 +1,1 @@
+"""Helpers several test packages share (real processes started for tests)."""
