@@ -15,6 +15,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from api.inference import ModelCache
 from fflab.settings import Settings
 from fflab.store import RunStore
+from worker.celery_app import make_celery
 
 
 def get_settings(request: Request) -> Settings:
@@ -29,9 +30,6 @@ def get_celery(request: Request) -> Celery:
     """The Celery app that enqueues training tasks; created on first use (it opens broker connections)."""
     state = request.app.state
     if state.celery is None:
-        # Imported here so that the API starts (and its unit tests run) without the worker package loaded.
-        from worker.celery_app import make_celery
-
         state.celery = make_celery(state.settings)
     return state.celery
 

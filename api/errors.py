@@ -38,7 +38,8 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
             continue
         # pydantic prefixes messages of custom validators with "Value error, ".
         message = message.removeprefix("Value error, ")
-        parts.append(f"{'.'.join(loc) or 'body'}: {message}")
+        # A whole-model check has no location; its message names the field itself.
+        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
     return "; ".join(parts)
 
 

@@ -49,7 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(PREDICT_TORCH_THREADS)
         # The asyncio client serves the event streams' blocking reads; it belongs to the server's loop.
-        app.state.async_redis = redis.asyncio.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        # Its socket timeout must outlast a blocking XREAD (api.routes.metrics.EVENTS_BLOCK_MS).
+        app.state.async_redis = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=30
+        )
         try:
             yield
         finally:

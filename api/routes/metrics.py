@@ -28,6 +28,7 @@ _MAX_STREAM_PART = 2**64 - 1
 # How long one XREAD waits for new records before the stream checks whether the run finished.
 EVENTS_BLOCK_MS = 5000
 _READ_CHUNK = 5000
+_EVENTS_BATCH = 500  # records per read of an event stream
 
 CursorQuery = Annotated[
     str | None,
@@ -154,31 +155,37 @@ async def stream_events(
 
 
 async def _events(store: RunStore, aclient, run_id: str, cursor: str) -> AsyncIterator[ServerSentEvent]:
+    """Send what is there, then wait for more; end once the run finished and all was sent.
+
+    The worker writes a run's final status record last, so once the run record says finished, one
+    more read without waiting sends the rest.
+    """
+
+    def to_event(event_id: str, record: dict) -> ServerSentEvent:
+        kind = "status" if record.get("kind") == "status" else "metric"
+        return ServerSentEvent(data=json.dumps(record), event=kind, id=event_id)
+
     try:
+        block_ms: int | None = None  # the backlog goes out at once
         while True:
-            entries = await store.read_metrics_blocking(aclient, run_id, cursor, EVENTS_BLOCK_MS)
-            finished_seen = False
+            entries = await store.read_metrics_blocking(aclient, run_id, cursor, block_ms, _EVENTS_BATCH)
             for event_id, record in entries:
                 cursor = event_id
-                is_status = record.get("kind") == "status"
-                finished_seen |= is_status and record.get("status") in FINISHED
-                yield ServerSentEvent(
-                    data=json.dumps(record), event="status" if is_status else "metric", id=event_id
-                )
-            if entries and not finished_seen:
+                yield to_event(event_id, record)
+            if len(entries) == _EVENTS_BATCH:
+                block_ms = None  # more backlog
                 continue
-            # Nothing new for a while, or a final status went by: has the run finished (or gone)?
             run = await to_thread.run_sync(store.get_run, run_id)
-            if run is not None and run.status not in FINISHED:
-                continue
-            # The final status is written last; send whatever is still unsent, then end.
-            while entries := await store.read_metrics_blocking(aclient, run_id, cursor, None):
-                for event_id, record in entries:
-                    cursor = event_id
-                    kind = "status" if record.get("kind") == "status" else "metric"
-                    yield ServerSentEvent(data=json.dumps(record), event=kind, id=event_id)
-            final = run.status if run is not None else "deleted"
-            yield ServerSentEvent(data=json.dumps({"status": final}), event="end", id=cursor)
-            return
+            if run is None or run.status in FINISHED:
+                while entries := await store.read_metrics_blocking(
+                    aclient, run_id, cursor, None, _EVENTS_BATCH
+                ):
+                    for event_id, record in entries:
+                        cursor = event_id
+                        yield to_event(event_id, record)
+                final = run.status if run is not None else "deleted"
+                yield ServerSentEvent(data=json.dumps({"status": final}), event="end", id=cursor)
+                return
+            block_ms = EVENTS_BLOCK_MS
     except (redis.ConnectionError, redis.TimeoutError) as error:
         log.warning("event stream of run %s ended: Redis unreachable (%s)", run_id, error)

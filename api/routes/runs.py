@@ -14,6 +14,7 @@ from api.schemas import ErrorOut, RunCreate, RunList
 from ffcore.config import PRESETS, RunConfig
 from fflab.settings import Settings
 from fflab.store import FINISHED, RunRecord, RunStatus, RunStore
+from worker.celery_app import TRAIN_TASK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ def create_run(body: RunCreate, store: StoreDep, celery: CeleryDep, settings: Se
     """Queue a run: a preset plus overrides (`{"preset": "quick", "overrides": {"epochs": 3}}`) or a
     full configuration (`{"config": {...}}`). Limits: at most `max_layers` hidden layers of at most
     `max_units` units and `max_epochs` epochs (FF_MAX_* settings)."""
-    from worker.celery_app import TRAIN_TASK_NAME
-
     config, preset = resolve_config(body, settings)
     record = store.create_run(config, preset=preset)
     try:

@@ -16,6 +16,7 @@ from ffcore.config import RunConfig
 from ffcore.model import FFNetwork
 from fflab.settings import Settings
 from fflab.store import RunStore
+from tests.support.api import RunningApi, start_api
 
 API = "/api/v1"
 
@@ -36,6 +37,17 @@ class RecordingCelery:
 
     def revoke(self, task_id: str) -> None:
         self.revoked.append(task_id)
+
+
+@pytest.fixture(scope="module")
+def api_server(redis_server) -> Iterator[RunningApi]:
+    """The real API server (`python -m api`) for a whole test module, on the session's redis-server.
+
+    Starting it costs seconds (torch imports), so tests share it; `redis_url` still empties the
+    database before each test.
+    """
+    with start_api(f"redis://{redis_server.host}:{redis_server.port}/0") as running:
+        yield running
 
 
 @pytest.fixture

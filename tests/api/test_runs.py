@@ -1,0 +1,154 @@
+"""POST/GET/DELETE /runs and cancel, with the real redis-server (the broker is recorded, not consumed)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fflab.store import RunStore
+from tests.api.conftest import API, RecordingCelery
+from worker.celery_app import TRAIN_TASK_NAME
+
+
+def test_a_preset_with_overrides_is_queued_and_sent_to_the_worker(
+    client: TestClient, celery: RecordingCelery, store: RunStore
+) -> None:
+    response = client.post(f"{API}/runs", json={"preset": "quick", "overrides": {"epochs": 3, "seed": 7}})
+
+    assert response.status_code == 201
+    run = response.json()
+    assert run["status"] == "queued" and run["preset"] == "quick"
+    assert run["config"]["epochs"] == 3 and run["config"]["hidden"] == [500, 500]
+    assert celery.sent == [(TRAIN_TASK_NAME, [run["id"]], run["id"])]
+    stored = store.get_run(run["id"])
+    assert stored is not None and stored.config.seed == 7
+    assert client.get(f"{API}/runs/{run['id']}").json() == run
+
+
+def test_a_full_configuration_is_accepted(client: TestClient) -> None:
+    response = client.post(f"{API}/runs", json={"config": {"hidden": [64, 32], "epochs": 1}})
+    assert response.status_code == 201
+    assert response.json()["preset"] is None
+    assert response.json()["config"]["hidden"] == [64, 32]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"preset": "quick", "overrides": {"hidden": [100] * 9}}, "hidden: at most 8 layers allowed, got 9"),
+        ({"preset": "quick", "overrides": {"hidden": [5000, 10]}}, "hidden: at most 4096 units per layer"),
+        ({"config": {"epochs": 1001}}, "epochs: at most 1000 allowed, got 1001"),
+        ({"preset": "quick", "overrides": {"lr": "fast"}}, "lr: Input should be a valid number"),
+        ({"preset": "quick", "overrides": {"lr": -1}}, "lr: Input should be greater than 0"),
+        ({"preset": "quick", "overrides": {"dropout": 0.5}}, "dropout: Extra inputs are not permitted"),
+        ({"preset": "nope"}, "preset: unknown preset 'nope'; choose one of reference, paper, quick"),
+        ({"preset": "quick", "config": {}}, "give either `config` or `preset`"),
+        ({"config": {"epochs": 1, "scan_layers": [5]}}, "scan_layers: layers [5] do not exist"),
+        ({"config": {"data_dir": "/etc"}}, "data_dir: set by the server"),
+        ({"config": {"lr": "NaN"}}, "config.lr"),
+        ({"preset": "quick", "overrides": []}, "overrides: Input should be a valid dictionary"),
+    ],
+)
+def test_invalid_runs_get_422_saying_what_is_wrong(
+    client: TestClient, celery: RecordingCelery, body: dict, message: str
+) -> None:
+    response = client.post(f"{API}/runs", json=body)
+
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"]
+    assert celery.sent == []
+    assert client.get(f"{API}/runs").json()["total"] == 0
+
+
+def test_malformed_json_gets_a_readable_422(client: TestClient) -> None:
+    response = client.post(
+        f"{API}/runs", content=b'{"preset": "quick",', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("body: not valid JSON")
+
+
+def test_runs_are_listed_newest_first_paginated_and_filtered(client: TestClient, store: RunStore) -> None:
+    ids = [client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"] for _ in range(5)]
+    store.set_status(ids[1], "running")
+
+    page = client.get(f"{API}/runs", params={"offset": 1, "limit": 2}).json()
+    assert page["total"] == 5
+    assert [r["id"] for r in page["runs"]] == [ids[3], ids[2]]
+
+    running = client.get(f"{API}/runs", params={"status": "running"}).json()
+    assert running["total"] == 1 and running["runs"][0]["id"] == ids[1]
+
+    bad = client.get(f"{API}/runs", params={"status": "sleeping", "limit": 0})
+    assert bad.status_code == 422
+    assert "status: Input should be 'queued'" in bad.json()["detail"]
+    assert "limit: Input should be greater than or equal to 1" in bad.json()["detail"]
+
+
+def test_unknown_runs_are_404_everywhere(client: TestClient) -> None:
+    for method, path in [
+        ("GET", "/runs/nope"),
+        ("POST", "/runs/nope/cancel"),
+        ("DELETE", "/runs/nope"),
+        ("GET", "/runs/nope/metrics"),
+        ("GET", "/runs/nope/model"),
+    ]:
+        response = client.request(method, f"{API}{path}")
+        assert response.status_code == 404, (method, path)
+        assert response.json() == {"detail": "run 'nope' not found"}
+
+
+def test_cancelling_a_queued_run_cancels_it_at_once_and_revokes_its_task(
+    client: TestClient, celery: RecordingCelery, store: RunStore
+) -> None:
+    run_id = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
+
+    response = client.post(f"{API}/runs/{run_id}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert celery.revoked == [run_id]
+    # The worker that would pick up the task now finds a finished run and skips it.
+    assert store.claim_run(run_id, "w1", ttl_s=30, device="cpu").outcome == "finished"
+    statuses = [r["status"] for r in client.get(f"{API}/runs/{run_id}/metrics").json()["records"]]
+    assert statuses == ["queued", "cancelled"]
+    # Cancelling again changes nothing.
+    assert client.post(f"{API}/runs/{run_id}/cancel").json()["status"] == "cancelled"
+
+
+def test_cancelling_a_running_run_raises_the_flag_its_worker_polls(
+    client: TestClient, celery: RecordingCelery, store: RunStore
+) -> None:
+    run_id = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
+    assert store.claim_run(run_id, "w1", ttl_s=30, device="cpu").outcome == "claimed"
+
+    response = client.post(f"{API}/runs/{run_id}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "running"  # until the worker has stopped it
+    assert store.control_flags(run_id, "w1") == (True, True)
+    assert celery.revoked == []
+
+
+def test_a_finished_run_cannot_be_cancelled(client: TestClient, finished_run: str) -> None:
+    response = client.post(f"{API}/runs/{finished_run}/cancel")
+    assert response.status_code == 409
+    assert "already succeeded" in response.json()["detail"]
+
+
+def test_deleting_needs_a_finished_run_and_removes_everything(
+    client: TestClient, store: RunStore, finished_run: str
+) -> None:
+    active = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
+    refused = client.delete(f"{API}/runs/{active}")
+    assert refused.status_code == 409
+    assert "cancel it first" in refused.json()["detail"]
+    assert store.get_run(active) is not None
+
+    assert client.delete(f"{API}/runs/{finished_run}").status_code == 204
+
+    assert store.get_run(finished_run) is None
+    assert store.load_model(finished_run) is None
+    assert store.count_metrics(finished_run) == 0
+    assert client.get(f"{API}/runs/{finished_run}").status_code == 404
+    assert [r["id"] for r in client.get(f"{API}/runs").json()["runs"]] == [active]
