@@ -4,23 +4,15 @@
 # and just stay alive, because honcho stops the whole stack as soon as one process exits.
 #
 # The local server keeps its data append-only in FF_REDIS_DATA_DIR (default:
-# ~/.local/state/fflab/redis-PORT) and never evicts keys (runs and models must not vanish).
+# ~/.local/state/fflab/redis-PORT), never evicts keys, and on Ctrl-C stays up until the worker and
+# the API have let go of it (see scripts/local_redis.py).
 set -euo pipefail
 
-probe="$(dirname "$0")/redis_probe.py"
-
-if python "$probe" answers; then
-    echo "run-redis: a Redis server already answers at FF_REDIS_URL; using it" >&2
-    exec sleep infinity
-fi
-
-if ! command -v redis-server >/dev/null; then
+here="$(dirname "$0")"
+if ! command -v redis-server >/dev/null && ! python "$here/local_redis.py" answers; then
     echo "run-redis: no Redis server answers at FF_REDIS_URL and redis-server is not installed;" \
         "install it (make system-deps, or apt-get install redis-server) or point FF_REDIS_URL at" \
         "a running server" >&2
     exit 1
 fi
-
-server_args="$(python "$probe" server-args)"
-eval "set -- $server_args"
-exec redis-server "$@" --appendonly yes --save "" --maxmemory-policy noeviction
+exec python "$here/local_redis.py" serve

@@ -8,6 +8,7 @@ and merges the CPU override the way `docker compose` does.
 from __future__ import annotations
 
 import ast
+import copy
 import inspect
 import os
 import re
@@ -36,20 +37,26 @@ CODE_PATHS = ["ffcore", "fflab", "api", "worker", "dashboard", "scripts", "Procf
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def compose_config(files: list[str], tmp_path: Path) -> dict:
-    """`docker-compose config` of the files, with no FF_* variable or .env file from outside."""
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.fail("docker-compose is not installed (make system-deps installs Debian's docker-compose)")
-    empty_env = tmp_path / "empty.env"
-    empty_env.write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FF_", "COMPOSE_"))}
-    args = [binary, "--project-directory", str(REPO), "--env-file", str(empty_env)]
-    for name in files:
-        args += ["-f", str(REPO / name)]
-    result = subprocess.run(args + ["config"], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)
+def compose_config(files: list[str], tmp_path: Path, env_file_text: str = "") -> dict:
+    """`docker-compose config` of the files, with variables only from `env_file_text`."""
+    key = (tuple(files), env_file_text)
+    if key not in _configs:  # each call takes a second or two: run each only once
+        binary = shutil.which("docker-compose")
+        if binary is None:
+            pytest.fail("docker-compose is not installed (make system-deps installs Debian's docker-compose)")
+        env_file = tmp_path / "compose.env"
+        env_file.write_text(env_file_text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FF_", "COMPOSE_"))}
+        args = [binary, "--project-directory", str(REPO), "--env-file", str(env_file)]
+        for name in files:
+            args += ["-f", str(REPO / name)]
+        result = subprocess.run(args + ["config"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        _configs[key] = yaml.safe_load(result.stdout)
+    return copy.deepcopy(_configs[key])
+
+
+_configs: dict[tuple, dict] = {}
 
 
 def settings_classes() -> list[type[BaseSettings]]:
@@ -83,7 +90,9 @@ def known_variables() -> set[str]:
         known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
     for path in code_files():
         # A name ending in "_" is the start of one built at run time (f"FF_MAX_{...}"), not a variable.
-        known |= {name for name in FF_NAME.findall(path.read_text(errors="replace")) if not name.endswith("_")}
+        known |= {
+            name for name in FF_NAME.findall(path.read_text(errors="replace")) if not name.endswith("_")
+        }
     return known
 
 
@@ -208,20 +217,7 @@ def test_cpu_variant_needs_no_nvidia_runtime_and_keeps_a_worker(tmp_path):
 def test_redis_url_can_point_workers_at_another_host(tmp_path):
     """FF_REDIS_URL from the shell reaches the API and the workers (workers on other machines)."""
     url = "redis://:secret@10.0.0.5:6379/0"
-    env_file = tmp_path / "remote.env"
-    env_file.write_text(f"FF_REDIS_URL={url}\n")
-    binary = shutil.which("docker-compose") or pytest.fail("docker-compose is not installed")
-    result = subprocess.run(
-        [binary, "--project-directory", str(REPO), "--env-file", str(env_file)]
-        + [arg for name in CPU_FILES for arg in ("-f", str(REPO / name))]
-        + ["config"],
-        env={k: v for k, v in os.environ.items() if not k.startswith(("FF_", "COMPOSE_"))},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    services = compose_config(CPU_FILES, tmp_path, env_file_text=f"FF_REDIS_URL={url}\n")["services"]
     for name in ("api", "worker", "worker-cpu"):
         assert services[name]["environment"]["FF_REDIS_URL"] == url, name
 

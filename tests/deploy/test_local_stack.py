@@ -44,24 +44,42 @@ def test_procfile_has_the_four_processes_and_make_up_runs_it_with_the_venv():
     assert f'PATH="{REPO / ".venv" / "bin"}:$PATH"' in recipe
 
 
-@pytest.mark.timeout(60)
-def test_run_redis_starts_a_persistent_noeviction_server_at_ff_redis_url(tmp_path):
-    port = free_port()
-    url = f"redis://:s3cret@127.0.0.1:{port}/0"
-    process = subprocess.Popen(
+def start_run_redis(url: str, tmp_path: Path) -> subprocess.Popen:
+    """scripts/run-redis.sh as honcho starts it: in a session of its own."""
+    return subprocess.Popen(
         [str(REPO / "scripts" / "run-redis.sh")],
         env=script_env(url, tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not port_open(port):
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.1)
+
+
+def wait_until_closed(port: int, timeout_s: float) -> float:
+    """Seconds until nothing listens on the port any more."""
+    start = time.monotonic()
+    while port_open(port):
+        assert time.monotonic() - start < timeout_s, f"port {port} still open after {timeout_s} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.timeout(60)
+def test_run_redis_starts_a_persistent_noeviction_server_that_outlives_its_clients(tmp_path):
+    port = free_port()
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    process = start_run_redis(url, tmp_path)
     try:
-        client = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 20
-        while not port_open(port):
-            assert process.poll() is None, process.stdout.read().decode()
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
+        wait_for_port(port, process)
+        client = redis.Redis.from_url(url, retry_on_timeout=False)
         time.sleep(0.2)
         assert client.ping()
         config = client.config_get("*")
@@ -71,23 +89,39 @@ def test_run_redis_starts_a_persistent_noeviction_server_at_ff_redis_url(tmp_pat
         # The password in the URL protects the server.
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=port).ping()
-    finally:
+
+        # Ctrl-C (honcho's SIGTERM to the process group): Redis waits for its last client...
+        client.set("run", "handed back")
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    assert not port_open(port)
+        time.sleep(1.0)
+        assert client.get("run") == b"handed back"
+        client.close()
+        # ... and stops soon after it let go.
+        assert wait_until_closed(port, timeout_s=3) < 2
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
+
+
+@pytest.mark.timeout(60)
+def test_redis_server_dies_with_run_redis_even_on_sigkill(tmp_path):
+    port = free_port()
+    process = start_run_redis(f"redis://127.0.0.1:{port}/0", tmp_path)
+    try:
+        wait_for_port(port, process)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # what honcho does 5 s after Ctrl-C to stragglers
+        process.wait(timeout=10)
+    wait_until_closed(port, timeout_s=5)
 
 
 @pytest.mark.timeout(60)
 def test_run_redis_uses_a_server_that_already_answers_and_stays_alive(redis_url, tmp_path):
     before = redis.Redis.from_url(redis_url).info("server")["process_id"]
-    process = subprocess.Popen(
-        [str(REPO / "scripts" / "run-redis.sh")],
-        env=script_env(redis_url, tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = start_run_redis(redis_url, tmp_path)
     try:
         with pytest.raises(subprocess.TimeoutExpired):
             process.wait(timeout=3)  # it must not exit: honcho would stop the stack
@@ -101,7 +135,7 @@ def test_run_redis_uses_a_server_that_already_answers_and_stays_alive(redis_url,
 
 @pytest.mark.timeout(60)
 def test_waiting_for_redis_fails_with_a_message_on_a_wrong_password_or_no_server(redis_server, tmp_path):
-    probe = [str(VENV_BIN / "python"), str(REPO / "scripts" / "redis_probe.py"), "wait", "--timeout", "1"]
+    probe = [str(VENV_BIN / "python"), str(REPO / "scripts" / "local_redis.py"), "wait", "--timeout", "1"]
     nothing = subprocess.run(
         probe, env=script_env(f"redis://127.0.0.1:{free_port()}/0", tmp_path), capture_output=True, text=True
     )
@@ -142,9 +176,10 @@ def test_honcho_starts_the_stack_and_ctrl_c_stops_every_process(tmp_path):
 
         processes = stack.processes()
         command_lines = "\n".join(processes.values())
-        for expected in ("redis-server", "-m worker", "-m api", "streamlit"):
+        for expected in ("redis-server", "-m worker", "-m api", "-m dashboard"):
             assert expected in command_lines, command_lines
         redis_port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+        redis.Redis(port=redis_port).set("deploy-test", "persisted")
 
         assert stack.interrupt() is not None
         # honcho returns once its children are gone; give the kernel a moment to reap grandchildren.
@@ -154,6 +189,23 @@ def test_honcho_starts_the_stack_and_ctrl_c_stops_every_process(tmp_path):
         assert stack.survivors() == {}
         for port in (redis_port, stack.api_port, stack.dashboard_port):
             assert not port_open(port), port
+
+        # Redis stayed up until the worker had deregistered (it hands its run back the same way).
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--appendonly", "yes",
+             "--dir", str(tmp_path / "redis")],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            client = redis.Redis(port=redis_port)
+            deadline = time.monotonic() + 10
+            while not port_open(redis_port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert client.get("deploy-test") == b"persisted"  # the append-only file was kept...
+            assert client.hlen("ff:workers") == 0, client.hgetall("ff:workers")  # ...after the worker left
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
 
         log = stack.log()
         for name in PROCESSES:  # every process's output reached the log with its name as prefix
