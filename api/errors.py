@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 # Where a value came from is noise in a message ("body.config.epochs" reads better as "config.epochs").
 _LOCATION_PREFIXES = {"body", "query", "path", "header", "cookie"}
+MAX_LISTED_ERRORS = 8
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
@@ -29,9 +30,9 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
             loc = loc[1:]
         message = error.get("msg", "invalid")
         if error.get("type") == "json_invalid":
-            reason = (error.get("ctx") or {}).get("error", "")
-            position = loc[0] if loc else "?"
-            parts.append(f"body: not valid JSON ({reason} at character {position})")
+            reason = (error.get("ctx") or {}).get("error") or message.removeprefix("Invalid JSON: ")
+            where = f" at character {loc[0]}" if loc else ""
+            parts.append(f"body: not valid JSON ({reason}{where})")
             continue
         if error.get("type") == "missing" and not loc:
             parts.append("body: a JSON body is required")
@@ -40,6 +41,8 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
         message = message.removeprefix("Value error, ")
         # A whole-model check has no location; its message names the field itself.
         parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    if len(parts) > MAX_LISTED_ERRORS:  # e.g. 784 bad pixels: the first few say enough
+        parts = [*parts[:MAX_LISTED_ERRORS], f"and {len(parts) - MAX_LISTED_ERRORS} more problems"]
     return "; ".join(parts)
 
 

@@ -152,3 +152,13 @@ def test_deleting_needs_a_finished_run_and_removes_everything(
     assert store.count_metrics(finished_run) == 0
     assert client.get(f"{API}/runs/{finished_run}").status_code == 404
     assert [r["id"] for r in client.get(f"{API}/runs").json()["runs"]] == [active]
+
+
+def test_an_oversized_body_gets_413_and_creates_nothing(client: TestClient, celery: RecordingCelery) -> None:
+    body = {"preset": "quick", "overrides": {"hidden": [1] * 100_000}}  # ~300 kB, over the 200 kB limit
+
+    response = client.post(f"{API}/runs", json=body)
+
+    assert response.status_code == 413
+    assert response.json()["detail"] == "request body too large: at most 200000 bytes are accepted"
+    assert celery.sent == [] and client.get(f"{API}/runs").json()["total"] == 0
