@@ -3,37 +3,46 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 from dashboard.settings import get_settings
 
 APP = Path(__file__).with_name("app.py")
+PRIMARY_COLOUR = "#2a9d8f"  # the teal of positive goodness in the charts and the logo
 
 logger = logging.getLogger("dashboard")
 
 
-def streamlit_command(port: int, address: str) -> list[str]:
+def streamlit_args(port: int, address: str) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        "streamlit", "run", str(APP),
         "--server.headless", "true",
         "--server.port", str(port),
         "--server.address", address,
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
+        "--theme.primaryColor", PRIMARY_COLOUR,
     ]  # fmt: skip
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API request is noise
     settings = get_settings()
     address = settings.dashboard_host
-    command = streamlit_command(settings.dashboard_port, address)
     logger.info(
         "serving the dashboard on http://%s:%d (API: %s)", address, settings.dashboard_port, settings.api_url
     )
-    # Replace this process so that signals from honcho/docker reach Streamlit directly.
-    os.execv(sys.executable, command)
+    # Streamlit takes a pages/ folder next to the entry point for legacy (v1) multipage pages and, until
+    # app.py has called st.navigation once, serves a deep link such as /live from pages/live.py alone
+    # (no page config, no navigation). Our pages/ holds st.navigation pages, so turn v1 off up front.
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.web import cli
+
+    PagesManager.uses_pages_directory = False
+    sys.argv = streamlit_args(settings.dashboard_port, address)
+    cli.main()
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.settings import get_settings
-
 PAGES_DIR = Path(__file__).parent / "pages"
+LOGO = Path(__file__).parent / "assets" / "logo.svg"
 
 st.set_page_config(page_title="FF Lab", page_icon=":material/neurology:", layout="wide")
 
@@ -19,11 +18,7 @@ RUNS_PAGE = st.Page(PAGES_DIR / "runs.py", title="Runs", icon=":material/view_li
 LIVE_PAGE = st.Page(PAGES_DIR / "live.py", title="Live run", icon=":material/monitoring:", url_path="live")
 DRAW_PAGE = st.Page(PAGES_DIR / "draw.py", title="Draw", icon=":material/draw:", url_path="draw")
 
+st.logo(str(LOGO), size="large")
 page = st.navigation([RUNS_PAGE, LIVE_PAGE, DRAW_PAGE], position="top")
-
-with st.sidebar:
-    st.markdown("### :material/neurology: FF Lab")
-    st.caption("Train, watch and probe networks taught by Hinton's Forward-Forward algorithm on MNIST.")
-    st.caption(f"API: `{get_settings().api_url}`")
 
 page.run()

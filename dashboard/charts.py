@@ -1,7 +1,8 @@
 """Altair chart builders and the tables they draw from; no Streamlit here, so tests can check them.
 
 Metric records (docs/architecture.md, "Metric records") become tidy pandas frames first
-(`train_frame`, `eval_frame`), then charts. Colours are fixed per meaning across every page:
+(`train_frame`, `eval_frame`), then charts. Sizes are left to the pages (st.altair_chart's height).
+Colours are fixed per meaning across every page:
 positive data is teal, negative data coral, the label scan blue, the softmax head purple.
 """
 
@@ -95,36 +96,33 @@ def _layer_title(layer: int) -> str:
     return f"layer {layer}"
 
 
-def goodness_chart(
-    train: pd.DataFrame, columns: int = 3, width: int = 300, height: int = 220
-) -> alt.FacetChart:
-    """Per layer: mean goodness of positive and of negative data over training, with the threshold.
+def goodness_chart(train: pd.DataFrame, layer: int) -> alt.LayerChart:
+    """One layer's mean goodness of positive and of negative data over training, with its threshold.
 
     FF learns to push positive goodness above the threshold and negative goodness below it; one
-    panel per layer makes that separation visible layer by layer.
+    chart per layer makes that separation visible layer by layer.
     """
-    long = train.melt(
+    rows = train[train["layer"] == layer]
+    long = rows.melt(
         id_vars=["step", "epoch", "layer", "threshold"],
         value_vars=list(GOODNESS_SERIES),
         var_name="series",
         value_name="goodness",
     )
     long["data"] = long["series"].map(GOODNESS_SERIES)
-    long["panel"] = long["layer"].map(_layer_title)
     colour = alt.Color(
         "data:N",
         scale=alt.Scale(domain=list(GOODNESS_SERIES.values()), range=[POSITIVE, NEGATIVE]),
         legend=alt.Legend(title=None, orient="top"),
     )
     lines = (
-        alt.Chart()
+        alt.Chart(long)
         .mark_line(strokeWidth=2)
         .encode(
             x=alt.X("epoch:Q", title="epoch"),
-            y=alt.Y("goodness:Q", title="mean goodness"),
+            y=alt.Y("goodness:Q", title=f"{_layer_title(layer)}: mean goodness"),
             color=colour,
             tooltip=[
-                alt.Tooltip("panel:N", title="layer"),
                 alt.Tooltip("step:Q"),
                 alt.Tooltip("epoch:Q", format=".2f"),
                 alt.Tooltip("data:N"),
@@ -133,25 +131,14 @@ def goodness_chart(
         )
     )
     threshold = (
-        alt.Chart()
+        alt.Chart(rows)
         .mark_rule(color=THRESHOLD, strokeDash=[6, 4], strokeWidth=1.5)
         .encode(y="mean(threshold):Q", tooltip=[alt.Tooltip("mean(threshold):Q", title="threshold")])
     )
-    n_layers = max(1, long["layer"].nunique())
-    return (
-        alt.layer(lines, threshold, data=long)
-        .properties(width=width, height=height)
-        .facet(
-            facet=alt.Facet("panel:N", title=None, sort=alt.SortField("layer")),
-            columns=min(columns, n_layers),
-        )
-        .resolve_scale(y="independent")
-    )
+    return alt.layer(lines, threshold)
 
 
-def layer_metric_chart(
-    train: pd.DataFrame, field: str, title: str, percent: bool = False, height: int = 240
-) -> alt.Chart:
+def layer_metric_chart(train: pd.DataFrame, field: str, title: str, percent: bool = False) -> alt.Chart:
     """One line per layer of a per-layer metric (FF loss, FF accuracy) over training."""
     layers = sorted(int(layer) for layer in train["layer"].dropna().unique())
     frame = train.assign(panel=train["layer"].map(_layer_title))
@@ -178,7 +165,6 @@ def layer_metric_chart(
                 alt.Tooltip(f"{field}:Q", title=title, format=".2%" if percent else ".4f"),
             ],
         )
-        .properties(title=title, height=height)
     )
 
 
@@ -193,7 +179,7 @@ def _error_long(evals: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
-def validation_chart(evals: pd.DataFrame, height: int = 260) -> alt.Chart:
+def validation_chart(evals: pd.DataFrame) -> alt.Chart:
     """Validation error per epoch of the label scan and of the softmax head (final test excluded)."""
     long = _error_long(evals[~evals["final"]])
     return (
@@ -215,11 +201,10 @@ def validation_chart(evals: pd.DataFrame, height: int = 260) -> alt.Chart:
                 alt.Tooltip("error:Q", format=".2%"),
             ],
         )
-        .properties(title="Validation error per epoch", height=height)
     )
 
 
-def overlay_chart(evals_by_run: Mapping[str, pd.DataFrame], height: int = 300) -> alt.Chart:
+def overlay_chart(evals_by_run: Mapping[str, pd.DataFrame]) -> alt.Chart:
     """Validation error of several runs on one chart: colour = run, dash = scan or softmax head."""
     frames = []
     for run_label, evals in evals_by_run.items():
@@ -248,7 +233,6 @@ def overlay_chart(evals_by_run: Mapping[str, pd.DataFrame], height: int = 300) -
                 alt.Tooltip("error:Q", format=".2%"),
             ],
         )
-        .properties(height=height)
     )
 
 
@@ -274,7 +258,7 @@ def goodness_by_label_frame(
 
 
 def goodness_by_label_chart(
-    goodness: Sequence[Sequence[float]], predicted: int, scan_layers: Sequence[int] = (), height: int = 300
+    goodness: Sequence[Sequence[float]], predicted: int, scan_layers: Sequence[int] = ()
 ) -> alt.LayerChart:
     """Stacked bars: the goodness accumulated for each of the ten labels, split into each layer's share.
 
@@ -313,10 +297,10 @@ def goodness_by_label_chart(
         .mark_text(text="▼ predicted", dy=-10, fontWeight="bold", color="#212529")
         .encode(x=alt.X("label:O"), y=alt.Y("goodness:Q"))
     )
-    return alt.layer(bars, marker).properties(height=height)
+    return alt.layer(bars, marker)
 
 
-def probabilities_chart(head_probs: Sequence[float], height: int = 160) -> alt.Chart:
+def probabilities_chart(head_probs: Sequence[float]) -> alt.Chart:
     """The softmax head's probability for each label."""
     frame = pd.DataFrame({"label": list(range(len(head_probs))), "probability": list(head_probs)})
     return (
@@ -332,5 +316,4 @@ def probabilities_chart(head_probs: Sequence[float], height: int = 160) -> alt.C
             ),
             tooltip=[alt.Tooltip("label:O"), alt.Tooltip("probability:Q", format=".1%")],
         )
-        .properties(height=height)
     )

@@ -9,7 +9,14 @@ STATUS_STYLE = {
     "failed": ("red", ":material/error:"),
     "cancelled": ("orange", ":material/cancel:"),
 }
-STATUS_EMOJI = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
+# The same colours as text, for table cells (Streamlit's badge palette).
+STATUS_COLOURS = {
+    "queued": "#6c757d",
+    "running": "#1c7ed6",
+    "succeeded": "#2b8a3e",
+    "failed": "#c92a2a",
+    "cancelled": "#e8590c",
+}
 
 
 def format_duration(seconds: float | None) -> str:
@@ -32,11 +39,6 @@ def format_percent(fraction: float | None, digits: int = 2) -> str:
 
 def format_rate(samples_per_s: float | None) -> str:
     return "—" if samples_per_s is None else f"{samples_per_s:,.0f} img/s"
-
-
-def status_text(status: str) -> str:
-    """The status with its emoji, for tables and pickers."""
-    return f"{STATUS_EMOJI.get(status, '•')} {status}"
 
 
 def status_badge(status: str) -> str:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from dashboard.formatting import format_duration, status_text
+from dashboard.formatting import STATUS_COLOURS, format_duration
 from dashboard.models import Run
 
 COLUMNS = [
@@ -26,7 +26,7 @@ def runs_frame(runs: Sequence[Run], now: float | None = None) -> pd.DataFrame:
         rows.append(
             {
                 "run": run.id,
-                "status": status_text(run.status),
+                "status": run.status,
                 "preset": run.preset or "custom",
                 "network": run.architecture,
                 "epoch": f"{run.epoch}/{run.epochs}" if run.epochs else str(run.epoch),
@@ -40,4 +40,13 @@ def runs_frame(runs: Sequence[Run], now: float | None = None) -> pd.DataFrame:
                 "message": run.error or "",
             }
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    # All-None columns would be objects and show "None"; as floats they show empty cells.
+    for column in ("progress", "error_scan", "error_softmax"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def status_colour(status: str) -> str:
+    """CSS for a status cell (pandas Styler), in the colours of the status badges."""
+    return f"color: {STATUS_COLOURS.get(status, '#495057')}; font-weight: 600"

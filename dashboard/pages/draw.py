@@ -139,6 +139,7 @@ def show_prediction(prediction: Prediction) -> None:
     st.altair_chart(
         charts.goodness_by_label_chart(prediction.goodness, prediction.label, prediction.scan_layers),
         width="stretch",
+        height=320,
         key="chart_goodness_by_label",
     )
     if prediction.scan_layers:
@@ -150,7 +151,9 @@ def show_prediction(prediction: Prediction) -> None:
         )
     if prediction.head_probs:
         st.markdown("**Softmax head probabilities**")
-        st.altair_chart(charts.probabilities_chart(prediction.head_probs), width="stretch", key="chart_probs")
+        st.altair_chart(
+            charts.probabilities_chart(prediction.head_probs), width="stretch", height=180, key="chart_probs"
+        )
 
 
 run = pick_model()

@@ -19,6 +19,8 @@ from dashboard.settings import get_settings
 
 # Train steps drawn per chart; the feed keeps every record, the charts show an even subset.
 MAX_CHART_STEPS = 600
+LAYERS_PER_ROW = 3
+CHART_HEIGHT = 280
 
 client = get_client()
 st.title("Live run")
@@ -91,26 +93,41 @@ def show_charts(feed: MetricsFeed) -> None:
         train = charts.thin(train, MAX_CHART_STEPS)
         st.subheader("Goodness of positive vs negative data, per layer")
         st.caption(
-            "FF trains each layer to give positive data (image with its true label) a goodness above the "
-            "threshold (dashed) and negative data (a wrong label) one below it."
+            "FF trains each layer to give positive data (an image with its true label) a goodness above the "
+            "threshold (dashed) and negative data (the image with a wrong label) a goodness below it."
         )
-        st.altair_chart(charts.goodness_chart(train), width="content", key="chart_goodness")
+        layers = sorted(int(layer) for layer in train["layer"].unique())
+        per_row = min(len(layers), LAYERS_PER_ROW)
+        for first in range(0, len(layers), per_row):
+            for column, layer in zip(st.columns(per_row), layers[first : first + per_row], strict=False):
+                column.altair_chart(
+                    charts.goodness_chart(train, layer),
+                    width="stretch",
+                    height=CHART_HEIGHT,
+                    key=f"chart_goodness_{layer}",
+                )
         loss_column, accuracy_column = st.columns(2)
+        loss_column.markdown("**FF loss per layer**")
         loss_column.altair_chart(
-            charts.layer_metric_chart(train, "ff_loss", "FF loss per layer"),
+            charts.layer_metric_chart(train, "ff_loss", "FF loss"),
             width="stretch",
+            height=CHART_HEIGHT,
             key="chart_loss",
         )
+        accuracy_column.markdown("**FF accuracy per layer** (positive above, negative below the threshold)")
         accuracy_column.altair_chart(
-            charts.layer_metric_chart(train, "ff_accuracy", "FF accuracy per layer", percent=True),
+            charts.layer_metric_chart(train, "ff_accuracy", "FF accuracy", percent=True),
             width="stretch",
+            height=CHART_HEIGHT,
             key="chart_accuracy",
         )
     st.subheader("Validation error per epoch")
     if evals.empty or evals["final"].all():
         st.caption("The first evaluation comes at the end of the first epoch.")
     else:
-        st.altair_chart(charts.validation_chart(evals), width="stretch", key="chart_validation")
+        st.altair_chart(
+            charts.validation_chart(evals), width="stretch", height=CHART_HEIGHT, key="chart_validation"
+        )
     final = evals[evals["final"]]
     if not final.empty:
         last = final.iloc[-1]

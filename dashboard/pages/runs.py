@@ -10,7 +10,7 @@ from dashboard import charts, run_schema
 from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
 from dashboard.models import FINISHED_STATUSES, Run
-from dashboard.run_table import runs_frame
+from dashboard.run_table import runs_frame, status_colour
 from dashboard.settings import get_settings
 
 RUNS_SHOWN = 200
@@ -58,12 +58,14 @@ def overview() -> None:
         st.info("No runs yet. Start one with the form below: the **quick** preset trains in under a minute.")
         return
     st.dataframe(
-        runs_frame(runs),
+        runs_frame(runs)
+        .style.map(status_colour, subset=["status"])
+        .format("{:.2%}", subset=["error_scan", "error_softmax"], na_rep=""),
         hide_index=True,
         width="stretch",
         key="runs_table",
         column_config={
-            "run": st.column_config.TextColumn("Run", width="small"),
+            "run": st.column_config.TextColumn("Run", width="medium"),
             "status": st.column_config.TextColumn("Status"),
             "preset": st.column_config.TextColumn("Preset"),
             "network": st.column_config.TextColumn("Network", help="Hidden layers: count x width"),
@@ -287,7 +289,7 @@ def compare(selected: list[Run]) -> None:
     if not any(len(frame) for frame in evals_by_run.values()):
         st.info("No evaluations yet: the curves appear after each run's first epoch.")
         return
-    st.altair_chart(charts.overlay_chart(evals_by_run), width="stretch")
+    st.altair_chart(charts.overlay_chart(evals_by_run), width="stretch", height=320)
 
 
 with manage_column:

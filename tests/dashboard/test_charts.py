@@ -87,24 +87,20 @@ def test_thin_keeps_at_most_n_steps_and_always_the_newest():
     assert charts.thin(frame, 1000) is frame
 
 
-def test_goodness_chart_facets_layers_with_fixed_colours_and_a_threshold_rule():
-    spec = charts.goodness_chart(charts.train_frame(RECORDS)).to_dict()
-    assert spec["facet"]["field"] == "panel"
-    assert spec["resolve"]["scale"]["y"] == "independent"
-    colour_scales = [d["scale"] for d in _walk(spec) if d.get("field") == "data" and "scale" in d]
-    assert colour_scales == [
-        {"domain": ["positive data", "negative data"], "range": [charts.POSITIVE, charts.NEGATIVE]}
-    ]
-    rules = [d for d in _walk(spec) if isinstance(d.get("mark"), dict) and d["mark"].get("type") == "rule"]
-    assert rules and rules[0]["encoding"]["y"] == {
-        "aggregate": "mean",
-        "field": "threshold",
-        "type": "quantitative",
+def test_goodness_chart_draws_one_layer_with_fixed_colours_and_its_threshold():
+    spec = charts.goodness_chart(charts.train_frame(RECORDS), layer=1).to_dict()
+    lines, rule = spec["layer"]
+    assert lines["encoding"]["color"]["scale"] == {
+        "domain": ["positive data", "negative data"],
+        "range": [charts.POSITIVE, charts.NEGATIVE],
     }
-    (rows,) = _datasets(spec)
-    series = {row["data"] for row in rows}
-    assert series == {"positive data", "negative data"}
-    assert {row["panel"] for row in rows} == {"layer 0", "layer 1"}
+    assert rule["mark"]["type"] == "rule"
+    assert rule["encoding"]["y"] == {"aggregate": "mean", "field": "threshold", "type": "quantitative"}
+    line_rows = spec["datasets"][lines["data"]["name"]]
+    assert {row["layer"] for row in line_rows} == {1}
+    assert {row["data"] for row in line_rows} == {"positive data", "negative data"}
+    assert len(line_rows) == 2 * 20
+    assert {row["threshold"] for row in spec["datasets"][rule["data"]["name"]]} == {1000.0}
 
 
 def test_layer_metric_chart_colours_each_layer_and_formats_percentages():

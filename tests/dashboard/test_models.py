@@ -54,7 +54,7 @@ def test_runs_frame_has_one_readable_row_per_run():
         "1m 00s",
         "cpu",
     )
-    assert "running" in first["status"]
+    assert first["status"] == "running"
     assert frame.iloc[1]["duration"] == "" and frame.iloc[1]["eta"] == ""
 
 

@@ -1,0 +1,168 @@
+"""The pages, run by Streamlit's AppTest against the real API server, worker and redis-server."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard.client import ApiClient
+from dashboard.live_feed import MetricsFeed
+from tests.dashboard.conftest import APP, mnist_test_digits, png_bytes, submit, wait_for_status
+
+PAGE_TIMEOUT_S = 60
+
+
+def open_app(page: str | None = None, **session) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=PAGE_TIMEOUT_S)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> list[str]:
+    return [str(element.value) for element in elements]
+
+
+def test_every_page_says_when_the_api_is_unreachable(point_dashboard_at):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    point_dashboard_at(f"http://127.0.0.1:{port}")
+    for page in (None, "pages/live.py", "pages/draw.py"):
+        at = open_app(page)
+        errors = " ".join(texts(at.error))
+        assert "Cannot reach the FF Lab API" in errors and f"127.0.0.1:{port}" in errors, page
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+class TestWithTheRealApi:
+    def test_runs_page_shows_cards_and_the_table(self, stack, point_dashboard_at):
+        point_dashboard_at(stack.api_url)
+        at = open_app()
+        assert texts(at.title) == ["Runs"]
+        cards = {metric.label: metric.value for metric in at.metric}
+        assert int(cards["Succeeded"]) >= 1
+        assert "cpu" in cards["Workers"]
+        table = at.dataframe[0].value
+        row = table[table["run"] == stack.trained_run].iloc[0]
+        with stack.http() as http:
+            run = http.get(f"/runs/{stack.trained_run}").json()
+        assert row["status"] == "succeeded" and row["network"] == "2x200" and row["device"] == "cpu"
+        assert row["error_scan"] == pytest.approx(run["test_error_scan"])
+        assert row["progress"] == pytest.approx(1.0)
+
+    def test_the_form_shows_the_apis_validation_message_and_starts_nothing(self, stack, point_dashboard_at):
+        point_dashboard_at(stack.api_url)
+        with stack.http() as http:
+            before = http.get("/runs").json()["total"]
+        at = open_app()
+        at.text_input(key="form_quick_hidden").set_value("500, 9000")
+        at.button[0].click().run()  # the form's submit button
+        assert not at.exception
+        errors = " ".join(texts(at.error))
+        assert "Could not start the run" in errors and "at most 4096 units per layer" in errors
+        with stack.http() as http:
+            assert http.get("/runs").json()["total"] == before
+
+    def test_start_cancel_and_delete_a_run_from_the_runs_page(self, stack, point_dashboard_at):
+        point_dashboard_at(stack.api_url)
+        at = open_app()
+        at.text_input(key="form_quick_hidden").set_value("50, 50")
+        at.number_input(key="form_quick_epochs").set_value(5)
+        at.button[0].click().run()
+        assert not at.exception and not at.error
+        run_id = at.session_state["started_run"]
+        assert f"Run **{run_id}** is queued." in texts(at.success)
+        with stack.http() as http:
+            run = http.get(f"/runs/{run_id}").json()
+        assert (
+            run["preset"] == "quick" and run["config"]["hidden"] == [50, 50] and run["config"]["epochs"] == 5
+        )
+
+        at.multiselect(key="selected_runs").select(run_id).run()
+        next(button for button in at.button if button.label == "Cancel").click().run()
+        assert not at.error
+        with stack.http() as http:
+            assert wait_for_status(http, run_id, {"cancelled"}, timeout_s=30)["status"] == "cancelled"
+
+        at.run()  # the page now knows the run stopped: Delete asks for confirmation first
+        next(button for button in at.button if button.label == "Delete").click().run()
+        assert any("cannot be undone" in text for text in texts(at.warning))
+        next(button for button in at.button if button.label == "Yes, delete").click().run()
+        assert f"Deleted {run_id}." in texts(at.success)
+        assert not any(run_id in option for option in at.multiselect(key="selected_runs").options)
+        with stack.http() as http:
+            assert http.get(f"/runs/{run_id}").status_code == 404
+
+    def test_a_finished_run_loads_thinned_and_then_only_what_is_new(self, stack):
+        client = ApiClient(stack.api_url)
+        feed = MetricsFeed(stack.trained_run, initial_points=3)
+        feed.refresh(client)
+        full = client.metrics(stack.trained_run, limit=10_000).records
+        assert len(feed.of_kind("train")) == 3 < len([r for r in full if r["kind"] == "train"])
+        assert feed.of_kind("eval") == [r for r in full if r["kind"] == "eval"]
+        assert feed.cursor == full[-1]["id"]
+        assert feed.refresh(client) == 0 and feed.cursor == full[-1]["id"]
+
+    def test_the_live_page_grows_while_the_run_trains(self, stack, point_dashboard_at):
+        point_dashboard_at(stack.api_url)
+        with stack.http() as http:
+            run_id = submit(http, {"preset": "quick", "overrides": {"hidden": [100, 100], "epochs": 2,
+                                                                     "batch_size": 250}})  # fmt: skip
+            wait_for_status(http, run_id, {"running"}, timeout_s=60)
+        at = open_app("pages/live.py", live_run_id=run_id)
+        feed = at.session_state["live_feeds"][run_id]
+        first_records = list(feed.records)
+        counts = [len(first_records)]
+        # Each rerun stands for one tick of the page's timer: it must only add records.
+        while len(counts) < 40 and (counts[-1] == counts[0] or len(feed.of_kind("eval")) == 0):
+            at.run()
+            assert not at.exception and not at.error
+            assert at.session_state["live_feeds"][run_id] is feed  # the series is kept, not reloaded
+            counts.append(len(feed.records))
+            time.sleep(0.5)
+        assert counts[-1] > counts[0]
+        assert feed.records[: len(first_records)] == first_records
+        ids = [record["id"] for record in feed.records]
+        assert ids == sorted(set(ids), key=lambda i: tuple(map(int, i.split("-"))))  # no duplicates, in order
+        subheaders = texts(at.subheader)
+        assert "Goodness of positive vs negative data, per layer" in subheaders
+        charts = at.get("vega_lite_chart")
+        assert len(charts) >= 4  # two layers, loss, accuracy
+        assert "positive data" in charts[0].proto.spec and "negative data" in charts[0].proto.spec
+        with stack.http() as http:
+            http.post(f"/runs/{run_id}/cancel")
+            wait_for_status(http, run_id, {"cancelled", "succeeded"}, timeout_s=30)
+
+    def test_the_draw_page_predicts_an_uploaded_mnist_digit(self, stack, point_dashboard_at, mnist_dir):
+        point_dashboard_at(stack.api_url)
+        at = open_app("pages/draw.py", draw_run_id=stack.trained_run)
+        assert any("Draw a digit" in text for text in texts(at.info))  # the empty canvas: a hint
+        (digit, _label), *_ = mnist_test_digits(mnist_dir, 1)
+        image = png_bytes(digit, size=112)
+        at.segmented_control(key="draw_mode").set_value("Upload").run()
+        at.file_uploader(key="digit_upload").set_value(("seven.png", image, "image/png")).run()
+        assert not at.exception and not at.error
+        expected = ApiClient(stack.api_url).predict_file(stack.trained_run, image)
+        shown = {metric.label: metric.value for metric in at.metric}
+        assert shown["Predicted digit"] == str(expected.label)
+        assert len(at.image) == 1
+        assert len(at.get("vega_lite_chart")) == 2  # goodness per label and layer, head probabilities
+
+    def test_an_image_without_ink_gets_a_hint_not_an_error(self, stack, point_dashboard_at):
+        point_dashboard_at(stack.api_url)
+        at = open_app("pages/draw.py", draw_run_id=stack.trained_run)
+        at.segmented_control(key="draw_mode").set_value("Upload").run()
+        blank = png_bytes(np.zeros((28, 28), np.uint8))
+        at.file_uploader(key="digit_upload").set_value(("blank.png", blank, "image/png")).run()
+        assert not at.exception and not at.error
+        assert any("ink" in text for text in texts(at.info))
