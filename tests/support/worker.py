@@ -98,10 +98,15 @@ def start_worker(
     lease_ttl_s: float | None = None,
     heartbeat_interval_s: float | None = None,
     metrics_every_steps: int | None = None,
+    torch_threads: int | None = 1,
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 90,
 ) -> Iterator[WorkerProcess]:
-    """Run `python -m worker` against `redis_url` until the block ends; yields once it is registered."""
+    """Run `python -m worker` against `redis_url` until the block ends; yields once it is registered.
+
+    `torch_threads` (default 1; None: PyTorch's default) keeps a test worker from spinning threads
+    on a small shared CI machine; the FF_* keyword arguments set the worker's settings.
+    """
     name = name or f"test-worker-{uuid.uuid4().hex[:6]}"
     child_env = os.environ | {"FF_REDIS_URL": redis_url, "FF_DATA_DIR": data_dir, "PYTHONUNBUFFERED": "1"}
     for var, value in (
@@ -111,6 +116,8 @@ def start_worker(
     ):
         if value is not None:
             child_env[var] = str(value)
+    if torch_threads is not None:
+        child_env |= {"OMP_NUM_THREADS": str(torch_threads), "MKL_NUM_THREADS": str(torch_threads)}
     child_env |= env or {}
     log_file = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
