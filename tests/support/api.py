@@ -82,6 +82,8 @@ def start_api(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+        # pytest shows captured stderr only for failing tests: there the server's log helps most.
+        sys.stderr.write(f"--- log of the API server ---\n{api.log()[-20000:]}\n")
         log_file.close()
         log_path.unlink(missing_ok=True)
 
