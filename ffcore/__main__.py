@@ -1,0 +1,7 @@
+"""`python -m ffcore`: see ffcore/cli.py."""
+
+import sys
+
+from ffcore.cli import main
+
+sys.exit(main())

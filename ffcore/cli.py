@@ -1,0 +1,255 @@
+"""The command line: `python -m ffcore train | predict | eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ffcore.config import PRESETS, RunConfig, format_validation_error, parse_override
+
+log = logging.getLogger("ffcore")
+
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+STATE_FILE = "state.safetensors"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ffcore",
+        description="Train, evaluate and query Forward-Forward networks (Hinton, 2022) on MNIST.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train a network",
+        description="Train a network and write summary.json, metrics.jsonl, model.safetensors, "
+        "config.json and state.safetensors (the resumable state, refreshed every epoch) into --out.",
+    )
+    train.add_argument(
+        "--preset",
+        default="reference",
+        choices=sorted(PRESETS),
+        help="starting configuration (default: %(default)s)",
+    )
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set epochs=10 --set hidden=[500,500]; "
+        "values are read as JSON when they parse. Repeatable.",
+    )
+    train.add_argument(
+        "--data-dir",
+        help="torchvision root holding MNIST/raw (default: download into ~/.cache/fflab/datasets)",
+    )
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    train.add_argument("--out", default="runs/latest", help="output folder (default: %(default)s)")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (benchmarks)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from --out/state.safetensors when it exists"
+    )
+    train.add_argument(
+        "--log-every",
+        type=int,
+        default=50,
+        help="steps between two records in metrics.jsonl (default: %(default)s)",
+    )
+    train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
+
+    predict = sub.add_parser(
+        "predict",
+        help="classify digit images with a trained model",
+        description="Classify image files (any size, PNG/JPEG; preprocessed as "
+        "MNIST was) with a trained model; prints one JSON object per image.",
+    )
+    predict.add_argument("--model", required=True, help="model folder (or its model.safetensors)")
+    predict.add_argument("images", nargs="+", help="image files")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="test error of a trained model",
+        description="Print the label-scan and softmax-head error on a split.",
+    )
+    evaluate.add_argument("--model", required=True, help="model folder (or its model.safetensors)")
+    evaluate.add_argument("--data-dir", help="torchvision root holding MNIST/raw (default: the model's)")
+    evaluate.add_argument("--split", choices=["test", "val"], default="test", help="default: %(default)s")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    return parser
+
+
+def make_config(args: argparse.Namespace) -> RunConfig:
+    overrides: dict[str, Any] = {}
+    try:
+        for text in args.overrides:
+            key, value = parse_override(text)
+            overrides[key] = value
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.device is not None:
+        overrides["device"] = args.device
+    try:
+        return RunConfig.from_preset(args.preset, **overrides)
+    except ValidationError as error:
+        raise CliError(f"invalid configuration: {format_validation_error(error)}") from error
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ffcore.checkpoint import save_model_dir
+    from ffcore.train import Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+    if args.resume and state_path.is_file():
+        trainer = Trainer.from_state_bytes(state_path.read_bytes(), log_every=args.log_every)
+        log.info("resuming from %s at epoch %d, step %d", state_path, trainer.epoch, trainer.step)
+        metrics_mode = "a"
+    else:
+        trainer = Trainer(make_config(args), log_every=args.log_every)
+        metrics_mode = "w"
+    config = trainer.config
+    log.info("training %s on %s: %d steps", config.hidden, trainer.device, trainer.total_steps)
+
+    bar = tqdm(
+        total=trainer.total_steps,
+        initial=trainer.step,
+        unit="step",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+    )
+    latest: dict[str, str] = {}
+    with open(out / METRICS_FILE, metrics_mode) as metrics_file:
+
+        def on_metrics(record: dict[str, Any]) -> None:
+            metrics_file.write(json.dumps(record) + "\n")
+            if record["kind"] == "train":
+                bar.update(record["step"] - bar.n)
+                latest["head_acc"] = f"{record['head_accuracy']:.3f}"
+                latest["samples/s"] = f"{record['samples_per_s']:.0f}"
+            else:
+                latest[f"{record['split']}_err_scan"] = f"{record['error_scan']:.4f}"
+                latest[f"{record['split']}_err_softmax"] = f"{record['error_softmax']:.4f}"
+                if args.no_progress:
+                    log.info("epoch %d: %s", record["epoch"], latest)
+            bar.set_postfix(latest, refresh=False)
+
+        def on_epoch_end(t: Trainer) -> None:
+            metrics_file.flush()
+            state_path.write_bytes(t.state_bytes())
+            save_model_dir(out, t.model, t.config)
+
+        result = trainer.fit(on_metrics=on_metrics, on_epoch_end=on_epoch_end, max_steps=args.max_steps)
+    bar.close()
+    save_model_dir(out, trainer.model, config)
+    if result.stopped:
+        state_path.write_bytes(trainer.state_bytes())
+    summary = {
+        "test_error_scan": result.test_error_scan,
+        "test_error_softmax": result.test_error_softmax,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "stopped_early": result.stopped,
+        "samples_per_s": result.samples_per_s,
+        "wall_s": result.wall_s,
+        "device": result.device,
+        "torch_threads": torch.get_num_threads(),
+        "config": config.model_dump(),
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from ffcore.checkpoint import load_model_dir
+    from ffcore.images import preprocess_digit
+    from ffcore.model import predict
+
+    model, _ = _load(args.model, load_model_dir)
+    digits = []
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                digits.append(preprocess_digit(image))
+        except (FileNotFoundError, UnidentifiedImageError, ValueError) as error:
+            raise CliError(f"{path}: {error}") from error
+    result = predict(model, np.stack(digits))
+    for path, label, scores, probs in zip(
+        args.images, result.scan_label, result.scan_scores, result.head_probs, strict=True
+    ):
+        print(
+            json.dumps(
+                {
+                    "image": path,
+                    "label_scan": int(label),
+                    "label_softmax": int(probs.argmax()),
+                    "scan_scores": [round(float(s), 3) for s in scores],
+                    "softmax_probs": [round(float(p), 4) for p in probs],
+                }
+            )
+        )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ffcore.checkpoint import load_model_dir
+    from ffcore.data import load_dataset
+    from ffcore.train import Trainer
+
+    model, config = _load(args.model, load_model_dir)
+    config = config.model_copy(
+        update={
+            "device": args.device,
+            "data_dir": args.data_dir if args.data_dir is not None else config.data_dir,
+        }
+    )
+    trainer = Trainer(config, load_dataset(config))  # a Trainer only to reuse its evaluate()
+    trainer.model.load_state_dict(model.state_dict())
+    errors = trainer.evaluate(args.split)
+    print(json.dumps({"split": args.split, **errors}))
+    return 0
+
+
+def _load(path: str, loader):
+    try:
+        return loader(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise CliError(str(error)) from error
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ffcore.data import DataError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    commands = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval}
+    try:
+        return commands[args.command](args)
+    except (CliError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,408 @@
+"""Training: the Forward-Forward step, the epoch loop, evaluation, and exact resume.
+
+Each hidden layer learns from its own loss: the logistic of (goodness - threshold) should be 1 for
+positive data (image with its true label) and 0 for negative data (a wrong label). A layer's
+input is the normalised output of the layer below, taken as a constant, so no gradient crosses
+layers. Because every gradient is local and short, the step writes it out by hand (see
+`_ff_layer_step`): two matrix products per layer and a handful of element-wise operations, with no
+autograd graph to build. tests/ffcore/test_train.py checks these gradients against autograd.
+
+The softmax head learns from the activities of the neutral-label pass (all ten label pixels 0.1)
+with a cross-entropy loss; with `negatives="hard"` its predictions also choose the wrong labels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from ffcore.config import NUM_CLASSES, RunConfig
+from ffcore.data import IMAGE_SIZE, Dataset, Split, load_dataset
+from ffcore.model import FFNetwork, embed_labels, embed_neutral, rms_normalize
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = "ffcore-training-state/1"
+
+MetricsCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    stopped: bool  # should_stop or max_steps ended the run before its last epoch
+    epochs: int  # epochs completed
+    steps: int  # optimizer steps done, over all sessions of a resumed run
+    samples_per_s: float  # training throughput of this session, evaluation excluded
+    wall_s: float  # wall time of this session, evaluation included
+    device: str
+    test_error_scan: float | None  # None when stopped early
+    test_error_softmax: float | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def lr_factor(config: RunConfig, epoch: int) -> float:
+    """Learning-rate multiplier in 0-based `epoch`: held for the first half, then cooled linearly.
+
+    The reference port's formula: 2 * (1 + epochs - epoch) / epochs after the halfway epoch.
+    """
+    if config.lr_schedule == "constant" or epoch <= config.epochs // 2:
+        return 1.0
+    return 2.0 * (1 + config.epochs - epoch) / config.epochs
+
+
+def shift_images(
+    images: torch.Tensor, max_shift: int, background: float, rng: torch.Generator
+) -> torch.Tensor:
+    """Shift each image (N, 784) by a random offset of up to `max_shift` pixels in x and y."""
+    n, size = len(images), IMAGE_SIZE
+    padded = F.pad(images.view(n, size, size), (max_shift,) * 4, value=background)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=rng, device=images.device)
+    grid = torch.arange(size, device=images.device)
+    rows, cols = grid + dy, grid + dx  # (n, size) each
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]].reshape(n, size * size)
+
+
+class Trainer:
+    """Trains one FFNetwork; `fit` runs the epochs, `state_bytes`/`from_state_bytes` resume exactly."""
+
+    def __init__(self, config: RunConfig, dataset: Dataset | None = None, *, log_every: int = 50):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.data = (dataset if dataset is not None else load_dataset(config, self.device)).to(self.device)
+        self.log_every = log_every
+
+        # One generator on the training device drives data order, negatives and jitter; weights
+        # come from a CPU generator so that they are the same on every device.
+        self.rng = torch.Generator(device=self.device)
+        self.rng.manual_seed(config.seed)
+        self.model = FFNetwork(config)
+        self.model.reset_parameters(torch.Generator().manual_seed(config.seed))
+        self.model.to(self.device)
+        ff_params = [p for layer in self.model.layers for p in layer.parameters()]
+        self.optimizer = torch.optim.SGD(
+            [
+                {
+                    "params": ff_params,
+                    "lr": config.lr,
+                    "momentum": config.momentum,
+                    "weight_decay": config.weight_decay,
+                },
+                {
+                    "params": [self.model.head.weight],
+                    "lr": config.head_lr,
+                    "momentum": config.head_momentum,
+                    "weight_decay": config.head_weight_decay,
+                },
+            ]
+        )
+        self.base_lrs = [config.lr, config.head_lr]
+
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps done
+        self.steps_per_epoch = len(self.data.train) // config.batch_size
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
+        self._batch = 0  # next batch of this epoch
+        self._background = float(self.data.train.images.min())  # standardised blank pixel
+        self._sums: torch.Tensor | None = None  # metric sums since the last train record
+        self._sum_steps = 0
+
+    # --- one step ------------------------------------------------------------------------------
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a batch of standardised images; returns this step's metrics.
+
+        The metrics vector is [per layer: goodness_pos, goodness_neg, ff_loss, ff_accuracy] then
+        [peer_loss, head_loss, head_accuracy], kept on the device (no synchronisation here).
+        """
+        model = self.model
+        batch = len(labels)
+
+        # Neutral pass: the head's input and, for hard negatives, its predictions.
+        features = model.head_features(model.activations(embed_neutral(images)))
+        logits = features @ model.head.weight.T
+        probs = torch.softmax(logits, dim=1)
+        onehot = F.one_hot(labels, NUM_CLASSES).to(probs.dtype)
+        head_loss = F.cross_entropy(logits, labels)
+        head_accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        model.head.weight.grad = ((probs - onehot) / batch).T @ features
+
+        negative_labels = self._negative_labels(labels, probs)
+        x = torch.cat([embed_labels(images, labels), embed_labels(images, negative_labels)])
+        targets = torch.cat([torch.ones(batch, device=x.device), torch.zeros(batch, device=x.device)])
+
+        layer_metrics = []
+        peer_loss = torch.zeros((), device=x.device)
+        for i, layer in enumerate(model.layers):
+            x, metrics, layer_peer_loss = self._ff_layer_step(i, layer, x, targets, batch)
+            layer_metrics.append(metrics)
+            peer_loss = peer_loss + layer_peer_loss
+
+        self.optimizer.step()
+        return torch.cat([*layer_metrics, torch.stack([peer_loss, head_loss, head_accuracy])])
+
+    def _ff_layer_step(
+        self, i: int, layer: torch.nn.Linear, x: torch.Tensor, targets: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward one layer on [positives; negatives], set its gradients, return its output."""
+        config = self.config
+        width = layer.out_features
+        x_in = rms_normalize(x)
+        z = torch.relu(torch.addmm(layer.bias, x_in, layer.weight.T))
+        squares = z.pow(2).sum(dim=1)
+        goodness = squares if config.goodness == "sum" else squares / width
+        logit = goodness - self.model.thresholds[i]
+        ff_loss = F.binary_cross_entropy_with_logits(logit, targets)
+
+        # d(mean BCE)/d(logit) = (sigmoid(logit) - target) / 2B; d(goodness)/dz = 2z (or 2z/width).
+        dlogit = (torch.sigmoid(logit) - targets) / (2 * batch)
+        goodness_scale = 2.0 if config.goodness == "sum" else 2.0 / width
+        dz = z * (dlogit * goodness_scale)[:, None]
+
+        # Peer normalisation: pull every unit's running mean activity on positive data towards the
+        # layer's average, so that no unit stays dead or dominates.
+        peer_loss = torch.zeros((), device=x.device)
+        if config.peer_norm_weight > 0:
+            momentum = config.peer_norm_momentum
+            running_mean = self.model.running_mean(i)
+            running_mean.mul_(momentum).add_(z[:batch].mean(dim=0), alpha=1 - momentum)
+            deviation = running_mean - running_mean.mean()
+            peer_loss = deviation.pow(2).mean()
+            dz[:batch] += deviation * (config.peer_norm_weight * 2 / width * (1 - momentum) / batch)
+
+        # The ReLU passes the gradient through unchanged (the reference port's "full gradient"
+        # ReLU): the goodness term is zero where z is, the peer term revives dead units.
+        layer.weight.grad = dz.T @ x_in
+        layer.bias.grad = dz.sum(dim=0)
+
+        with torch.no_grad():
+            accuracy = ((logit > 0).float() == targets).float().mean()
+            metrics = torch.stack([goodness[:batch].mean(), goodness[batch:].mean(), ff_loss, accuracy])
+        return z, metrics, peer_loss
+
+    def _negative_labels(self, labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """A wrong label per example: uniformly random, or drawn from the head's belief."""
+        if self.config.negatives == "random":
+            offset = torch.randint(1, NUM_CLASSES, labels.shape, generator=self.rng, device=labels.device)
+            return (labels + offset) % NUM_CLASSES
+        weights = probs.detach().clone()
+        weights[torch.arange(len(labels), device=labels.device), labels] = 0.0
+        weights += 1e-12  # never an all-zero row, even when the head is certain
+        weights[torch.arange(len(labels), device=labels.device), labels] = 0.0
+        return torch.multinomial(weights, 1, generator=self.rng).squeeze(1)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        on_metrics: MetricsCallback | None = None,
+        on_epoch_end: Callable[[Trainer], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        max_steps: int | None = None,
+    ) -> TrainResult:
+        """Train until the last epoch, `max_steps` optimizer steps, or `should_stop()`."""
+        config = self.config
+        emit = on_metrics or (lambda record: None)
+        train = self.data.train
+        wall_start = time.perf_counter()
+        train_seconds, session_samples = 0.0, 0
+        interval_start, interval_samples = time.perf_counter(), 0
+        stopped = False
+
+        while self.epoch < config.epochs and not stopped:
+            if self._order is None:
+                self._order = torch.randperm(len(train), generator=self.rng, device=self.device)
+                self._batch = 0
+            self._apply_lr()
+            step_clock = time.perf_counter()
+            while self._batch < self.steps_per_epoch:
+                if (should_stop is not None and should_stop()) or (
+                    max_steps is not None and self.step >= max_steps
+                ):
+                    stopped = True
+                    break
+                index = self._order[self._batch * config.batch_size : (self._batch + 1) * config.batch_size]
+                images, labels = train.images[index], train.labels[index]
+                if config.jitter:
+                    images = shift_images(images, config.jitter, self._background, self.rng)
+                self._accumulate(self.train_step(images, labels))
+                self._batch += 1
+                self.step += 1
+                session_samples += config.batch_size
+                interval_samples += config.batch_size
+                if self.step % self.log_every == 0:
+                    now = time.perf_counter()
+                    emit(self._train_record(interval_samples / max(now - interval_start, 1e-9)))
+                    interval_start, interval_samples = now, 0
+            train_seconds += time.perf_counter() - step_clock
+            if stopped:
+                break
+            self.epoch += 1
+            self._order = None
+            if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
+                split = "val" if self.data.val is not None else "test"
+                emit(self._eval_record(split))
+            if on_epoch_end is not None:
+                on_epoch_end(self)
+            interval_start = time.perf_counter()  # evaluation and checkpoints are not training time
+
+        test_errors: dict[str, Any] = {"error_scan": None, "error_softmax": None}
+        if not stopped:
+            record = self._eval_record("test", final=True)
+            emit(record)
+            test_errors = record
+        return TrainResult(
+            stopped=stopped,
+            epochs=self.epoch,
+            steps=self.step,
+            samples_per_s=session_samples / train_seconds if train_seconds > 0 else 0.0,
+            wall_s=time.perf_counter() - wall_start,
+            device=str(self.device),
+            test_error_scan=test_errors["error_scan"],
+            test_error_softmax=test_errors["error_softmax"],
+        )
+
+    def _apply_lr(self) -> None:
+        factor = lr_factor(self.config, self.epoch)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+
+    def _accumulate(self, step_metrics: torch.Tensor) -> None:
+        self._sums = step_metrics if self._sums is None else self._sums + step_metrics
+        self._sum_steps += 1
+
+    def _train_record(self, samples_per_s: float) -> dict[str, Any]:
+        """Average the metrics since the last record (this is where the device synchronises)."""
+        assert self._sums is not None
+        values = (self._sums / self._sum_steps).tolist()
+        self._sums, self._sum_steps = None, 0
+        layers = []
+        for i, threshold in enumerate(self.model.thresholds):
+            g_pos, g_neg, loss, accuracy = values[4 * i : 4 * i + 4]
+            layers.append(
+                {
+                    "layer": i,
+                    "goodness_pos": g_pos,
+                    "goodness_neg": g_neg,
+                    "threshold": threshold,
+                    "ff_loss": loss,
+                    "ff_accuracy": accuracy,
+                }
+            )
+        peer_loss, head_loss, head_accuracy = values[-3:]
+        return {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "head_lr": self.optimizer.param_groups[1]["lr"],
+            "samples_per_s": samples_per_s,
+            "peer_loss": peer_loss,
+            "head_loss": head_loss,
+            "head_accuracy": head_accuracy,
+            "layers": layers,
+        }
+
+    def _eval_record(self, split: str, final: bool = False) -> dict[str, Any]:
+        errors = self.evaluate(split)
+        record = {"kind": "eval", "step": self.step, "epoch": self.epoch, "split": split, **errors}
+        if final:
+            record["final"] = True
+        log.info(
+            "epoch %d %s error: scan %.4f, softmax %.4f",
+            self.epoch,
+            split,
+            errors["error_scan"],
+            errors["error_softmax"],
+        )
+        return record
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
+        """Error rates of the label scan and of the softmax head on a split ('val' or 'test')."""
+        data: Split | None = self.data.val if split == "val" else self.data.test
+        if data is None:
+            raise ValueError("no validation split: the run trains on all 60k images (validation='none')")
+        wrong_scan = wrong_softmax = 0
+        for start in range(0, len(data), batch_size):
+            images = data.images[start : start + batch_size]
+            labels = data.labels[start : start + batch_size]
+            scan = self.model.scan_scores(self.model.label_goodness(images)).argmax(dim=1)
+            softmax = self.model.head_logits(images).argmax(dim=1)
+            wrong_scan += int((scan != labels).sum())
+            wrong_softmax += int((softmax != labels).sum())
+        return {"error_scan": wrong_scan / len(data), "error_softmax": wrong_softmax / len(data)}
+
+    # --- resumable state ------------------------------------------------------------------------
+
+    def state_bytes(self) -> bytes:
+        """Everything needed to continue exactly here: weights, optimizer, data order, RNG."""
+        tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for j, param in enumerate(params):
+            buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
+            if buffer is not None:
+                tensors[f"optimizer.momentum.{j}"] = buffer.contiguous().cpu()
+        tensors["rng"] = self.rng.get_state().cpu()
+        if self._order is not None:
+            tensors["order"] = self._order.cpu()
+        metadata = {
+            "format": STATE_FORMAT,
+            "config": self.config.model_dump_json(),
+            "epoch": str(self.epoch),
+            "step": str(self.step),
+            "batch": str(self._batch),
+        }
+        return save_safetensors(tensors, metadata=metadata)
+
+    @classmethod
+    def from_state_bytes(
+        cls, data: bytes, dataset: Dataset | None = None, *, device: str | None = None, log_every: int = 50
+    ) -> Trainer:
+        """Rebuild a Trainer from `state_bytes()`; training continues as if never interrupted."""
+        metadata = read_metadata(data)
+        if metadata.get("format") != STATE_FORMAT:
+            raise ValueError(f"not an ffcore training state (format {metadata.get('format')!r})")
+        config = RunConfig.model_validate_json(metadata["config"])
+        if device is not None:
+            config = config.model_copy(update={"device": device})
+        trainer = cls(config, dataset, log_every=log_every)
+        tensors = load_safetensors(data)
+        model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+        trainer.model.load_state_dict(model_state)
+        params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+        for j, param in enumerate(params):
+            buffer = tensors.get(f"optimizer.momentum.{j}")
+            if buffer is not None:
+                trainer.optimizer.state[param]["momentum_buffer"] = buffer.to(trainer.device)
+        trainer.rng.set_state(tensors["rng"])
+        if "order" in tensors:
+            trainer._order = tensors["order"].to(trainer.device)
+        trainer.epoch = int(metadata["epoch"])
+        trainer.step = int(metadata["step"])
+        trainer._batch = int(metadata["batch"])
+        return trainer
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """The JSON metadata of a safetensors blob, without loading its tensors."""
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_size])
+    return header.get("__metadata__", {})
