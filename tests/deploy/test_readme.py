@@ -1,0 +1,98 @@
+"""The README stays true: its settings table, its links, and its API examples run as written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dashboard.settings import DashboardSettings
+from fflab.settings import Settings
+from tests.support.stack import REPO, start_stack
+
+README = (REPO / "README.md").read_text()
+# Where the examples expect the API; the test points them at the stack it started instead.
+README_API = "http://localhost:8000/api/v1"
+# The examples' run, and a tiny one that trains in seconds on a busy CI machine: what is tested here
+# is that the commands work; learning is tested in tests/ffcore and tests/worker.
+README_RUN = '"overrides": {"epochs": 1}'
+TINY_RUN = '"overrides": {"epochs": 1, "hidden": [32, 32], "batch_size": 1000}'
+
+
+def code_block(language: str, containing: str) -> str:
+    """The README's fenced code block in `language` that contains `containing`."""
+    blocks = re.findall(rf"^```{language}\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+    matching = [block for block in blocks if containing in block]
+    assert len(matching) == 1, f"expected one {language} block with {containing!r}, found {len(matching)}"
+    return matching[0]
+
+
+def test_settings_table_gives_the_code_defaults():
+    rows = dict(re.findall(r"^\| `(FF_[A-Z0-9_]+)` \| ([^|]+) \|", README, flags=re.MULTILINE))
+    for settings_class in (Settings, DashboardSettings):
+        prefix = settings_class.model_config["env_prefix"]
+        for name, field in settings_class.model_fields.items():
+            variable = f"{prefix}{name}".upper()
+            assert variable in rows, f"{variable} is missing from the README's settings table"
+            expected = "unset" if field.default is None else f"`{field.default}`"
+            assert rows[variable].strip() == expected, variable
+
+
+def test_local_links_and_files_in_the_readme_exist():
+    targets = re.findall(r"\]\(((?!https?://|#)[^)\s]+)\)", README)  # [text](path), ![alt](path)
+    targets += re.findall(r"@?\b((?:docs|docker|scripts|bench)/[\w./-]+\.\w+)", README)
+    assert "docs/examples/digit-7.png" in targets
+    missing = sorted(
+        {t for t in targets if "*" not in t and not (REPO / t).exists()} - {"bench/results/NAME.json"}
+    )
+    assert not missing, f"the README refers to files that do not exist: {missing}"
+
+
+def test_procfile_and_compose_commands_in_the_readme_are_the_real_ones():
+    assert "docker compose -f docker-compose.yml -f docker-compose.cpu.yml up --build" in README
+    assert "\nmake up\n" in README
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("up", "test", "lint", "system-deps"):
+        assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), target
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
+    """Both API examples, verbatim but for the API's address and the run's size, against the whole
+    local stack."""
+    if shutil.which("jq") is None or shutil.which("curl") is None:
+        pytest.fail("the curl example needs curl and jq (apt-get install curl jq)")
+    with start_stack(tmp_path, data_dir=mnist_dir) as stack:
+        python_example = code_block("python", "api.stream(").replace(README_API, stack.api_url)
+        assert README_RUN in python_example
+        python_example = python_example.replace(README_RUN, TINY_RUN)
+        result = subprocess.run(
+            [sys.executable, "-c", python_example], cwd=REPO, capture_output=True, text=True, timeout=200
+        )
+        assert result.returncode == 0, result.stderr + stack.log()[-3000:]
+        out = result.stdout
+        assert re.search(r"^run [0-9a-f]+ queued$", out, flags=re.MULTILINE), out
+        assert "status running" in out and "status succeeded" in out, out
+        assert re.search(r"^epoch 1: val error \d+\.\d\d%$", out, flags=re.MULTILINE), out
+        assert re.search(r"^predicted \d - softmax head: \d$", out, flags=re.MULTILINE), out
+
+        curl_example = code_block("bash", "curl -sN").replace(README_API, stack.api_url)
+        assert README_RUN in curl_example
+        curl_example = curl_example.replace(README_RUN, TINY_RUN)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", curl_example],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
+        assert result.returncode == 0, result.stderr + stack.log()[-3000:]
+        out = result.stdout
+        assert "event: metric" in out and "event: end" in out, out[-2000:]
+        assert '"kind":"eval"' in out.replace(" ", ""), out[-2000:]
+        assert re.search(r'"label":\s*\d,', out), out[-2000:]
+        assert re.search(r'"head_probs":\s*\[', out), out[-2000:]
