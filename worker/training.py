@@ -173,21 +173,27 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     if stop.reason == "lease_lost":
         raise LeaseLostError(f"run {run_id}: lease lost while training")
     publisher.flush()
+    # Where training stands now; a stop can fall between two metric records.
+    position = {
+        "step": trainer.step,
+        "epoch": trainer.epoch,
+        "progress": min(trainer.step / max(trainer.total_steps, 1), 1.0),
+    }
 
     if not result.stopped:
         store.end_attempt(
-            run_id, name, "succeeded", progress=1.0, epoch=result.epochs, step=result.steps,
-            test_error_scan=result.test_error_scan, test_error_softmax=result.test_error_softmax,
+            run_id, name, "succeeded", **position, test_error_scan=result.test_error_scan,
+            test_error_softmax=result.test_error_softmax,
         )  # fmt: skip
         log.info("run %s succeeded: test error %.4f (scan)", run_id, result.test_error_scan)
         return "succeeded"
     if stop.reason == "cancelled":
-        store.end_attempt(run_id, name, "cancelled")
+        store.end_attempt(run_id, name, "cancelled", **position)
         log.info("run %s cancelled at step %d", run_id, result.steps)
         return "cancelled"
     # Shutting down: save where we are (mid-epoch states resume exactly) and hand the run back.
     checkpoint(trainer)
-    store.end_attempt(run_id, name, "queued", reason=f"worker {name} shut down")
+    store.end_attempt(run_id, name, "queued", reason=f"worker {name} shut down", **position)
     context.enqueue(run_id)
     log.info("run %s handed back to the queue at step %d", run_id, result.steps)
     return "requeued"

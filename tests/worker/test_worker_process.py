@@ -161,7 +161,7 @@ def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
     store = RunStore.from_url(redis_url)
     timings = {"lease_ttl_s": 3, "heartbeat_interval_s": 0.5, "metrics_every_steps": METRICS_EVERY}
     with start_worker(redis_url, mnist_dir, **timings) as victim:
-        run_id = submit_run(redis_url, small_run(epochs=5))
+        run_id = submit_run(redis_url, small_run(epochs=4))
 
         def trained_past_a_checkpoint():
             checkpoint = store.load_checkpoint(run_id)
@@ -176,7 +176,7 @@ def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
     with start_worker(redis_url, mnist_dir, **timings) as restarted:
         record = wait_for_status(store, run_id, {"succeeded", "failed"}, timeout_s=180)
     assert record.status == "succeeded", record.error
-    assert (record.attempts, record.worker, record.step) == (2, restarted.name, 100)
+    assert (record.attempts, record.worker, record.step) == (2, restarted.name, 80)
 
     records = [r for _, r in store.read_metrics(run_id, limit=100_000)[0]]
     assert statuses(store, run_id) == ["queued", "running", "queued", "running", "succeeded"]
@@ -184,8 +184,27 @@ def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
     assert "lease expired" in requeue["reason"]
     # One series: the dead attempt's records past its checkpoint are gone, the new one continues.
     steps = [r["step"] for r in records if r["kind"] == "train"]
-    assert steps == list(range(METRICS_EVERY, 101, METRICS_EVERY))
+    assert steps == list(range(METRICS_EVERY, 81, METRICS_EVERY))
     resumed = max(i for i, r in enumerate(records) if r.get("status") == "running")
     assert records[resumed]["attempt"] == 2
     assert records[resumed + 1]["step"] == checkpoint.step + METRICS_EVERY  # from the checkpoint, not 0
-    assert [r["step"] for r in records if r["kind"] == "eval"] == [20, 40, 60, 80, 100, 100]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [20, 40, 60, 80, 80]
+
+
+def test_a_stopped_worker_hands_its_run_back_and_another_finishes_it(redis_url, mnist_dir):
+    """SIGTERM (a warm shutdown) mid-run: checkpoint where it stands, requeue, exit cleanly."""
+    store = RunStore.from_url(redis_url)
+    with start_worker(redis_url, mnist_dir, metrics_every_steps=METRICS_EVERY) as first:
+        run_id = submit_run(redis_url, small_run(epochs=2, eval_every=1000))
+        wait_for(lambda: store.get_run(run_id).step >= METRICS_EVERY, 60, "the run to train")
+        assert first.stop() == 0
+    record = store.get_run(run_id)
+    assert record.status == "queued" and store.lease_owner(run_id) is None
+    assert store.load_checkpoint(run_id).step == record.step > 0
+    assert f"worker {first.name} shut down" in [r.get("reason") for _, r in store.read_metrics(run_id)[0]]
+
+    with start_worker(redis_url, mnist_dir, metrics_every_steps=METRICS_EVERY) as second:
+        record = wait_for_status(store, run_id, {"succeeded", "failed"}, timeout_s=120)
+    assert (record.status, record.attempts, record.worker, record.step) == ("succeeded", 2, second.name, 40)
+    steps = [r["step"] for _, r in store.read_metrics(run_id, limit=100_000)[0] if r["kind"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 40
