@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,3 +97,35 @@ def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
         assert '"kind":"eval"' in out.replace(" ", ""), out[-2000:]
         assert re.search(r'"label":\s*\d,', out), out[-2000:]
         assert re.search(r'"head_probs":\s*\[', out), out[-2000:]
+
+
+def test_ffcore_commands_in_the_readme_parse_with_the_real_cli():
+    from ffcore.cli import build_parser
+
+    parser = build_parser()
+    commands = re.findall(
+        r"^python -m ffcore (.+)$", code_block("bash", "python -m ffcore train"), re.MULTILINE
+    )
+    assert {command.split()[0] for command in commands} == {"train", "eval", "predict"}
+    for command in commands:
+        try:
+            parser.parse_args(shlex.split(command))
+        except SystemExit:
+            pytest.fail(f"the README's `python -m ffcore {command}` does not parse")
+    defaults = parser.parse_args(["train"])
+    assert f"default `{defaults.out}`" in README
+    assert f"`--preset` defaults to `{defaults.preset}`" in README
+
+
+def test_presets_table_matches_the_presets():
+    from ffcore.config import PRESETS, RunConfig
+
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+\|[^|]+) \|$", README, flags=re.MULTILINE))
+    assert set(PRESETS) <= set(rows)
+    for name in PRESETS:
+        config = RunConfig.from_preset(name)
+        network, recipe = (cell.strip() for cell in rows[name].split("|"))
+        assert network == f"{len(config.hidden)} × {config.hidden[0]}", name
+        assert f"{config.epochs} epochs" in recipe, name
+        if "negatives" in recipe:
+            assert f"{config.negatives} negatives" in recipe, name
