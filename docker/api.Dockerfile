@@ -17,11 +17,12 @@ RUN pip install -c /tmp/constraints.txt \
 # The remaining dependencies, from pyproject.toml alone (no code yet), so that this layer is rebuilt
 # only when dependencies change. The code itself runs from /app (see below), as in a checkout.
 WORKDIR /src
-COPY pyproject.toml README.md ./
-RUN pip install -c /tmp/constraints.txt '.[service]'
+COPY pyproject.toml ./
+# pyproject.toml names README.md; an empty one will do (the real one would only bust this cache).
+RUN touch README.md && pip install -c /tmp/constraints.txt '.[service]'
 
 FROM ${PYTHON_IMAGE}
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PYTHONPATH=/app
 RUN useradd --create-home --uid 10001 fflab \
     && mkdir -p /home/fflab/.cache/fflab/datasets && chown -R fflab:fflab /home/fflab/.cache
 COPY --from=build /opt/venv /opt/venv

@@ -9,11 +9,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY docker/constraints.txt /tmp/constraints.txt
 WORKDIR /src
-COPY pyproject.toml README.md ./
-RUN pip install -c /tmp/constraints.txt '.[dashboard]'
+COPY pyproject.toml ./
+# pyproject.toml names README.md; an empty one will do (the real one would only bust this cache).
+RUN touch README.md && pip install -c /tmp/constraints.txt '.[dashboard]'
 
 FROM ${PYTHON_IMAGE}
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PYTHONPATH=/app
 RUN useradd --create-home --uid 10001 fflab
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app

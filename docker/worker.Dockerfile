@@ -12,11 +12,12 @@ COPY docker/constraints.txt /tmp/constraints.txt
 # Dependencies from pyproject.toml alone (no code yet), so that this layer, the big one, is rebuilt
 # only when dependencies change. The code itself runs from /app (see below), as in a checkout.
 WORKDIR /src
-COPY pyproject.toml README.md ./
-RUN pip install -c /tmp/constraints.txt '.[service]'
+COPY pyproject.toml ./
+# pyproject.toml names README.md; an empty one will do (the real one would only bust this cache).
+RUN touch README.md && pip install -c /tmp/constraints.txt '.[service]'
 
 FROM ${PYTHON_IMAGE}
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH \
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PYTHONPATH=/app \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # The dataset cache directory exists (owned by the user) so that the named volume mounted on it
 # in docker-compose.yml starts with the right owner; MNIST is downloaded into it once.

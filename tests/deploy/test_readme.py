@@ -50,6 +50,8 @@ def test_local_links_and_files_in_the_readme_exist():
         {t for t in targets if "*" not in t and not (REPO / t).exists()} - {"bench/results/NAME.json"}
     )
     assert not missing, f"the README refers to files that do not exist: {missing}"
+    unlisted = sorted(p.name for p in (REPO / "bench").glob("*.py") if f"bench/{p.name}" not in README)
+    assert not unlisted, f"benchmarks the README does not mention: {unlisted}"
 
 
 def test_procfile_and_compose_commands_in_the_readme_are_the_real_ones():
