@@ -14,10 +14,12 @@ import redis
 import redis.asyncio
 import torch
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from api.errors import BodySizeLimit, install_error_handlers
 from api.inference import ModelCache
 from api.routes import health, metrics, predict, runs
+from api.schemas import ErrorOut
 from fflab.settings import Settings, get_settings
 from fflab.store import RunStore
 
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
+    app.openapi = lambda: _openapi_with_readable_errors(app)  # type: ignore[method-assign]
+
     api = APIRouter(prefix=API_PREFIX)
     for module in (runs, metrics, predict, health):
         api.include_router(module.router)
@@ -82,3 +86,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Probes also at the root, where orchestrators look for them by default.
     app.include_router(health.router, include_in_schema=False)
     return app
+
+
+def _openapi_with_readable_errors(app: FastAPI) -> dict:
+    """The OpenAPI document, with 422 responses described as they are sent: `{"detail": "field: message"}`.
+
+    FastAPI documents its default validation-error body (a list of error objects); api.errors replaces
+    that body with one readable string, so the document says so too.
+    """
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+    schema["components"]["schemas"].setdefault("ErrorOut", ErrorOut.model_json_schema())
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            invalid = operation.get("responses", {}).get("422")
+            if invalid is not None:
+                invalid["content"] = {"application/json": {"schema": error_ref}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema["components"]["schemas"].pop(name, None)
+    app.openapi_schema = schema
+    return schema
