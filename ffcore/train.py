@@ -126,6 +126,7 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------
 
+    @torch.no_grad()  # gradients are written by hand; autograd would only chain graphs through buffers
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One optimizer step on a batch of standardised images; returns this step's metrics.
 
