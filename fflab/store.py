@@ -557,6 +557,18 @@ class RunStore:
         workers = [json.loads(v) for v in self.redis.hgetall(WORKERS).values()]
         return sorted((w for w in workers if now - w.get("seen_at", 0) <= max_age_s), key=lambda w: w["name"])
 
+    def prune_workers(self, max_age_s: float) -> list[str]:
+        """Forget workers not seen for `max_age_s` seconds (killed ones never deregister)."""
+        now = time.time()
+        stale = [
+            name.decode()
+            for name, info in self.redis.hgetall(WORKERS).items()
+            if now - json.loads(info).get("seen_at", 0) > max_age_s
+        ]
+        if stale:
+            self.redis.hdel(WORKERS, *stale)
+        return stale
+
     def ping(self) -> bool:
         return bool(self.redis.ping())
 

@@ -133,6 +133,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     store, name, settings = context.store, context.name, context.settings
     record = store.get_run(run_id)
     if record is None:  # deleted between the claim and now
+        store.release_lease(run_id, name)
         return "missing"
     run_config = record.config
     # The worker's own data directory wins: a submitted config cannot know this machine's paths.

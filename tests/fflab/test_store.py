@@ -156,3 +156,5 @@ def test_workers_register_and_age_out(store):
     assert "old" not in [w["name"] for w in store.list_workers(max_age_s=60)]
     store.remove_worker("a")
     assert [w["name"] for w in store.list_workers(max_age_s=60)] == ["b"]
+    assert store.prune_workers(max_age_s=60) == ["old"]
+    assert sorted(store.redis.hkeys("ff:workers")) == [b"b"]
