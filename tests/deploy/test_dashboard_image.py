@@ -1,0 +1,145 @@
+"""The dashboard image holds no PyTorch, Redis client or service code: does the dashboard run there?
+
+Without a Docker engine the image is not built; instead its /app is rebuilt from the Dockerfile's
+COPY lines in a temporary folder, and the app runs from there in Streamlit's AppTest with every
+module the image lacks made unimportable. Its third-party imports are checked against what
+`pip install '.[dashboard]'` installs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from tests.deploy.test_compose import final_stage
+from tests.support.stack import REPO, free_port
+
+DOCKERFILE = REPO / "docker" / "dashboard.Dockerfile"
+# What the image does not have: PyTorch, the Redis client, Celery, and the service code.
+NOT_IN_IMAGE = ["torch", "torchvision", "safetensors", "redis", "celery", "kombu", "fflab", "api", "worker"]
+
+RUN_PAGES = """
+import json, sys
+import importlib.abc
+
+class NotInImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in the dashboard image)")
+        return None
+
+sys.meta_path.insert(0, NotInImage())
+from streamlit.testing.v1 import AppTest
+
+app = AppTest.from_file("dashboard/app.py", default_timeout=120).run()
+report = {{}}
+for page in (None, "pages/live.py", "pages/draw.py"):
+    if page is not None:
+        app.switch_page(page).run()
+    report[page or "runs"] = {{
+        "exceptions": [e.value for e in app.exception],
+        "errors": [e.value for e in app.error],
+        "ffcore_loaded_from": [
+            getattr(m, "__file__", None) or "" for name, m in sys.modules.items() if "ffcore" in name
+        ],
+    }}
+print(json.dumps(report))
+"""
+
+
+def image_app(tmp_path: Path) -> Path:
+    """/app of the dashboard image: the files its Dockerfile copies from the repository."""
+    app = tmp_path / "app"
+    for keyword, rest in final_stage(DOCKERFILE):
+        if keyword != "COPY" or rest.startswith("--from"):
+            continue
+        *sources, destination = shlex.split(rest)
+        for source in sources:
+            target = app / destination / Path(source).name if destination.endswith("/") else app / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (REPO / source).is_dir():
+                shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(REPO / source, target)
+    return app
+
+
+@pytest.mark.timeout(300)
+def test_dashboard_pages_run_with_only_what_the_image_holds(tmp_path):
+    app = image_app(tmp_path)
+    assert (app / "dashboard" / "app.py").is_file()
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(app),  # as in the image
+        "FF_API_URL": f"http://127.0.0.1:{free_port()}",  # nothing there: pages must say so, not crash
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_PAGES.format(blocked=NOT_IN_IMAGE)],
+        cwd=app,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for page, outcome in report.items():
+        assert outcome["exceptions"] == [], (page, outcome["exceptions"])
+        assert any("Cannot reach the FF Lab API" in error for error in outcome["errors"]), (page, outcome)
+        for path in outcome["ffcore_loaded_from"]:  # the run schema came from the image's copy
+            assert path.startswith(str(app)), path
+
+
+def requirement_closure(requirements: list[str]) -> set[str]:
+    """Every distribution that installing `requirements` installs (per the venv's metadata)."""
+    seen: set[str] = set()
+    pending = [Requirement(r) for r in requirements]
+    while pending:
+        requirement = pending.pop()
+        name = canonical(requirement.name)
+        if name in seen or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        for child in metadata.requires(name) or []:
+            pending.append(Requirement(child))
+    return seen
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_dashboard_imports_only_what_the_dashboard_extra_installs():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    installed = requirement_closure(project["dependencies"] + project["optional-dependencies"]["dashboard"])
+    assert "torch" not in installed and "redis" not in installed
+
+    module_owners = metadata.packages_distributions()
+    local = {"dashboard", "ffcore"}
+    sources = sorted((REPO / "dashboard").rglob("*.py")) + [REPO / "ffcore" / "config.py"]
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names} - local - set(sys.stdlib_module_names):
+                owners = {canonical(d) for d in module_owners.get(top, [])}
+                where = f"{path.relative_to(REPO)}:{node.lineno}"
+                assert owners & installed, (
+                    f"{where} imports {top}, which the dashboard image does not install"
+                )
