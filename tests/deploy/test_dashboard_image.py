@@ -102,34 +102,37 @@ def test_dashboard_pages_run_with_only_what_the_image_holds(tmp_path):
             assert path.startswith(str(app)), path
 
 
-def requirement_closure(requirements: list[str]) -> set[str]:
-    """Every distribution that installing `requirements` installs (per the venv's metadata)."""
-    seen: set[str] = set()
-    pending = [Requirement(r) for r in requirements]
+def requirement_closure(project: dict, extra: str) -> set[str]:
+    """Every distribution that `pip install '.[extra]'` installs: the project's requirements from
+    pyproject.toml (self-references like fflab[core] included), the rest per the venv's metadata."""
+    seen: set[tuple[str, str]] = set()  # (distribution, extra or "")
+    pending = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"][extra]]
     while pending:
         requirement = pending.pop()
         name = canonical(requirement.name)
-        if name in seen or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
-            continue
-        seen.add(name)
-        for child in metadata.requires(name) or []:
-            pending.append(Requirement(child))
-    return seen
+        for wanted in {"", *requirement.extras}:
+            if (name, wanted) in seen:
+                continue
+            seen.add((name, wanted))
+            if name == canonical(project["name"]):
+                pending += [Requirement(r) for r in project["optional-dependencies"].get(wanted, [])]
+                continue
+            for child in map(Requirement, metadata.requires(name) or []):
+                # A dependency of the distribution itself, or of this extra of it.
+                if child.marker is None or child.marker.evaluate({"extra": wanted}):
+                    pending.append(child)
+    return {name for name, _ in seen}
 
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def test_dashboard_imports_only_what_the_dashboard_extra_installs():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    installed = requirement_closure(project["dependencies"] + project["optional-dependencies"]["dashboard"])
-    assert "torch" not in installed and "redis" not in installed
-
-    module_owners = metadata.packages_distributions()
-    local = {"dashboard", "ffcore"}
-    sources = sorted((REPO / "dashboard").rglob("*.py")) + [REPO / "ffcore" / "config.py"]
-    for path in sources:
+def third_party_imports(paths: list[Path], local: set[str]) -> dict[str, str]:
+    """Top-level modules imported by the files, other than the standard library's and `local`:
+    module -> where (file:line) it is first imported."""
+    found: dict[str, str] = {}
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -138,8 +141,32 @@ def test_dashboard_imports_only_what_the_dashboard_extra_installs():
             else:
                 continue
             for top in {name.split(".")[0] for name in names} - local - set(sys.stdlib_module_names):
-                owners = {canonical(d) for d in module_owners.get(top, [])}
-                where = f"{path.relative_to(REPO)}:{node.lineno}"
-                assert owners & installed, (
-                    f"{where} imports {top}, which the dashboard image does not install"
-                )
+                found.setdefault(top, f"{path.relative_to(REPO)}:{node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("image", "extra", "packages"),
+    [
+        ("dashboard", "dashboard", ["dashboard", "ffcore/config.py"]),
+        ("api and worker", "service", ["api", "worker", "fflab", "ffcore"]),
+    ],
+)
+def test_code_imports_only_what_its_image_installs(image, extra, packages):
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    installed = requirement_closure(project, extra)
+    if image == "dashboard":
+        assert "torch" not in installed and "redis" not in installed
+
+    module_owners = metadata.packages_distributions()
+    paths = []
+    for package in packages:
+        path = REPO / package
+        paths += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    local = {"dashboard", "ffcore", "fflab", "api", "worker"}
+    for module, where in third_party_imports(paths, local).items():
+        owners = {canonical(d) for d in module_owners.get(module, [])}
+        assert owners & installed, (
+            f"{where} imports {module}, which pip install '.[{extra}]' (the {image} image) does not install; "
+            "add its distribution to that extra in pyproject.toml"
+        )
