@@ -1,4 +1,5 @@
-"""The dashboard image holds no PyTorch, Redis client or service code: does the dashboard run there?
+"""What the images hold: does the dashboard run in its image (no PyTorch, Redis client or service code),
+and does each image install every package its code imports?
 
 Without a Docker engine the image is not built; instead its /app is rebuilt from the Dockerfile's
 COPY lines in a temporary folder, and the app runs from there in Streamlit's AppTest with every
