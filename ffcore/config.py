@@ -17,7 +17,7 @@ NUM_CLASSES = 10
 class RunConfig(BaseModel):
     """Everything that decides what a Forward-Forward training run does."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # Data
     dataset: Literal["mnist", "fashion-mnist"] = Field(
@@ -77,11 +77,16 @@ class RunConfig(BaseModel):
     # Optimisation
     epochs: int = Field(100, ge=1, le=10_000, description="Passes over the training set.")
     batch_size: int = Field(100, ge=1, le=60_000, description="Positive examples per step.")
-    lr: float = Field(1e-3, gt=0, le=10, description="Learning rate of the FF layers (SGD).")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the FF layers.")
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd",
+        description="Optimizer of the FF layers and the head: SGD with momentum (the references) "
+        "or Adam (momentum is then Adam's beta1).",
+    )
+    lr: float = Field(1e-3, gt=0, le=10, description="Learning rate of the FF layers.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (Adam: beta1) of the FF layers.")
     weight_decay: float = Field(3e-4, ge=0, le=1, description="Weight decay of the FF layers.")
     head_lr: float = Field(1e-2, gt=0, le=10, description="Learning rate of the softmax head.")
-    head_momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of the softmax head.")
+    head_momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (Adam: beta1) of the softmax head.")
     head_weight_decay: float = Field(3e-3, ge=0, le=1, description="Weight decay of the softmax head.")
     lr_schedule: Literal["constant", "linear_cooldown"] = Field(
         "linear_cooldown",
@@ -122,9 +127,7 @@ class RunConfig(BaseModel):
                 raise ValueError(f"{name}: each layer may appear once, got {layers}")
         train_size = 60_000 if self.validation == "none" else 50_000
         if self.batch_size > train_size:
-            raise ValueError(
-                f"batch_size: {self.batch_size} exceeds the {train_size} training images"
-            )
+            raise ValueError(f"batch_size: {self.batch_size} exceeds the {train_size} training images")
         return self
 
     # Derived values, so that no caller recomputes them differently.

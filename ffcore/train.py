@@ -79,6 +79,23 @@ def shift_images(
     return padded[batch, rows[:, :, None], cols[:, None, :]].reshape(n, size * size)
 
 
+def make_optimizer(
+    config: RunConfig, ff_params: list[torch.nn.Parameter], head_params: list[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
+    """One optimizer, two parameter groups: the FF layers (group 0) and the softmax head (group 1)."""
+    groups = [
+        (ff_params, config.lr, config.momentum, config.weight_decay),
+        (head_params, config.head_lr, config.head_momentum, config.head_weight_decay),
+    ]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(
+            [{"params": p, "lr": lr, "betas": (m, 0.999), "weight_decay": wd} for p, lr, m, wd in groups]
+        )
+    return torch.optim.SGD(
+        [{"params": p, "lr": lr, "momentum": m, "weight_decay": wd} for p, lr, m, wd in groups]
+    )
+
+
 class Trainer:
     """Trains one FFNetwork; `fit` runs the epochs, `state_bytes`/`from_state_bytes` resume exactly."""
 
@@ -96,22 +113,7 @@ class Trainer:
         self.model.reset_parameters(torch.Generator().manual_seed(config.seed))
         self.model.to(self.device)
         ff_params = [p for layer in self.model.layers for p in layer.parameters()]
-        self.optimizer = torch.optim.SGD(
-            [
-                {
-                    "params": ff_params,
-                    "lr": config.lr,
-                    "momentum": config.momentum,
-                    "weight_decay": config.weight_decay,
-                },
-                {
-                    "params": [self.model.head.weight],
-                    "lr": config.head_lr,
-                    "momentum": config.head_momentum,
-                    "weight_decay": config.head_weight_decay,
-                },
-            ]
-        )
+        self.optimizer = make_optimizer(config, ff_params, [self.model.head.weight])
         self.base_lrs = [config.lr, config.head_lr]
 
         self.epoch = 0  # epochs completed
@@ -358,9 +360,9 @@ class Trainer:
         tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for j, param in enumerate(params):
-            buffer = self.optimizer.state.get(param, {}).get("momentum_buffer")
-            if buffer is not None:
-                tensors[f"optimizer.momentum.{j}"] = buffer.contiguous().cpu()
+            for key, value in self.optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value):  # SGD: momentum_buffer; Adam: exp_avg, exp_avg_sq, step
+                    tensors[f"optimizer.{j}.{key}"] = value.contiguous().cpu()
         tensors["rng"] = self.rng.get_state().cpu()
         if self._order is not None:
             tensors["order"] = self._order.cpu()
@@ -389,10 +391,13 @@ class Trainer:
         model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
         trainer.model.load_state_dict(model_state)
         params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-        for j, param in enumerate(params):
-            buffer = tensors.get(f"optimizer.momentum.{j}")
-            if buffer is not None:
-                trainer.optimizer.state[param]["momentum_buffer"] = buffer.to(trainer.device)
+        for name, value in tensors.items():
+            if name.startswith("optimizer."):
+                _, j, key = name.split(".", 2)
+                param = params[int(j)]
+                # Adam keeps its step count on the CPU unless it runs fused/capturable.
+                target = value if key == "step" else value.to(trainer.device)
+                trainer.optimizer.state[param][key] = target
         trainer.rng.set_state(tensors["rng"])
         if "order" in tensors:
             trainer._order = tensors["order"].to(trainer.device)

@@ -1,0 +1,139 @@
+"""The command line, run as users run it: `python -m ffcore ...` in a subprocess."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ffcore.data import load_arrays
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def ffcore(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ffcore", *args], capture_output=True, text=True, timeout=280
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_dir(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = ffcore(
+        "train",
+        "--preset",
+        "quick",
+        "--set",
+        "epochs=1",
+        "--set",
+        "hidden=[200,200]",
+        "--data-dir",
+        mnist_dir,
+        "--out",
+        str(out),
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_train_writes_summary_metrics_and_model(trained_dir):
+    summary = json.loads((trained_dir / "summary.json").read_text())
+    for key in (
+        "test_error_scan",
+        "test_error_softmax",
+        "epochs",
+        "steps",
+        "samples_per_s",
+        "wall_s",
+        "device",
+        "config",
+    ):
+        assert key in summary
+    assert summary["epochs"] == 1 and summary["device"] == "cpu"
+    assert summary["config"]["hidden"] == [200, 200]
+    assert summary["test_error_softmax"] < 0.2  # it learned something in one epoch
+    records = [json.loads(line) for line in (trained_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {"train", "eval"}
+    assert records[-1] == {**records[-1], "kind": "eval", "split": "test", "final": True}
+    assert (trained_dir / "model.safetensors").stat().st_size > 100_000
+    assert (trained_dir / "config.json").is_file()
+
+
+def test_predict_reads_real_digits_from_png_files(trained_dir, mnist_dir, tmp_path):
+    arrays = load_arrays("mnist", mnist_dir)
+    paths, labels = [], []
+    for i in range(10):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(arrays["test_images"][i]).resize((112, 112)).save(path)
+        paths.append(str(path))
+        labels.append(int(arrays["test_labels"][i]))
+    result = ffcore("predict", "--model", str(trained_dir), *paths)
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["image"] for a in answers] == paths
+    correct = sum(a["label_softmax"] == label for a, label in zip(answers, labels, strict=True))
+    assert correct >= 8
+    assert all(len(a["scan_scores"]) == 10 and abs(sum(a["softmax_probs"]) - 1) < 1e-3 for a in answers)
+
+
+def test_eval_matches_the_training_summary(trained_dir, mnist_dir):
+    result = ffcore("eval", "--model", str(trained_dir), "--data-dir", mnist_dir)
+    assert result.returncode == 0, result.stderr
+    errors = json.loads(result.stdout)
+    summary = json.loads((trained_dir / "summary.json").read_text())
+    assert errors["error_scan"] == pytest.approx(summary["test_error_scan"], abs=1e-4)
+    assert errors["error_softmax"] == pytest.approx(summary["test_error_softmax"], abs=1e-4)
+
+
+def test_max_steps_stops_early_and_leaves_a_resumable_state(mnist_dir, tmp_path):
+    args = (
+        "train",
+        "--preset",
+        "quick",
+        "--set",
+        "hidden=[30,30]",
+        "--data-dir",
+        mnist_dir,
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    )
+    result = ffcore(*args, "--max-steps", "15")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 15 and summary["stopped_early"] and summary["test_error_scan"] is None
+    result = ffcore(*args, "--resume", "--max-steps", "25")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 25
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--set", "lr=-1"), "lr: Input should be greater than 0"),
+        (("--set", "hiden=[10]"), "unknown setting 'hiden'"),
+        (("--set", "epochs"), "key=value"),
+        (("--data-dir", "/nonexistent/mnist"), "data directory /nonexistent/mnist does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    result = ffcore("train", "--preset", "quick", "--out", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_on_a_missing_model_or_non_image(tmp_path):
+    result = ffcore("predict", "--model", str(tmp_path), "x.png")
+    assert result.returncode == 2 and "model.safetensors" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_subcommands_and_options():
+    result = ffcore("train", "--help")
+    for option in ("--preset", "--set", "--data-dir", "--device", "--out", "--max-steps"):
+        assert option in result.stdout
+    assert np.all([name in result.stdout for name in ("paper", "quick", "reference")])

@@ -1,0 +1,147 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ffcore import RunConfig, Trainer
+from ffcore.model import embed_labels, rms_normalize
+from ffcore.train import lr_factor, shift_images
+
+
+class FullGradReLU(torch.autograd.Function):
+    """The reference port's ReLU: forward clamps, backward passes the gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+@pytest.mark.parametrize("kind", ["sum", "mean"])
+def test_hand_written_gradients_match_autograd(synthetic, kind):
+    config = RunConfig(hidden=[30, 20], batch_size=8, peer_norm_weight=0.5, goodness=kind)
+    trainer = Trainer(config, synthetic)
+    layer = trainer.model.layers[0]
+    images, labels = synthetic.train.images[:8], synthetic.train.labels[:8]
+    x = torch.cat([embed_labels(images, labels), embed_labels(images, (labels + 3) % 10)])
+    targets = torch.cat([torch.ones(8), torch.zeros(8)])
+
+    # The loss written plainly, differentiated by autograd.
+    weight = layer.weight.detach().clone().requires_grad_()
+    bias = layer.bias.detach().clone().requires_grad_()
+    z = FullGradReLU.apply(rms_normalize(x) @ weight.T + bias)
+    squares = z.pow(2).sum(1) if kind == "sum" else z.pow(2).mean(1)
+    ff_loss = F.binary_cross_entropy_with_logits(squares - config.layer_threshold(30), targets)
+    running_mean = 0.9 * trainer.model.running_mean(0) + 0.1 * z[:8].mean(0)
+    peer_loss = ((running_mean.mean() - running_mean) ** 2).mean()
+    (ff_loss + 0.5 * peer_loss).backward()
+
+    trainer._ff_layer_step(0, layer, x, targets, 8)
+    torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(layer.bias.grad, bias.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_head_gradient_matches_autograd(synthetic):
+    trainer = Trainer(RunConfig(hidden=[30, 20], batch_size=8), synthetic)
+    head = trainer.model.head
+    torch.nn.init.normal_(head.weight)
+    images, labels = synthetic.train.images[:8], synthetic.train.labels[:8]
+    features = trainer.model.head_features(
+        trainer.model.activations(embed_labels(images, labels) * 0 + images)
+    )
+    weight = head.weight.detach().clone().requires_grad_()
+    F.cross_entropy(features @ weight.T, labels).backward()
+    probs = torch.softmax(features @ head.weight.T, 1)
+    manual = ((probs - F.one_hot(labels, 10)) / 8).T @ features
+    torch.testing.assert_close(manual, weight.grad)
+
+
+@pytest.mark.parametrize("negatives", ["random", "hard"])
+def test_negative_labels_are_never_the_true_label(synthetic, negatives):
+    trainer = Trainer(RunConfig(hidden=[20, 20], negatives=negatives), synthetic)
+    labels = torch.arange(10).repeat(500)
+    # A head that is nearly certain of the true label: hard negatives must still avoid it.
+    probs = F.one_hot(labels, 10).float() * 0.999999 + 1e-7
+    drawn = torch.stack([trainer._negative_labels(labels, probs) for _ in range(4)])
+    assert not (drawn == labels).any()
+    assert set(drawn.unique().tolist()) == set(range(10))
+
+
+def test_hard_negatives_follow_the_heads_belief(synthetic):
+    trainer = Trainer(RunConfig(hidden=[20, 20], negatives="hard"), synthetic)
+    labels = torch.zeros(20_000, dtype=torch.long)
+    probs = torch.tensor([0.5, 0.4, 0.1] + [0.0] * 7).repeat(20_000, 1)
+    counts = torch.bincount(trainer._negative_labels(labels, probs), minlength=10)
+    assert counts[0] == 0 and counts[3:].sum() < 20  # only labels the head believes in
+    assert 0.75 < counts[1] / 20_000 < 0.85  # 0.4 / (0.4 + 0.1)
+
+
+def test_linear_cooldown_holds_then_cools_to_near_zero():
+    config = RunConfig(epochs=100)
+    assert lr_factor(config, 0) == lr_factor(config, 50) == 1.0
+    assert lr_factor(config, 51) == pytest.approx(1.0)
+    assert lr_factor(config, 99) == pytest.approx(0.04)
+    assert lr_factor(RunConfig(epochs=100, lr_schedule="constant"), 99) == 1.0
+
+
+def test_shift_images_moves_the_digit_and_fills_with_background():
+    image = torch.full((1, 28, 28), -1.0)
+    image[0, 10:14, 10:14] = 5.0
+    generator = torch.Generator().manual_seed(0)
+    shifted = shift_images(image.reshape(1, 784).repeat(200, 1), 2, -1.0, generator).view(200, 28, 28)
+    assert torch.equal((shifted == 5.0).sum(dim=(1, 2)), torch.full((200,), 16))  # never cut off
+    rows = (shifted == 5.0).nonzero()[:, 1].view(200, 16).min(dim=1).values
+    assert set(rows.tolist()) == {8, 9, 10, 11, 12}  # every offset in -2..2 occurs
+
+
+def test_metrics_records_cover_every_layer(mnist_slice):
+    records = []
+    config = RunConfig(hidden=[40, 30, 20], epochs=1, batch_size=100)
+    Trainer(config, mnist_slice, log_every=5).fit(on_metrics=records.append)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == [5, 10, 15, 20]
+    assert all(len(r["layers"]) == 3 for r in train)
+    layer = train[-1]["layers"][2]
+    assert set(layer) == {"layer", "goodness_pos", "goodness_neg", "threshold", "ff_loss", "ff_accuracy"}
+    assert layer["threshold"] == 20.0 and 0.0 <= layer["ff_accuracy"] <= 1.0
+    assert train[-1]["samples_per_s"] > 0 and 0.0 <= train[-1]["head_accuracy"] <= 1.0
+    assert [(r["split"], r.get("final", False)) for r in evals] == [("val", False), ("test", True)]
+
+
+def test_should_stop_and_max_steps_end_training_early(mnist_slice):
+    config = RunConfig(hidden=[20, 20], epochs=3)
+    result = Trainer(config, mnist_slice).fit(max_steps=7)
+    assert result.stopped and result.steps == 7 and result.test_error_scan is None
+    calls = []
+    result = Trainer(config, mnist_slice).fit(should_stop=lambda: len(calls) > 3 or calls.append(1))
+    assert result.stopped and result.steps == 4
+
+
+@pytest.mark.parametrize("negatives", ["random", "hard"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(mnist_slice, negatives):
+    config = RunConfig(hidden=[50, 40], epochs=2, batch_size=100, negatives=negatives, jitter=1)
+    straight = Trainer(config, mnist_slice)
+    straight.fit()
+
+    first = Trainer(config, mnist_slice)
+    first.fit(max_steps=27)  # stop mid-epoch, as a killed worker would be taken up from
+    first_state = first.state_bytes()
+    second = Trainer.from_state_bytes(first_state, mnist_slice)
+    second.fit(max_steps=20 + 11)  # and again, exactly on the epoch boundary
+    third = Trainer.from_state_bytes(second.state_bytes(), mnist_slice)
+    result = third.fit()
+
+    assert result.steps == straight.step == 40
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(third.model.state_dict()[key], value), key
+
+
+def test_state_bytes_are_safetensors_not_pickle(mnist_slice):
+    trainer = Trainer(RunConfig(hidden=[20, 20]), mnist_slice)
+    state = trainer.state_bytes()
+    assert b"__metadata__" in state[:4096] and not state.startswith(b"\x80")
+    with pytest.raises(ValueError, match="not an ffcore training state"):
+        Trainer.from_state_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", mnist_slice)
