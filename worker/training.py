@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Literal
 
 import redis
@@ -19,7 +18,7 @@ import torch
 from ffcore import DataError, Dataset, RunConfig, Trainer, load_dataset, save_model
 from fflab.store import LeaseLostError
 from worker.context import WorkerContext
-from worker.progress import ProgressPublisher
+from worker.progress import RunMonitor
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +56,24 @@ DATASETS = DatasetCache()
 
 
 class StopCheck:
-    """The Trainer's `should_stop`: polled every step, so Redis is asked at most every `poll_s`."""
+    """The Trainer's `should_stop`, polled every step: it only looks at events, never at Redis.
 
-    def __init__(self, context: WorkerContext, run_id: str, poll_s: float = 0.25):
+    The run's monitor thread turns the cancel flag and the lease into events; the heartbeat
+    flags a lease it failed to renew; a warm shutdown sets the context's event.
+    """
+
+    def __init__(self, context: WorkerContext, monitor: RunMonitor):
         self.context = context
-        self.run_id = run_id
-        self.poll_s = poll_s
+        self.monitor = monitor
         self.reason: StopReason | None = None
-        self._next_poll = 0.0
 
     def __call__(self) -> bool:
-        if self.reason is not None:
-            return True
-        if self.context.lease_lost.is_set():
-            self.reason = "lease_lost"
-        elif self.context.shutting_down.is_set():
-            self.reason = "shutdown"
-        elif time.monotonic() >= self._next_poll:
-            self._next_poll = time.monotonic() + self.poll_s
-            owned, cancel = self.context.store.control_flags(self.run_id, self.context.name)
-            if not owned:
+        if self.reason is None:
+            if self.context.lease_lost.is_set() or self.monitor.lease_lost.is_set():
                 self.reason = "lease_lost"
-            elif cancel:
+            elif self.context.shutting_down.is_set():
+                self.reason = "shutdown"
+            elif self.monitor.cancel_requested.is_set():
                 self.reason = "cancelled"
         return self.reason is not None
 
@@ -156,24 +151,28 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
         trainer = Trainer(train_config, dataset=dataset, log_every=settings.metrics_every_steps)
         store.discard_metrics_after(run_id, None)  # a first attempt that died before checkpointing
 
-    publisher = ProgressPublisher(store, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
+    monitor = RunMonitor(store, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
     store.publish_progress(
         run_id, name, [], total_steps=trainer.total_steps, step=trainer.step, epoch=trainer.epoch,
         progress=trainer.step / max(trainer.total_steps, 1),
     )  # fmt: skip
 
     def checkpoint(trainer: Trainer) -> None:
-        publisher.flush()  # the checkpoint covers every record written so far
+        monitor.flush()  # the checkpoint covers every record written so far
         store.save_checkpoint(
             run_id, name, trainer.state_bytes(), save_model(trainer.model, run_config),
             step=trainer.step, epoch=trainer.epoch,
         )  # fmt: skip
 
-    stop = StopCheck(context, run_id)
-    result = trainer.fit(on_metrics=publisher, on_epoch_end=checkpoint, should_stop=stop)
+    stop = StopCheck(context, monitor)
+    monitor.start()
+    try:
+        result = trainer.fit(on_metrics=monitor, on_epoch_end=checkpoint, should_stop=stop)
+    finally:
+        monitor.close()
     if stop.reason == "lease_lost":
         raise LeaseLostError(f"run {run_id}: lease lost while training")
-    publisher.flush()
+    monitor.flush()
     # Where training stands now; a stop can fall between two metric records.
     position = {
         "step": trainer.step,

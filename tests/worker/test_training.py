@@ -14,7 +14,7 @@ import torch
 from ffcore import load_model
 from fflab.store import lease_key
 from worker.heartbeat import Heartbeat
-from worker.progress import ProgressPublisher
+from worker.progress import RunMonitor
 from worker.reaper import Reaper
 from worker.training import DatasetCache, train_run, training_device
 
@@ -82,7 +82,7 @@ def test_a_killed_attempt_is_resumed_from_its_checkpoint_exactly(store, make_con
     run_id = store.create_run(config).id
     first = make_context("dies")
 
-    class DyingPublisher(ProgressPublisher):
+    class DyingMonitor(RunMonitor):
         """Goes silent after step 12, past the epoch-1 checkpoint at step 8, like a killed worker."""
 
         def __call__(self, record):
@@ -91,7 +91,7 @@ def test_a_killed_attempt_is_resumed_from_its_checkpoint_exactly(store, make_con
                 self.flush()
                 first.lease_lost.set()
 
-    monkeypatch.setattr("worker.training.ProgressPublisher", DyingPublisher)
+    monkeypatch.setattr("worker.training.RunMonitor", DyingMonitor)
     assert train_run(first, run_id, datasets) == "lease_lost"
     monkeypatch.undo()
     assert store.get_run(run_id).status == "running"  # the dead worker wrote nothing more
@@ -233,18 +233,29 @@ def test_heartbeat_registers_the_worker_and_renews_or_loses_the_lease(store, mak
     assert store.get_run(run_id).status == "running"  # the thief's run: the reaper leaves it alone
 
 
-def test_the_publisher_batches_train_records_and_flushes_at_evaluations(store):
+def test_the_monitor_batches_records_flushes_at_evaluations_and_watches_the_flags(store):
     run_id = store.create_run(tiny_config()).id
     store.claim_run(run_id, "w1", ttl_s=30, device="cpu")
-    publisher = ProgressPublisher(
-        store, run_id, "w1", total_steps=100, steps_per_epoch=50, flush_interval_s=60
+    monitor = RunMonitor(
+        store, run_id, "w1", total_steps=100, steps_per_epoch=50, flush_interval_s=60, poll_s=0.05
     )
-    before = store.count_metrics(run_id)
-    for step in (10, 20, 30):
-        publisher({"kind": "train", "step": step, "samples_per_s": 100.0})
-    assert store.count_metrics(run_id) == before  # buffered
-    publisher({"kind": "eval", "step": 50, "split": "val", "error_scan": 0.1, "error_softmax": 0.2})
-    assert store.count_metrics(run_id) == before + 4
-    record = store.get_run(run_id)
-    assert (record.step, record.epoch, record.progress, record.val_error_scan) == (50, 1, 0.5, 0.1)
-    assert record.samples_per_s == 100.0
+    monitor.start()
+    try:
+        before = store.count_metrics(run_id)
+        for step in (10, 20, 30):
+            monitor({"kind": "train", "step": step, "samples_per_s": 100.0})
+        time.sleep(0.2)
+        assert store.count_metrics(run_id) == before  # buffered: the next flush is a minute away
+        monitor({"kind": "eval", "step": 50, "split": "val", "error_scan": 0.1, "error_softmax": 0.2})
+        wait_until(lambda: store.count_metrics(run_id) == before + 4, timeout_s=5)
+        record = store.get_run(run_id)
+        assert (record.step, record.epoch, record.progress, record.val_error_scan) == (50, 1, 0.5, 0.1)
+        assert record.samples_per_s == 100.0
+        assert not monitor.cancel_requested.is_set() and not monitor.lease_lost.is_set()
+        store.cancel_run(run_id)
+        wait_until(monitor.cancel_requested.is_set, timeout_s=2)
+        store.redis.set(lease_key(run_id), "thief")
+        wait_until(monitor.lease_lost.is_set, timeout_s=2)
+    finally:
+        monitor.close()
+    assert not monitor.is_alive()
