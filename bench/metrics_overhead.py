@@ -167,9 +167,12 @@ def main() -> None:
                     streaming.append(rate)
                     shares.append(share)
                     beside.append(monitor_share)
-                detail = (
-                    f" ({shares[-1] * 100:.2f}% of it in the streaming callbacks)" if kind != "plain" else ""
-                )
+                detail = ""
+                if kind == "streaming":
+                    detail = (
+                        f" (callbacks {shares[-1] * 100:.3f}% of training time; monitor thread in Redis "
+                        f"{beside[-1] * 100:.2f}%)"
+                    )
                 print(f"round {round_ + 1}: {kind:9s} {rate:10.1f} samples/s{detail}", flush=True)
 
     ratios = [s / p for s, p in zip(streaming, plain, strict=True)]

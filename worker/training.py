@@ -16,7 +16,7 @@ import redis
 import torch
 
 from ffcore import DataError, Dataset, RunConfig, Trainer, load_dataset, save_model
-from fflab.store import LeaseLostError
+from fflab.store import LeaseLostError, RunStatus
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
 
@@ -180,20 +180,23 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
         "progress": min(trainer.step / max(trainer.total_steps, 1), 1.0),
     }
 
+    def end_attempt(status: RunStatus, **fields) -> None:
+        if not store.end_attempt(run_id, name, status, **position, **fields):
+            raise LeaseLostError(f"run {run_id}: lease lost before it could be marked {status}")
+
     if not result.stopped:
-        store.end_attempt(
-            run_id, name, "succeeded", **position, test_error_scan=result.test_error_scan,
-            test_error_softmax=result.test_error_softmax,
-        )  # fmt: skip
+        end_attempt(
+            "succeeded", test_error_scan=result.test_error_scan, test_error_softmax=result.test_error_softmax
+        )
         log.info("run %s succeeded: test error %.4f (scan)", run_id, result.test_error_scan)
         return "succeeded"
     if stop.reason == "cancelled":
-        store.end_attempt(run_id, name, "cancelled", **position)
+        end_attempt("cancelled")
         log.info("run %s cancelled at step %d", run_id, result.steps)
         return "cancelled"
     # Shutting down: save where we are (mid-epoch states resume exactly) and hand the run back.
     checkpoint(trainer)
-    store.end_attempt(run_id, name, "queued", reason=f"worker {name} shut down", **position)
+    end_attempt("queued", reason=f"worker {name} shut down")
     context.enqueue(run_id)
     log.info("run %s handed back to the queue at step %d", run_id, result.steps)
     return "requeued"
