@@ -355,3 +355,22 @@ def installed_version(name: str) -> str:
 
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_redis_override_shown_in_the_compose_comments_is_valid(tmp_path):
+    """The docker-compose.override.yml that docker-compose.yml's comments give for workers on other hosts."""
+    lines = (REPO / "docker-compose.yml").read_text().splitlines()
+    start = lines.index("#   services:")
+    snippet = []
+    for line in lines[start:]:
+        if line.strip() == "#":
+            break
+        snippet.append(line.removeprefix("# "))
+    example = tmp_path / "override.yml"
+    example.write_text("\n".join(snippet) + "\n")
+    services = compose_config(["docker-compose.yml", str(example)], tmp_path)["services"]
+    redis_service = services["redis"]
+    assert port_target(redis_service) == [(6379, 6379)]
+    assert "--requirepass change-me" in " ".join(redis_service["command"])
+    assert "--maxmemory-policy noeviction" in " ".join(redis_service["command"])
+    assert "-a change-me" in healthcheck_command(redis_service)
