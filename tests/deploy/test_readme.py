@@ -69,8 +69,7 @@ def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
     local stack."""
     if shutil.which("jq") is None or shutil.which("curl") is None:
         pytest.fail("the curl example needs curl and jq (apt-get install curl jq)")
-    # One PyTorch thread: on a busy 2-core CI machine, two spinning OpenMP threads run many times slower.
-    with start_stack(tmp_path, data_dir=mnist_dir, env={"OMP_NUM_THREADS": "1"}) as stack:
+    with start_stack(tmp_path, data_dir=mnist_dir) as stack:
         python_example = code_block("python", "api.stream(").replace(README_API, stack.api_url)
         assert README_RUN in python_example
         python_example = python_example.replace(README_RUN, TINY_RUN)

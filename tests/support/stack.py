@@ -136,8 +136,9 @@ def start_stack(
 
     redis_url: use that server (the stack's `redis` process then only stays alive); None: the stack
     starts its own redis-server on a free port, with its files under `work_dir`. data_dir: FF_DATA_DIR
-    for the worker. env: more FF_* settings. Returns once the API answers /healthz, /readyz lists a
-    worker (unless wait_for_worker is False) and the dashboard answers its health check.
+    for the worker. env: more FF_* settings (or OMP_NUM_THREADS, 1 unless given). Returns once the
+    API answers /healthz, /readyz lists a worker (unless wait_for_worker is False) and the dashboard
+    answers its health check.
     """
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="ff-stack-"))
     api_port, dashboard_port = free_port(), free_port()
@@ -147,6 +148,9 @@ def start_stack(
         {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
+            # One PyTorch (OpenMP) thread per process: on a busy 2-core CI machine the worker's and the
+            # API's spinning threads otherwise slow training several times over. `env` may override it.
+            "OMP_NUM_THREADS": "1",
             "FF_REDIS_URL": redis_url,
             "FF_REDIS_DATA_DIR": str(work_dir / "redis"),
             "FF_API_HOST": "127.0.0.1",
