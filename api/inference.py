@@ -124,37 +124,42 @@ class ModelCache:
         self._entries.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def get(self, record: RunRecord) -> LoadedModel:
-        """The run's current model, loaded or from the cache; NoModelError when it has none."""
-        entry = self._entries.get(record.id)
-        if entry is not None and entry.confirmed_at == record.updated_at:
-            self._entries.move_to_end(record.id)
-            return entry
-        fingerprint = await to_thread.run_sync(self.store.model_fingerprint, record.id)
-        if fingerprint is None:
-            self.invalidate(record.id)
-            raise NoModelError(record.id)
-        if entry is not None and entry.fingerprint == fingerprint:
-            entry.confirmed_at = record.updated_at
-            self._entries.move_to_end(record.id)
-            return entry
-        return await self._load_once(record, fingerprint)
+    async def get(self, run_id: str, updated_at: float | None) -> LoadedModel:
+        """The run's current model, loaded or from the cache; NoModelError when it has none.
 
-    async def _load_once(self, record: RunRecord, fingerprint: str) -> LoadedModel:
+        `updated_at` is the run record's, read by the caller for this request.
+        """
+        entry = self._entries.get(run_id)
+        if entry is not None and entry.confirmed_at == updated_at:
+            self._entries.move_to_end(run_id)
+            return entry
+        fingerprint = await to_thread.run_sync(self.store.model_fingerprint, run_id)
+        if fingerprint is None:
+            self.invalidate(run_id)
+            raise NoModelError(run_id)
+        if entry is not None and entry.fingerprint == fingerprint:
+            entry.confirmed_at = updated_at
+            self._entries.move_to_end(run_id)
+            return entry
+        return await self._load_once(run_id, fingerprint)
+
+    async def _load_once(self, run_id: str, fingerprint: str) -> LoadedModel:
         # Concurrent requests for a model not loaded yet share one load.
-        key = (record.id, fingerprint)
+        key = (run_id, fingerprint)
         pending = self._loading.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._load(record))
+            pending = asyncio.ensure_future(self._load(run_id))
             self._loading[key] = pending
             pending.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _load(self, record: RunRecord) -> LoadedModel:
-        data = await to_thread.run_sync(self.store.load_model, record.id)
-        if data is None:
-            raise NoModelError(record.id)
-        checkpoint = await to_thread.run_sync(self.store.load_checkpoint, record.id)
+    async def _load(self, run_id: str) -> LoadedModel:
+        # The record first: its updated_at then predates the model read, so a newer model is noticed.
+        record = await to_thread.run_sync(self.store.get_run, run_id)
+        data = await to_thread.run_sync(self.store.load_model, run_id)
+        if record is None or data is None:
+            raise NoModelError(run_id)
+        checkpoint = await to_thread.run_sync(self.store.load_checkpoint, run_id)
         model, config = await asyncio.get_running_loop().run_in_executor(self.executor, _load_model, data)
         entry = LoadedModel(
             run_id=record.id,

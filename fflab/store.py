@@ -593,6 +593,21 @@ class RunStore:
         digest = self.redis.register_script(_MODEL_DIGEST)(keys=[model_key(run_id)])
         return digest.decode() if digest else None
 
+    async def model_status_async(
+        self, client: redis.asyncio.Redis, run_id: str
+    ) -> tuple[str, bool, float | None] | None:
+        """(status, has_model, updated_at) of a run, None when there is no such run.
+
+        The prediction path's per-request check: three fields through an asyncio client, no thread
+        hop and no parsing of the whole record.
+        """
+        status, has_model, updated_at = await client.hmget(
+            run_key(run_id), "status", "has_model", "updated_at"
+        )
+        if status is None:
+            return None
+        return status.decode(), has_model == b"1", float(updated_at) if updated_at else None
+
     async def read_metrics_blocking(
         self, client: redis.asyncio.Redis, run_id: str, after: str, block_ms: int | None, count: int = 500
     ) -> list[tuple[str, dict[str, Any]]]:

@@ -18,7 +18,6 @@ from api.inference import NoModelError
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_digit
-from fflab.store import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +52,10 @@ _PREDICT_BODY = {
 }
 
 
-def _no_model(record: RunRecord) -> HTTPException:
+def _no_model(run_id: str, status: str) -> HTTPException:
     return HTTPException(
         status_code=409,
-        detail=f"run {record.id!r} has no model yet (status {record.status}); a run stores its model at "
+        detail=f"run {run_id!r} has no model yet (status {status}); a run stores its model at "
         "the end of every epoch",
     )
 
@@ -140,16 +139,17 @@ async def predict_digit(
     Answers the label scan's prediction, the goodness of every layer under every label, the softmax
     head's probabilities and the 28x28 image the model saw. A running run answers with its latest
     checkpoint (saved at every epoch end)."""
-    record = await to_thread.run_sync(store.get_run, run_id)
-    if record is None:
+    found = await store.model_status_async(request.app.state.async_redis, run_id)
+    if found is None:
         raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
-    if not record.has_model:
-        raise _no_model(record)
+    status, has_model, updated_at = found
+    if not has_model:
+        raise _no_model(run_id, status)
     image = await read_digit(request)
     try:
-        loaded = await model_cache.get(record)
+        loaded = await model_cache.get(run_id, updated_at)
     except NoModelError as error:
-        raise _no_model(record) from error
+        raise _no_model(run_id, status) from error
     result = await loaded.batcher.predict(image)
     config = loaded.config
     return PredictionOut(
@@ -182,7 +182,7 @@ def download_model(run_id: str, store: StoreDep) -> Response:
     record = get_run_or_404(store, run_id)
     data = store.load_model(run_id)
     if data is None:
-        raise _no_model(record)
+        raise _no_model(run_id, record.status)
     return Response(
         content=data,
         media_type="application/octet-stream",
