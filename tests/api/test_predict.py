@@ -225,3 +225,38 @@ def test_the_model_downloads_as_safetensors(client: TestClient, store: RunStore,
     assert response.content == store.load_model(finished_run)
     model, config = load_model(response.content)
     assert config.hidden == [40, 30]
+
+
+def test_models_are_loaded_once_and_the_least_recently_used_leaves_first(
+    redis_url: str, store: RunStore
+) -> None:
+    from api import deps
+    from api.main import create_app
+    from fflab.settings import Settings
+
+    app = create_app(Settings(redis_url=redis_url, model_cache_size=2))
+    app.dependency_overrides[deps.get_celery] = lambda: None
+    runs = []
+    for seed in range(3):
+        run_id = store.create_run(RunConfig.from_preset("quick")).id
+        store.save_model(run_id, tiny_model_bytes(seed=seed))
+        store.set_status(run_id, "succeeded")
+        runs.append(run_id)
+    digit = {"image": a_digit().tolist()}
+    with TestClient(app) as client:
+        cache = app.state.model_cache
+
+        def ask(run_id: str) -> None:
+            assert client.post(f"{API}/runs/{run_id}/predict", json=digit).status_code == 200
+
+        ask(runs[0])
+        first_load = cache._entries[runs[0]]
+        ask(runs[0])
+        assert cache._entries[runs[0]] is first_load  # served from the cache, not loaded again
+        ask(runs[1])
+        ask(runs[0])  # runs[1] is now the least recently used
+        ask(runs[2])
+        assert set(cache._entries) == {runs[0], runs[2]}
+        # Deleting a run drops its model.
+        client.delete(f"{API}/runs/{runs[2]}")
+        assert set(cache._entries) == {runs[0]}
