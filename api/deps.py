@@ -46,7 +46,7 @@ def require_api_key(
     ] = None,
 ) -> None:
     """Refuse a changing request without the right X-API-Key when the server has a key configured."""
-    if settings.api_key is None:
+    if not settings.api_key:  # unset (or set empty): the API is open
         return
     # compare_digest takes time independent of where the strings differ (no timing side channel).
     if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), settings.api_key.encode()):
