@@ -35,6 +35,8 @@ def trained_dir(mnist_dir, tmp_path_factory):
         "--out",
         str(out),
         "--no-progress",
+        "--threads",
+        "1",
     )
     assert result.returncode == 0, result.stderr
     return out
@@ -101,6 +103,8 @@ def test_max_steps_stops_early_and_leaves_a_resumable_state(mnist_dir, tmp_path)
         "--out",
         str(tmp_path),
         "--no-progress",
+        "--threads",
+        "1",
     )
     result = ffcore(*args, "--max-steps", "15")
     assert result.returncode == 0, result.stderr
