@@ -38,6 +38,10 @@ class NoModelError(LookupError):
     """The run has no stored model (yet)."""
 
 
+class UnreadableModelError(ValueError):
+    """The stored bytes are not a model ffcore can load."""
+
+
 @dataclass
 class DigitPrediction:
     """One image's prediction (a row of ffcore's batched `Prediction`)."""
@@ -188,4 +192,7 @@ def _model_step(record: RunRecord, checkpoint: Checkpoint | None) -> int | None:
 
 
 def _load_model(data: bytes) -> tuple[FFNetwork, RunConfig]:
-    return load_model(data)  # safetensors only: never unpickles
+    try:
+        return load_model(data)  # safetensors only: never unpickles
+    except (ValueError, RuntimeError, KeyError) as error:  # not safetensors, wrong format or shapes
+        raise UnreadableModelError(str(error)) from error

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from api.deps import ModelCacheDep, StoreDep
 from api.errors import describe_validation_errors
-from api.inference import NoModelError
+from api.inference import NoModelError, UnreadableModelError
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_digit
@@ -150,6 +150,11 @@ async def predict_digit(
         loaded = await model_cache.get(run_id, updated_at)
     except NoModelError as error:
         raise _no_model(run_id, status) from error
+    except UnreadableModelError as error:
+        log.error("run %s: stored model unreadable: %s", run_id, error)
+        raise HTTPException(
+            status_code=409, detail=f"the stored model of run {run_id!r} cannot be loaded: {error}"
+        ) from error
     result = await loaded.batcher.predict(image)
     config = loaded.config
     return PredictionOut(

@@ -24,7 +24,7 @@ from tests.support.api import RunningApi, start_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")

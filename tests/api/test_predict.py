@@ -260,3 +260,13 @@ def test_models_are_loaded_once_and_the_least_recently_used_leaves_first(
         # Deleting a run drops its model.
         client.delete(f"{API}/runs/{runs[2]}")
         assert set(cache._entries) == {runs[0]}
+
+
+def test_an_unreadable_stored_model_gets_a_409_not_a_500(client: TestClient, store: RunStore) -> None:
+    run_id = store.create_run(RunConfig.from_preset("quick")).id
+    store.save_model(run_id, b"certainly not safetensors")
+
+    response = client.post(f"{API}/runs/{run_id}/predict", json={"image": a_digit().tolist()})
+
+    assert response.status_code == 409
+    assert "cannot be loaded" in response.json()["detail"]
