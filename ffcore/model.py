@@ -50,6 +50,56 @@ def goodness(z: torch.Tensor, kind: str) -> torch.Tensor:
     return squares.sum(dim=1) if kind == "sum" else squares.mean(dim=1)
 
 
+class FirstLayerInput:
+    """The first layer's pre-activations (bias excluded) for a batch of images under any label.
+
+    The neutral, positive and negative inputs of an image differ only in the ten label pixels, and
+    all one-hot inputs share their RMS (one label pixel is 1, nine are 0). So
+    W (x_blank + label) / rms = (W x_blank + W[:, :10] label) / rms, and the product with the image
+    part, the only large one, is computed once for every label. tests/ffcore/test_model.py checks
+    each method against embedding the labels explicitly.
+    """
+
+    def __init__(self, images: torch.Tensor, weight: torch.Tensor):
+        self.blank = images.clone()
+        self.blank[:, :NUM_CLASSES] = 0.0
+        squares = self.blank.pow(2).sum(dim=1)
+        self.rms_one_hot = ((squares + 1.0) / NUM_PIXELS).sqrt() + RMS_EPS
+        neutral_squares = NUM_CLASSES * NEUTRAL_LABEL_VALUE**2
+        self.rms_neutral = ((squares + neutral_squares) / NUM_PIXELS).sqrt() + RMS_EPS
+        self.shared = self.blank @ weight.T  # (N, H)
+        self.label_columns = weight[:, :NUM_CLASSES].T  # (10, H): what each label pixel adds
+
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        """(N, H) for each image with its label in `labels`."""
+        return (self.shared + self.label_columns[labels]) / self.rms_one_hot[:, None]
+
+    def every_label(self) -> torch.Tensor:
+        """(N, 10, H): each image under each of the ten labels."""
+        return (self.shared[:, None, :] + self.label_columns[None, :, :]) / self.rms_one_hot[:, None, None]
+
+    def neutral(self) -> torch.Tensor:
+        """(N, H) for each image with the neutral label."""
+        neutral_column = NEUTRAL_LABEL_VALUE * self.label_columns.sum(dim=0)
+        return (self.shared + neutral_column) / self.rms_neutral[:, None]
+
+    def weight_grad(
+        self,
+        grad_pos: torch.Tensor,
+        grad_neg: torch.Tensor,
+        labels: torch.Tensor,
+        negative_labels: torch.Tensor,
+    ) -> torch.Tensor:
+        """dL/dW given dL/d(pre-activation) of the positive and the negative inputs of each image."""
+        scaled_pos = grad_pos / self.rms_one_hot[:, None]
+        scaled_neg = grad_neg / self.rms_one_hot[:, None]
+        grad = (scaled_pos + scaled_neg).T @ self.blank  # one product for both passes
+        onehot_pos = torch.nn.functional.one_hot(labels, NUM_CLASSES).to(grad.dtype)
+        onehot_neg = torch.nn.functional.one_hot(negative_labels, NUM_CLASSES).to(grad.dtype)
+        grad[:, :NUM_CLASSES] += scaled_pos.T @ onehot_pos + scaled_neg.T @ onehot_neg
+        return grad
+
+
 class FFNetwork(nn.Module):
     """Hidden layers trained by Forward-Forward plus a linear softmax head."""
 
@@ -92,27 +142,26 @@ class FFNetwork(nn.Module):
         return torch.cat([rms_normalize(activities[i]) for i in self.config.head_layer_indices], dim=1)
 
     @torch.no_grad()
+    def activations_above(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Post-ReLU activities of the layers above the first, given the first layer's activity."""
+        out = []
+        for layer in self.layers[1:]:
+            z = torch.relu(layer(rms_normalize(z)))
+            out.append(z)
+        return out
+
+    @torch.no_grad()
     def label_goodness(self, images: torch.Tensor) -> torch.Tensor:
         """Goodness (N, 10 labels, L layers) of standardised images (N, 784) under every label.
 
-        One batched pass for all ten labels. The first layer is computed once per image: the ten
-        inputs differ only in the one-hot pixels and share their RMS (one pixel is 1, nine are 0),
-        so W(x + e_k)/rms = (Wx + W[:, k])/rms. tests/ffcore/test_model.py checks it against
-        embedding every label explicitly.
+        One batched pass for all ten labels; the first layer shares its large product between
+        them (see FirstLayerInput).
         """
         n = len(images)
         first = self.layers[0]
-        blank = images.clone()
-        blank[:, :NUM_CLASSES] = 0.0
-        rms = ((blank.pow(2).sum(dim=1) + 1.0) / NUM_PIXELS).sqrt() + RMS_EPS  # (N,)
-        shared = blank @ first.weight.T  # (N, H)
-        label_columns = first.weight[:, :NUM_CLASSES].T  # (10, H)
-        pre = (shared[:, None, :] + label_columns[None, :, :]) / rms[:, None, None] + first.bias
+        pre = FirstLayerInput(images, first.weight).every_label() + first.bias
         z = torch.relu(pre).reshape(n * NUM_CLASSES, -1)
-        per_layer = [goodness(z, self.config.goodness)]
-        for layer in self.layers[1:]:
-            z = torch.relu(layer(rms_normalize(z)))
-            per_layer.append(goodness(z, self.config.goodness))
+        per_layer = [goodness(a, self.config.goodness) for a in [z, *self.activations_above(z)]]
         return torch.stack(per_layer, dim=1).view(n, NUM_CLASSES, len(self.layers))
 
     @torch.no_grad()

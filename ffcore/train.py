@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 
 from ffcore.config import NUM_CLASSES, RunConfig
 from ffcore.data import IMAGE_SIZE, Dataset, Split, load_dataset
-from ffcore.model import FFNetwork, embed_labels, embed_neutral, rms_normalize
+from ffcore.model import FFNetwork, FirstLayerInput, rms_normalize
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,14 @@ def make_optimizer(
         (ff_params, config.lr, config.momentum, config.weight_decay),
         (head_params, config.head_lr, config.head_momentum, config.head_weight_decay),
     ]
+    # fused: one kernel per parameter instead of a pass per operation (weight decay, momentum, update).
     if config.optimizer == "adam":
         return torch.optim.Adam(
-            [{"params": p, "lr": lr, "betas": (m, 0.999), "weight_decay": wd} for p, lr, m, wd in groups]
+            [{"params": p, "lr": lr, "betas": (m, 0.999), "weight_decay": wd} for p, lr, m, wd in groups],
+            fused=True,
         )
     return torch.optim.SGD(
-        [{"params": p, "lr": lr, "momentum": m, "weight_decay": wd} for p, lr, m, wd in groups]
+        [{"params": p, "lr": lr, "momentum": m, "weight_decay": wd} for p, lr, m, wd in groups], fused=True
     )
 
 
@@ -137,9 +139,12 @@ class Trainer:
         """
         model = self.model
         batch = len(labels)
+        first = model.layers[0]
+        first_input = FirstLayerInput(images, first.weight)
 
         # Neutral pass: the head's input and, for hard negatives, its predictions.
-        features = model.head_features(model.activations(embed_neutral(images)))
+        z = torch.relu(first_input.neutral() + first.bias)
+        features = model.head_features([z, *model.activations_above(z)])
         logits = features @ model.head.weight.T
         probs = torch.softmax(logits, dim=1)
         onehot = F.one_hot(labels, NUM_CLASSES).to(probs.dtype)
@@ -147,28 +152,39 @@ class Trainer:
         head_accuracy = (logits.argmax(dim=1) == labels).float().mean()
         model.head.weight.grad = ((probs - onehot) / batch).T @ features
 
+        # Positive and negative passes side by side: [positives; negatives].
         negative_labels = self._negative_labels(labels, probs)
-        x = torch.cat([embed_labels(images, labels), embed_labels(images, negative_labels)])
-        targets = torch.cat([torch.ones(batch, device=x.device), torch.zeros(batch, device=x.device)])
-
-        layer_metrics = []
-        peer_loss = torch.zeros((), device=x.device)
-        for i, layer in enumerate(model.layers):
-            x, metrics, layer_peer_loss = self._ff_layer_step(i, layer, x, targets, batch)
+        targets = torch.cat(
+            [torch.ones(batch, device=images.device), torch.zeros(batch, device=images.device)]
+        )
+        pre = torch.cat([first_input.one_hot(labels), first_input.one_hot(negative_labels)]) + first.bias
+        z, dpre, metrics, peer_loss = self._ff_layer_loss(0, pre, targets, batch)
+        first.weight.grad = first_input.weight_grad(dpre[:batch], dpre[batch:], labels, negative_labels)
+        first.bias.grad = dpre.sum(dim=0)
+        layer_metrics = [metrics]
+        for i, layer in enumerate(model.layers[1:], start=1):
+            x_in = rms_normalize(z)
+            pre = torch.addmm(layer.bias, x_in, layer.weight.T)
+            z, dpre, metrics, layer_peer_loss = self._ff_layer_loss(i, pre, targets, batch)
+            layer.weight.grad = dpre.T @ x_in
+            layer.bias.grad = dpre.sum(dim=0)
             layer_metrics.append(metrics)
             peer_loss = peer_loss + layer_peer_loss
 
         self.optimizer.step()
         return torch.cat([*layer_metrics, torch.stack([peer_loss, head_loss, head_accuracy])])
 
-    def _ff_layer_step(
-        self, i: int, layer: torch.nn.Linear, x: torch.Tensor, targets: torch.Tensor, batch: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forward one layer on [positives; negatives], set its gradients, return its output."""
+    def _ff_layer_loss(
+        self, i: int, pre: torch.Tensor, targets: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer i's FF loss on pre-activations [positives; negatives].
+
+        Returns the activity z, the gradient of the layer's loss with respect to `pre`, the
+        layer's metrics and its peer-normalisation loss. Updates the running mean activity.
+        """
         config = self.config
-        width = layer.out_features
-        x_in = rms_normalize(x)
-        z = torch.relu(torch.addmm(layer.bias, x_in, layer.weight.T))
+        width = pre.shape[1]
+        z = torch.relu(pre)
         squares = z.pow(2).sum(dim=1)
         goodness = squares if config.goodness == "sum" else squares / width
         logit = goodness - self.model.thresholds[i]
@@ -181,7 +197,7 @@ class Trainer:
 
         # Peer normalisation: pull every unit's running mean activity on positive data towards the
         # layer's average, so that no unit stays dead or dominates.
-        peer_loss = torch.zeros((), device=x.device)
+        peer_loss = torch.zeros((), device=pre.device)
         if config.peer_norm_weight > 0:
             momentum = config.peer_norm_momentum
             running_mean = self.model.running_mean(i)
@@ -192,13 +208,9 @@ class Trainer:
 
         # The ReLU passes the gradient through unchanged (the reference port's "full gradient"
         # ReLU): the goodness term is zero where z is, the peer term revives dead units.
-        layer.weight.grad = dz.T @ x_in
-        layer.bias.grad = dz.sum(dim=0)
-
-        with torch.no_grad():
-            accuracy = ((logit > 0).float() == targets).float().mean()
-            metrics = torch.stack([goodness[:batch].mean(), goodness[batch:].mean(), ff_loss, accuracy])
-        return z, metrics, peer_loss
+        accuracy = ((logit > 0).float() == targets).float().mean()
+        metrics = torch.stack([goodness[:batch].mean(), goodness[batch:].mean(), ff_loss, accuracy])
+        return z, dz, metrics, peer_loss
 
     def _negative_labels(self, labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """A wrong label per example: uniformly random, or drawn from the head's belief."""

@@ -3,7 +3,14 @@ import pytest
 import torch
 
 from ffcore import FFNetwork, RunConfig, predict
-from ffcore.model import NEUTRAL_LABEL_VALUE, embed_labels, embed_neutral, goodness
+from ffcore.model import (
+    NEUTRAL_LABEL_VALUE,
+    FirstLayerInput,
+    embed_labels,
+    embed_neutral,
+    goodness,
+    rms_normalize,
+)
 
 
 def make_model(**overrides) -> FFNetwork:
@@ -63,3 +70,23 @@ def test_predict_accepts_flat_or_square_images_in_batches():
     whole = predict(model, pixels)
     batched = predict(model, pixels.reshape(7, 28, 28), batch_size=3)
     np.testing.assert_allclose(whole.goodness, batched.goodness, rtol=1e-5)
+
+
+def test_first_layer_input_equals_embedding_the_labels():
+    weight, images = torch.randn(64, 784), torch.randn(12, 784)
+    labels, negatives = torch.randint(0, 10, (12,)), torch.randint(0, 10, (12,))
+    shared = FirstLayerInput(images, weight)
+    explicit = rms_normalize(embed_labels(images, labels)) @ weight.T
+    torch.testing.assert_close(shared.one_hot(labels), explicit, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        shared.neutral(), rms_normalize(embed_neutral(images)) @ weight.T, rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(shared.every_label()[torch.arange(12), labels], explicit, rtol=1e-4, atol=1e-5)
+
+    # The weight gradient of [positives; negatives] computed with one product equals the plain one.
+    grad_pos, grad_neg = torch.randn(12, 64), torch.randn(12, 64)
+    x_in = rms_normalize(torch.cat([embed_labels(images, labels), embed_labels(images, negatives)]))
+    plain = torch.cat([grad_pos, grad_neg]).T @ x_in
+    torch.testing.assert_close(
+        shared.weight_grad(grad_pos, grad_neg, labels, negatives), plain, rtol=1e-4, atol=1e-4
+    )

@@ -38,9 +38,10 @@ def test_hand_written_gradients_match_autograd(synthetic, kind):
     peer_loss = ((running_mean.mean() - running_mean) ** 2).mean()
     (ff_loss + 0.5 * peer_loss).backward()
 
-    trainer._ff_layer_step(0, layer, x, targets, 8)
-    torch.testing.assert_close(layer.weight.grad, weight.grad, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(layer.bias.grad, bias.grad, rtol=1e-4, atol=1e-6)
+    x_in = rms_normalize(x)
+    _, dpre, _, _ = trainer._ff_layer_loss(0, x_in @ layer.weight.T + layer.bias, targets, 8)
+    torch.testing.assert_close(dpre.T @ x_in, weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(dpre.sum(0), bias.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_head_gradient_matches_autograd(synthetic):
