@@ -44,9 +44,7 @@ class Settings(BaseSettings):
     # HTTP
     api_host: str = Field("127.0.0.1", description="Address `python -m api` listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `python -m api` listens on.")
-    max_body_bytes: int = Field(
-        5 * 1024 * 1024, ge=1024, description="Largest request body the API accepts."
-    )
+    max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest request body the API accepts.")
     model_cache_size: int = Field(8, ge=1, description="Trained models the API keeps loaded.")
 
 
