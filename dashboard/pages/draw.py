@@ -77,6 +77,7 @@ def drawn_image() -> bytes | None:
     if st.button("Clear", icon=":material/ink_eraser:", key="clear_canvas"):
         st.session_state["canvas_version"] = version + 1  # a new key gives a fresh, empty canvas
         st.rerun()
+    st.caption("Draw one digit, large and centred, as on a form. The toolbar above the canvas can undo.")
     objects = (result.json_data or {}).get("objects") or []
     return result.image_bytes if objects else None
 

@@ -46,7 +46,8 @@ def pick_run() -> Run | None:
         wanted = running[0] if running else ids[0]
     run_id = st.selectbox("Run", ids, index=ids.index(wanted), format_func=lambda i: by_id[i].label)
     st.session_state["live_run_id"] = run_id
-    st.query_params["run"] = run_id  # a shareable link to this run's page
+    if st.query_params.get("run") != run_id:
+        st.query_params["run"] = run_id  # a shareable link to this run's page; set only on change
     return by_id[run_id]
 
 
