@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from ffcore.config import RunConfig  # noqa: E402
 from fflab.store import RunStore  # noqa: E402
 from tests.support.api import free_port, start_api  # noqa: E402
+from tests.support.redis_server import redis_server  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "dashboard_live_load.json"
 EPOCHS, STEPS_PER_EPOCH, LOG_EVERY, LAYERS = 100, 500, 25, 3
@@ -54,32 +54,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@contextmanager
-def redis_server() -> Iterator[str]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        sys.exit("redis-server not found: install it (make system-deps)")
-    port = free_port()
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def seed_long_run(redis_url: str) -> tuple[str, int]:
     """A succeeded 100-epoch run with its whole metric series; returns (run id, records written)."""
     store = RunStore.from_url(redis_url)
-    for _ in range(100):
-        try:
-            store.ping()
-            break
-        except Exception:
-            time.sleep(0.05)
     config = RunConfig.from_preset("reference")
     run_id = store.create_run(config, preset="reference").id
     store.set_status(run_id, "running", started_at=time.time() - 3600, device="cpu")

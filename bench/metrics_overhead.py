@@ -21,15 +21,12 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -42,39 +39,12 @@ from ffcore.config import parse_override  # noqa: E402
 from ffcore.train import resolve_device  # noqa: E402
 from fflab.settings import Settings  # noqa: E402
 from fflab.store import RunStore  # noqa: E402
+from tests.support.redis_server import redis_server  # noqa: E402
 from worker.context import WorkerContext  # noqa: E402
 from worker.progress import RunMonitor  # noqa: E402
 from worker.training import StopCheck  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "metrics_overhead.json"
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on a free local port; yields its URL."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        sys.exit("redis-server not found: install it (make system-deps) or pass --redis-url")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        store = RunStore.from_url(url)
-        for _ in range(100):
-            try:
-                store.ping()
-                break
-            except Exception:
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def train_plain(config: RunConfig, dataset, steps: int, log_every: int) -> tuple[float, int]:

@@ -26,13 +26,9 @@ import json
 import logging
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -46,39 +42,17 @@ from ffcore.checkpoint import save_model  # noqa: E402
 from ffcore.config import RunConfig  # noqa: E402
 from ffcore.model import FFNetwork  # noqa: E402
 from fflab.store import RunStore  # noqa: E402
-from tests.support.api import free_port, start_api  # noqa: E402
+from tests.support.api import start_api  # noqa: E402
+from tests.support.redis_server import redis_server  # noqa: E402
 
 log = logging.getLogger("predict_load")
 RESULTS = REPO / "bench" / "results" / "predict_load.json"
 MNIST_TEST_IMAGES = REPO.parent / "shared" / "datasets" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
 
 
-@contextmanager
-def redis_server() -> Iterator[str]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        sys.exit("redis-server not found: install it (make system-deps)")
-    port = free_port()
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def seed_model_run(redis_url: str) -> str:
     """A succeeded run holding an untrained 3x1000 model; returns its id."""
     store = RunStore.from_url(redis_url)
-    for _ in range(100):
-        try:
-            store.ping()
-            break
-        except Exception:
-            time.sleep(0.05)
     config = RunConfig.from_preset("reference")  # hidden [1000, 1000, 1000]
     model = FFNetwork(config)
     model.reset_parameters(torch.Generator().manual_seed(0))
