@@ -23,9 +23,10 @@ lint: venv
 test: venv lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# Debian/Ubuntu packages the full suite uses (redis-server, chromium, docker-compose to check compose files).
+# Debian/Ubuntu packages the full suite uses: redis-server, chromium, docker-compose (checks the compose
+# files), jq and curl (the README examples).
 system-deps:
-	apt-get update -qq && apt-get install -y -qq redis-server chromium docker-compose >/dev/null
+	apt-get update -qq && apt-get install -y -qq redis-server chromium docker-compose jq curl >/dev/null
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
