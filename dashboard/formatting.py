@@ -38,7 +38,10 @@ def format_percent(fraction: float | None, digits: int = 2) -> str:
 
 
 def format_rate(samples_per_s: float | None) -> str:
-    return "—" if samples_per_s is None else f"{samples_per_s:,.0f} img/s"
+    """'850 img/s', '39.3k img/s' (short enough for a metric card)."""
+    if samples_per_s is None:
+        return "—"
+    return f"{samples_per_s / 1000:.1f}k img/s" if samples_per_s >= 10_000 else f"{samples_per_s:,.0f} img/s"
 
 
 def status_badge(status: str) -> str:

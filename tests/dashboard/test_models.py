@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.formatting import format_duration, format_percent
+from dashboard.formatting import format_duration, format_percent, format_rate
 from dashboard.models import Run
 from dashboard.run_table import runs_frame
 
@@ -61,3 +61,4 @@ def test_runs_frame_has_one_readable_row_per_run():
 def test_formatting():
     assert [format_duration(s) for s in (None, 5, 65, 7260)] == ["—", "5s", "1m 05s", "2h 01m"]
     assert format_percent(0.0145) == "1.45%"
+    assert [format_rate(r) for r in (None, 850.4, 39267.0)] == ["—", "850 img/s", "39.3k img/s"]
