@@ -136,7 +136,9 @@ def test_train_watch_and_draw_in_a_browser(tmp_path, mnist_dir):
             # Runs again: the finished run in the table, its curve in the comparison.
             page.get_by_role("link", name="Runs").click()
             expect(page.get_by_text("succeeded").first).to_be_visible()
-            page.get_by_text("Choose one or more runs").click()
+            # The picker's placeholder is an input attribute, not text: open it through its input.
+            picker = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Select runs to act on")
+            picker.locator("input").click()
             page.get_by_role("option").first.click()
             page.keyboard.press("Escape")
             expect(page.get_by_text("solid: label scan")).to_be_visible()
@@ -145,7 +147,8 @@ def test_train_watch_and_draw_in_a_browser(tmp_path, mnist_dir):
             # A shared link opens the run's Live page, inside the app's navigation.
             linked = browser.new_page(viewport=VIEWPORT)
             linked.goto(f"{stack.dashboard_url}/live?run={run['id']}", wait_until="domcontentloaded")
-            expect(linked.get_by_text(f"{run['id']} · quick").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+            # The run's summary line starts with its id, in bold (the picker's value is no text node).
+            expect(linked.get_by_text(run["id"], exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
             expect(linked.get_by_role("link", name="Draw")).to_be_visible()
         finally:
             browser.close()

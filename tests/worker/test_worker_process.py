@@ -161,7 +161,8 @@ def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
     store = RunStore.from_url(redis_url)
     timings = {"lease_ttl_s": 3, "heartbeat_interval_s": 0.5, "metrics_every_steps": METRICS_EVERY}
     with start_worker(redis_url, mnist_dir, **timings) as victim:
-        run_id = submit_run(redis_url, small_run(epochs=4))
+        # A wide layer, so that an epoch lasts seconds and the kill lands mid-run on a quiet machine too.
+        run_id = submit_run(redis_url, small_run(epochs=4, hidden=[1000]))
 
         def trained_past_a_checkpoint():
             checkpoint = store.load_checkpoint(run_id)
@@ -195,7 +196,7 @@ def test_a_stopped_worker_hands_its_run_back_and_another_finishes_it(redis_url, 
     """SIGTERM (a warm shutdown) mid-run: checkpoint where it stands, requeue, exit cleanly."""
     store = RunStore.from_url(redis_url)
     with start_worker(redis_url, mnist_dir, metrics_every_steps=METRICS_EVERY) as first:
-        run_id = submit_run(redis_url, small_run(epochs=1))
+        run_id = submit_run(redis_url, small_run(epochs=1, hidden=[1000]))  # seconds long, see above
         wait_for(lambda: store.get_run(run_id).step >= METRICS_EVERY, 60, "the run to train")
         assert first.stop() == 0
     record = store.get_run(run_id)
