@@ -92,6 +92,19 @@ def thin(frame: pd.DataFrame, max_steps: int, by: str = "step") -> pd.DataFrame:
 # --- training curves ---------------------------------------------------------------------------
 
 
+def _layer_colour(layers: list[int]) -> alt.Color:
+    """The colour encoding that gives each layer its colour in every per-layer chart."""
+    return alt.Color(
+        "panel:N",
+        title=None,
+        scale=alt.Scale(
+            domain=[_layer_title(layer) for layer in layers],
+            range=[LAYER_COLOURS[layer % len(LAYER_COLOURS)] for layer in layers],
+        ),
+        legend=alt.Legend(orient="top"),
+    )
+
+
 def _layer_title(layer: int) -> str:
     return f"layer {layer}"
 
@@ -149,15 +162,7 @@ def layer_metric_chart(train: pd.DataFrame, field: str, title: str, percent: boo
         .encode(
             x=alt.X("epoch:Q", title="epoch"),
             y=alt.Y(f"{field}:Q", title=title, axis=axis, scale=alt.Scale(zero=False)),
-            color=alt.Color(
-                "panel:N",
-                title=None,
-                scale=alt.Scale(
-                    domain=[_layer_title(layer) for layer in layers],
-                    range=[LAYER_COLOURS[layer % len(LAYER_COLOURS)] for layer in layers],
-                ),
-                legend=alt.Legend(orient="top"),
-            ),
+            color=_layer_colour(layers),
             tooltip=[
                 alt.Tooltip("panel:N", title="layer"),
                 alt.Tooltip("step:Q"),
@@ -272,15 +277,7 @@ def goodness_by_label_chart(
         .encode(
             x=alt.X("label:O", title="label", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("sum(goodness):Q", title="goodness", stack="zero"),
-            color=alt.Color(
-                "panel:N",
-                title=None,
-                scale=alt.Scale(
-                    domain=[_layer_title(layer) for layer in layers],
-                    range=[LAYER_COLOURS[layer % len(LAYER_COLOURS)] for layer in layers],
-                ),
-                legend=alt.Legend(orient="top"),
-            ),
+            color=_layer_colour(layers),
             order=alt.Order("layer:Q"),
             opacity=alt.condition("datum.in_scan", alt.value(1.0), alt.value(0.35)),
             tooltip=[
