@@ -164,15 +164,6 @@ class FFNetwork(nn.Module):
         per_layer = [goodness(a, self.config.goodness) for a in [z, *self.activations_above(z)]]
         return torch.stack(per_layer, dim=1).view(n, NUM_CLASSES, len(self.layers))
 
-    @torch.no_grad()
-    def label_goodness_explicit(self, images: torch.Tensor) -> torch.Tensor:
-        """`label_goodness` the obvious way, embedding each label (kept as its test oracle)."""
-        n = len(images)
-        labels = torch.arange(NUM_CLASSES, device=images.device).repeat(n)
-        x = embed_labels(images.repeat_interleave(NUM_CLASSES, dim=0), labels)
-        per_layer = [goodness(z, self.config.goodness) for z in self.activations(x)]
-        return torch.stack(per_layer, dim=1).view(n, NUM_CLASSES, len(self.layers))
-
     def scan_scores(self, label_goodness: torch.Tensor) -> torch.Tensor:
         """Goodness summed over the scan layers: (N, 10); the label scan takes its argmax."""
         return label_goodness[:, :, self.config.scan_layer_indices].sum(dim=2)

@@ -19,6 +19,15 @@ def make_model(**overrides) -> FFNetwork:
     return model
 
 
+def label_goodness_explicit(model: FFNetwork, images: torch.Tensor) -> torch.Tensor:
+    """`label_goodness` the obvious way, embedding each label: the oracle for the shared first layer."""
+    n = len(images)
+    labels = torch.arange(10).repeat(n)
+    x = embed_labels(images.repeat_interleave(10, dim=0), labels)
+    per_layer = [goodness(z, model.config.goodness) for z in model.activations(x)]
+    return torch.stack(per_layer, dim=1).view(n, 10, len(model.layers))
+
+
 def test_embed_labels_writes_a_one_hot_into_the_first_ten_pixels():
     images = torch.randn(3, 784)
     x = embed_labels(images, torch.tensor([0, 7, 9]))
@@ -46,7 +55,7 @@ def test_batched_label_goodness_equals_embedding_each_label(kind):
     images = torch.randn(20, 784)
     fast = model.label_goodness(images)
     assert fast.shape == (20, 10, 3)
-    torch.testing.assert_close(fast, model.label_goodness_explicit(images), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast, label_goodness_explicit(model, images), rtol=1e-4, atol=1e-5)
     # and each label's goodness is that label's own forward pass
     x = embed_labels(images, torch.full((20,), 4))
     own = torch.stack([goodness(z, kind) for z in model.activations(x)], dim=1)
@@ -73,8 +82,12 @@ def test_predict_accepts_flat_or_square_images_in_batches():
 
 
 def test_first_layer_input_equals_embedding_the_labels():
-    weight, images = torch.randn(64, 784), torch.randn(12, 784)
-    labels, negatives = torch.randint(0, 10, (12,)), torch.randint(0, 10, (12,))
+    # float64: the identity is exact, so only rounding could separate the two sides
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(64, 784, generator=generator, dtype=torch.float64)
+    images = torch.randn(12, 784, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 10, (12,), generator=generator)
+    negatives = torch.randint(0, 10, (12,), generator=generator)
     shared = FirstLayerInput(images, weight)
     explicit = rms_normalize(embed_labels(images, labels)) @ weight.T
     torch.testing.assert_close(shared.one_hot(labels), explicit, rtol=1e-4, atol=1e-5)
@@ -84,7 +97,8 @@ def test_first_layer_input_equals_embedding_the_labels():
     torch.testing.assert_close(shared.every_label()[torch.arange(12), labels], explicit, rtol=1e-4, atol=1e-5)
 
     # The weight gradient of [positives; negatives] computed with one product equals the plain one.
-    grad_pos, grad_neg = torch.randn(12, 64), torch.randn(12, 64)
+    grad_pos = torch.randn(12, 64, generator=generator, dtype=torch.float64)
+    grad_neg = torch.randn(12, 64, generator=generator, dtype=torch.float64)
     x_in = rms_normalize(torch.cat([embed_labels(images, labels), embed_labels(images, negatives)]))
     plain = torch.cat([grad_pos, grad_neg]).T @ x_in
     torch.testing.assert_close(
