@@ -1,8 +1,9 @@
 """MNIST and Fashion-MNIST as tensors on the training device.
 
-Images are flattened to 784 values and standardised with the data set's pixel mean and standard
-deviation (as the reference PyTorch port does); labels are int64. The whole data set lives on the
-device, so a training step slices tensors instead of running a DataLoader.
+Images are flattened to 784 pixel values in [0, 1], not standardised: the reference PyTorch port
+and Hinton's Matlab code both feed raw intensities, so that a one-hot label pixel (1) is as bright
+as the brightest ink and the blank background is 0. Labels are int64. The whole data set lives on
+the device, so a training step slices tensors instead of running a DataLoader.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ IMAGE_SIZE = 28
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 VALIDATION_SIZE = 10_000  # the last 10k training images, as in the references' 50k/10k split
 
-# Pixel mean and standard deviation of the training images (values in [0, 1]).
-PIXEL_STATS = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
-
 # torchvision's folder names under a data root.
 _FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _FILES = {
@@ -43,7 +41,7 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # (N, 784) float32, standardised
+    images: torch.Tensor  # (N, 784) float32 pixel values in [0, 1]
     labels: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -64,12 +62,6 @@ class Dataset:
             return Split(split.images.to(device), split.labels.to(device))
 
         return Dataset(self.name, move(self.train), move(self.val), move(self.test))
-
-
-def standardise(images: torch.Tensor, dataset: str) -> torch.Tensor:
-    """Map pixel values in [0, 1] to the standardised input the network is trained on."""
-    mean, std = PIXEL_STATS[dataset]
-    return (images - mean) / std
 
 
 def default_data_dir() -> Path:
@@ -152,7 +144,7 @@ def load_dataset(config: RunConfig, device: torch.device | str = "cpu") -> Datas
 
     def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
         pixels = torch.from_numpy(images.reshape(len(images), NUM_PIXELS).astype(np.float32) / 255.0)
-        return Split(standardise(pixels, config.dataset), torch.from_numpy(labels.astype(np.int64)))
+        return Split(pixels, torch.from_numpy(labels.astype(np.int64)))
 
     train_images, train_labels = arrays["train_images"], arrays["train_labels"]
     test = to_split(arrays["test_images"], arrays["test_labels"])

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ffcore.config import NUM_CLASSES, RunConfig
-from ffcore.data import NUM_PIXELS, standardise
+from ffcore.data import NUM_PIXELS
 
 NEUTRAL_LABEL_VALUE = 1.0 / NUM_CLASSES
 RMS_EPS = 1e-8
@@ -110,9 +110,10 @@ class FFNetwork(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:], strict=True))
         head_inputs = sum(config.hidden[i] for i in config.head_layer_indices)
         self.head = nn.Linear(head_inputs, NUM_CLASSES, bias=False)
-        # Peer normalisation: a running mean of each unit's activity on positive data.
+        # Peer normalisation: a running mean of each unit's activity on positive data. It starts at
+        # 0.5 as in the reference port, so the first steps do not read every unit as dead.
         for i, width in enumerate(config.hidden):
-            self.register_buffer(f"running_mean_{i}", torch.zeros(width))
+            self.register_buffer(f"running_mean_{i}", torch.full((width,), 0.5))
         self.thresholds = [config.layer_threshold(w) for w in config.hidden]
 
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -152,7 +153,7 @@ class FFNetwork(nn.Module):
 
     @torch.no_grad()
     def label_goodness(self, images: torch.Tensor) -> torch.Tensor:
-        """Goodness (N, 10 labels, L layers) of standardised images (N, 784) under every label.
+        """Goodness (N, 10 labels, L layers) of images (N, 784) under every label.
 
         One batched pass for all ten labels; the first layer shares its large product between
         them (see FirstLayerInput).
@@ -170,7 +171,7 @@ class FFNetwork(nn.Module):
 
     @torch.no_grad()
     def head_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The softmax head's logits (N, 10) on the neutral-label pass of standardised images."""
+        """The softmax head's logits (N, 10) on the neutral-label pass of images (N, 784)."""
         return self.head(self.head_features(self.activations(embed_neutral(images))))
 
 
@@ -190,7 +191,7 @@ def predict(model: FFNetwork, images: np.ndarray | torch.Tensor, batch_size: int
     device = next(model.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {"goodness": [], "scores": [], "probs": []}
     for start in range(0, len(pixels), batch_size):
-        batch = standardise(pixels[start : start + batch_size].to(device), model.config.dataset)
+        batch = pixels[start : start + batch_size].to(device)
         label_goodness = model.label_goodness(batch)
         parts["goodness"].append(label_goodness)
         parts["scores"].append(model.scan_scores(label_goodness))

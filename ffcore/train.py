@@ -124,7 +124,6 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
         self._batch = 0  # next batch of this epoch
-        self._background = float(self.data.train.images.min())  # standardised blank pixel
         self._sums: torch.Tensor | None = None  # metric sums since the last train record
         self._sum_steps = 0
 
@@ -132,7 +131,7 @@ class Trainer:
 
     @torch.no_grad()  # gradients are written by hand; autograd would only chain graphs through buffers
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on a batch of standardised images; returns this step's metrics.
+        """One optimizer step on a batch of images (pixel values in [0, 1]); returns this step's metrics.
 
         The metrics vector is [per layer: goodness_pos, goodness_neg, ff_loss, ff_accuracy] then
         [peer_loss, head_loss, head_accuracy], kept on the device (no synchronisation here).
@@ -256,7 +255,7 @@ class Trainer:
                 index = self._order[self._batch * config.batch_size : (self._batch + 1) * config.batch_size]
                 images, labels = train.images[index], train.labels[index]
                 if config.jitter:
-                    images = shift_images(images, config.jitter, self._background, self.rng)
+                    images = shift_images(images, config.jitter, 0.0, self.rng)  # blank pixels are 0
                 self._accumulate(self.train_step(images, labels))
                 self._batch += 1
                 self.step += 1

@@ -15,7 +15,7 @@ def _head(split: Split, n: int) -> Split:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_dir) -> Dataset:
-    """The real MNIST with the 50k/10k split (standardised tensors on the CPU)."""
+    """The real MNIST with the 50k/10k split (pixel tensors on the CPU)."""
     # One thread: the suite shares the machine with servers and workers it starts, and PyTorch's
     # thread pool slows down badly when its threads are not all scheduled.
     torch.set_num_threads(1)
