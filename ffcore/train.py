@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 
 from ffcore.config import NUM_CLASSES, RunConfig
 from ffcore.data import IMAGE_SIZE, Dataset, Split, load_dataset
-from ffcore.model import FFNetwork, FirstLayerInput, rms_normalize
+from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput, rms_normalize
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +131,56 @@ class Trainer:
 
     @torch.no_grad()  # gradients are written by hand; autograd would only chain graphs through buffers
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on a batch of images (pixel values in [0, 1]); returns this step's metrics.
+        """One optimizer step on a batch of images (pixel values in [0, 1]); returns its metrics.
 
         The metrics vector is [per layer: goodness_pos, goodness_neg, ff_loss, ff_accuracy] then
         [peer_loss, head_loss, head_accuracy], kept on the device (no synchronisation here).
         """
-        model = self.model
-        batch = len(labels)
+        model, batch = self.model, len(labels)
         first = model.layers[0]
         first_input = FirstLayerInput(images, first.weight)
 
-        # Neutral pass: the head's input and, for hard negatives, its predictions.
-        z = torch.relu(first_input.neutral() + first.bias)
-        features = model.head_features([z, *model.activations_above(z)])
+        # Each layer sees the rows [positives; negatives; neutral]: one larger matrix product
+        # serves all three passes. Hard negatives are chosen from the head's prediction on the
+        # neutral pass, so that pass then runs on its own first.
+        if self.config.negatives == "hard":
+            z = torch.relu(first_input.neutral() + first.bias)
+            features = self._head_features([rms_normalize(a) for a in [z, *model.activations_above(z)]])
+            neutral_probs = torch.softmax(features @ model.head.weight.T, dim=1)
+            negative_labels = self._negative_labels(labels, neutral_probs)
+            extra_rows = []
+        else:
+            negative_labels = self._negative_labels(labels, None)
+            extra_rows = [first_input.neutral()]
+        pre = torch.cat([first_input.one_hot(labels), first_input.one_hot(negative_labels), *extra_rows])
+        pre += first.bias
+        targets = torch.cat(
+            [torch.ones(batch, device=images.device), torch.zeros(batch, device=images.device)]
+        )
+
+        layer_metrics, peer_loss, x_in, rows = [], torch.zeros((), device=images.device), None, 2 * batch
+        normalized = []  # each layer's RMS-normalised activity: the next layer's input
+        for i, layer in enumerate(model.layers):
+            if i > 0:
+                pre = torch.addmm(layer.bias, x_in, layer.weight.T)
+            z = pre.relu_()
+            squares = (z * z).sum(dim=1)
+            dpre, metrics, layer_peer_loss = self._ff_layer_loss(i, z[:rows], squares[:rows], targets, batch)
+            if i == 0:
+                grad_pos, grad_neg = dpre[:batch], dpre[batch:]
+                first.weight.grad = first_input.weight_grad(grad_pos, grad_neg, labels, negative_labels)
+            else:
+                layer.weight.grad = dpre.T @ x_in[:rows]
+            layer.bias.grad = dpre.sum(dim=0)
+            layer_metrics.append(metrics)
+            peer_loss = peer_loss + layer_peer_loss
+            # RMS normalisation reuses the sum of squares: rms = sqrt(squares / width).
+            x_in = z / ((squares / z.shape[1]).sqrt() + RMS_EPS)[:, None]
+            normalized.append(x_in)
+
+        # The softmax head learns from the neutral pass's normalised activities.
+        if self.config.negatives != "hard":
+            features = self._head_features([x[rows:] for x in normalized])
         logits = features @ model.head.weight.T
         probs = torch.softmax(logits, dim=1)
         onehot = F.one_hot(labels, NUM_CLASSES).to(probs.dtype)
@@ -151,40 +188,24 @@ class Trainer:
         head_accuracy = (logits.argmax(dim=1) == labels).float().mean()
         model.head.weight.grad = ((probs - onehot) / batch).T @ features
 
-        # Positive and negative passes side by side: [positives; negatives].
-        negative_labels = self._negative_labels(labels, probs)
-        targets = torch.cat(
-            [torch.ones(batch, device=images.device), torch.zeros(batch, device=images.device)]
-        )
-        pre = torch.cat([first_input.one_hot(labels), first_input.one_hot(negative_labels)]) + first.bias
-        z, dpre, metrics, peer_loss = self._ff_layer_loss(0, pre, targets, batch)
-        first.weight.grad = first_input.weight_grad(dpre[:batch], dpre[batch:], labels, negative_labels)
-        first.bias.grad = dpre.sum(dim=0)
-        layer_metrics = [metrics]
-        for i, layer in enumerate(model.layers[1:], start=1):
-            x_in = rms_normalize(z)
-            pre = torch.addmm(layer.bias, x_in, layer.weight.T)
-            z, dpre, metrics, layer_peer_loss = self._ff_layer_loss(i, pre, targets, batch)
-            layer.weight.grad = dpre.T @ x_in
-            layer.bias.grad = dpre.sum(dim=0)
-            layer_metrics.append(metrics)
-            peer_loss = peer_loss + layer_peer_loss
-
         self.optimizer.step()
         return torch.cat([*layer_metrics, torch.stack([peer_loss, head_loss, head_accuracy])])
 
-    def _ff_layer_loss(
-        self, i: int, pre: torch.Tensor, targets: torch.Tensor, batch: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Layer i's FF loss on pre-activations [positives; negatives].
+    def _head_features(self, normalized: list[torch.Tensor]) -> torch.Tensor:
+        """The head's input from each layer's normalised neutral-pass activity."""
+        return torch.cat([normalized[i] for i in self.config.head_layer_indices], dim=1)
 
-        Returns the activity z, the gradient of the layer's loss with respect to `pre`, the
-        layer's metrics and its peer-normalisation loss. Updates the running mean activity.
+    def _ff_layer_loss(
+        self, i: int, z: torch.Tensor, squares: torch.Tensor, targets: torch.Tensor, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer i's FF loss on its activities z = [positives; negatives] (post-ReLU).
+
+        `squares` holds each row's sum of squares. Returns the gradient of the layer's loss with
+        respect to its pre-activations, the layer's metrics and its peer-normalisation loss.
+        Updates the running mean activity.
         """
         config = self.config
-        width = pre.shape[1]
-        z = torch.relu(pre)
-        squares = z.pow(2).sum(dim=1)
+        width = z.shape[1]
         goodness = squares if config.goodness == "sum" else squares / width
         logit = goodness - self.model.thresholds[i]
         ff_loss = F.binary_cross_entropy_with_logits(logit, targets)
@@ -196,7 +217,7 @@ class Trainer:
 
         # Peer normalisation: pull every unit's running mean activity on positive data towards the
         # layer's average, so that no unit stays dead or dominates.
-        peer_loss = torch.zeros((), device=pre.device)
+        peer_loss = torch.zeros((), device=z.device)
         if config.peer_norm_weight > 0:
             momentum = config.peer_norm_momentum
             running_mean = self.model.running_mean(i)
@@ -209,14 +230,15 @@ class Trainer:
         # ReLU): the goodness term is zero where z is, the peer term revives dead units.
         accuracy = ((logit > 0).float() == targets).float().mean()
         metrics = torch.stack([goodness[:batch].mean(), goodness[batch:].mean(), ff_loss, accuracy])
-        return z, dz, metrics, peer_loss
+        return dz, metrics, peer_loss
 
-    def _negative_labels(self, labels: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """A wrong label per example: uniformly random, or drawn from the head's belief."""
+    def _negative_labels(self, labels: torch.Tensor, probs: torch.Tensor | None) -> torch.Tensor:
+        """A wrong label per example: uniformly random, or drawn from the head's belief (`probs`)."""
         if self.config.negatives == "random":
             offset = torch.randint(1, NUM_CLASSES, labels.shape, generator=self.rng, device=labels.device)
             return (labels + offset) % NUM_CLASSES
-        weights = probs.detach().clone()
+        assert probs is not None
+        weights = probs.clone()
         weights[torch.arange(len(labels), device=labels.device), labels] = 0.0
         weights += 1e-12  # never an all-zero row, even when the head is certain
         weights[torch.arange(len(labels), device=labels.device), labels] = 0.0
