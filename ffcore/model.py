@@ -152,27 +152,28 @@ class FFNetwork(nn.Module):
         return out
 
     @torch.no_grad()
-    def label_goodness(self, images: torch.Tensor) -> torch.Tensor:
-        """Goodness (N, 10 labels, L layers) of images (N, 784) under every label.
+    def probe(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Goodness (N, 10 labels, L layers) under every label and the softmax head's logits (N, 10).
 
-        One batched pass for all ten labels; the first layer shares its large product between
-        them (see FirstLayerInput).
+        Both come from one pass over images (N, 784): each layer takes the ten labelled inputs and
+        the neutral one of every image as one matrix of 11N rows, so its weights are read from
+        memory once (small prediction batches are bound by that read, not by arithmetic). The first
+        layer shares its large product between all eleven (see FirstLayerInput).
         """
-        n = len(images)
+        n, labelled = len(images), len(images) * NUM_CLASSES
         first = self.layers[0]
-        pre = FirstLayerInput(images, first.weight).every_label() + first.bias
-        z = torch.relu(pre).reshape(n * NUM_CLASSES, -1)
-        per_layer = [goodness(a, self.config.goodness) for a in [z, *self.activations_above(z)]]
-        return torch.stack(per_layer, dim=1).view(n, NUM_CLASSES, len(self.layers))
+        first_input = FirstLayerInput(images, first.weight)
+        pre = torch.cat([first_input.every_label().reshape(labelled, -1), first_input.neutral()])
+        z = torch.relu(pre + first.bias)
+        activities = [z, *self.activations_above(z)]
+        per_layer = [goodness(a[:labelled], self.config.goodness) for a in activities]
+        label_goodness = torch.stack(per_layer, dim=1).view(n, NUM_CLASSES, len(self.layers))
+        head_logits = self.head(self.head_features([a[labelled:] for a in activities]))
+        return label_goodness, head_logits
 
     def scan_scores(self, label_goodness: torch.Tensor) -> torch.Tensor:
         """Goodness summed over the scan layers: (N, 10); the label scan takes its argmax."""
         return label_goodness[:, :, self.config.scan_layer_indices].sum(dim=2)
-
-    @torch.no_grad()
-    def head_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """The softmax head's logits (N, 10) on the neutral-label pass of images (N, 784)."""
-        return self.head(self.head_features(self.activations(embed_neutral(images))))
 
 
 @dataclass
@@ -192,9 +193,9 @@ def predict(model: FFNetwork, images: np.ndarray | torch.Tensor, batch_size: int
     parts: dict[str, list[torch.Tensor]] = {"goodness": [], "scores": [], "probs": []}
     for start in range(0, len(pixels), batch_size):
         batch = pixels[start : start + batch_size].to(device)
-        label_goodness = model.label_goodness(batch)
+        label_goodness, head_logits = model.probe(batch)
         parts["goodness"].append(label_goodness)
         parts["scores"].append(model.scan_scores(label_goodness))
-        parts["probs"].append(torch.softmax(model.head_logits(batch), dim=1))
+        parts["probs"].append(torch.softmax(head_logits, dim=1))
     good, scores, probs = (torch.cat(parts[k]).cpu().numpy() for k in ("goodness", "scores", "probs"))
     return Prediction(goodness=good, scan_scores=scores, scan_label=scores.argmax(axis=1), head_probs=probs)

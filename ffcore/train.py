@@ -380,8 +380,9 @@ class Trainer:
         for start in range(0, len(data), batch_size):
             images = data.images[start : start + batch_size]
             labels = data.labels[start : start + batch_size]
-            scan = self.model.scan_scores(self.model.label_goodness(images)).argmax(dim=1)
-            softmax = self.model.head_logits(images).argmax(dim=1)
+            label_goodness, head_logits = self.model.probe(images)
+            scan = self.model.scan_scores(label_goodness).argmax(dim=1)
+            softmax = head_logits.argmax(dim=1)
             wrong_scan += int((scan != labels).sum())
             wrong_softmax += int((softmax != labels).sum())
         return {"error_scan": wrong_scan / len(data), "error_softmax": wrong_softmax / len(data)}

@@ -20,7 +20,7 @@ def make_model(**overrides) -> FFNetwork:
 
 
 def label_goodness_explicit(model: FFNetwork, images: torch.Tensor) -> torch.Tensor:
-    """`label_goodness` the obvious way, embedding each label: the oracle for the shared first layer."""
+    """`probe`'s goodness the obvious way, embedding each label: the oracle for the shared first layer."""
     n = len(images)
     labels = torch.arange(10).repeat(n)
     x = embed_labels(images.repeat_interleave(10, dim=0), labels)
@@ -53,13 +53,22 @@ def test_goodness_is_the_sum_or_mean_of_squares():
 def test_batched_label_goodness_equals_embedding_each_label(kind):
     model = make_model(goodness=kind)
     images = torch.randn(20, 784)
-    fast = model.label_goodness(images)
+    fast, _ = model.probe(images)
     assert fast.shape == (20, 10, 3)
     torch.testing.assert_close(fast, label_goodness_explicit(model, images), rtol=1e-4, atol=1e-5)
     # and each label's goodness is that label's own forward pass
     x = embed_labels(images, torch.full((20,), 4))
     own = torch.stack([goodness(z, kind) for z in model.activations(x)], dim=1)
     torch.testing.assert_close(fast[:, 4, :], own, rtol=1e-4, atol=1e-5)
+
+
+def test_probe_head_logits_equal_the_neutral_label_pass():
+    model = make_model()
+    torch.nn.init.normal_(model.head.weight)
+    images = torch.rand(20, 784)
+    _, logits = model.probe(images)
+    explicit = model.head(model.head_features(model.activations(embed_neutral(images))))
+    torch.testing.assert_close(logits, explicit, rtol=1e-4, atol=1e-5)
 
 
 def test_label_scan_is_the_argmax_of_goodness_summed_over_the_scan_layers():
