@@ -108,8 +108,19 @@ class RawHttpConnection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post_json(self, body: bytes) -> int:
+        try:
+            return await self._post_once(body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server may close a keep-alive connection that sat idle (uvicorn: after 5 s), as
+            # any HTTP client expects; prediction has no side effects, so send it again once.
+            await self.close()
+            self.reader = self.writer = None
+            return await self._post_once(body)
+
+    async def _post_once(self, body: bytes) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
         head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
