@@ -95,6 +95,7 @@ class WorkerOut(BaseModel):
 
     name: str
     device: str | None = None
+    threads: int | None = Field(None, description="CPU threads it trains with (CPU workers only).")
     host: str | None = None
     pid: int | None = None
     run_id: str | None = Field(None, description="The run it is training, if any.")

@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default auto). Start one worker per GPU.",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ["FF_WORKER_THREADS"]) if os.environ.get("FF_WORKER_THREADS") else None,
+        help="CPU threads PyTorch may use for training (env FF_WORKER_THREADS; default PyTorch's "
+        "choice, all cores). Give each of several CPU workers on one machine its share of the cores.",
+    )
+    parser.add_argument(
         "--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Log level."
     )
     return parser
@@ -77,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     settings = Settings()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         device = resolve_worker_device(args.device)
     except ValueError as error:

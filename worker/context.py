@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from fflab.settings import Settings
 from fflab.store import RunStore
 
@@ -64,6 +66,7 @@ class WorkerContext:
         """What `RunStore.register_worker` records (the API's /readyz lists it)."""
         return {
             "device": self.device,
+            "threads": torch.get_num_threads() if self.device == "cpu" else None,
             "host": self.host,
             "pid": self.pid,
             "run_id": self._current_run_id,

@@ -117,7 +117,7 @@ def start_worker(
         if value is not None:
             child_env[var] = str(value)
     if torch_threads is not None:
-        child_env |= {"OMP_NUM_THREADS": str(torch_threads), "MKL_NUM_THREADS": str(torch_threads)}
+        child_env["FF_WORKER_THREADS"] = str(torch_threads)
     child_env |= env or {}
     log_file = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(

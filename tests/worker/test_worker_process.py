@@ -60,6 +60,7 @@ def test_a_run_goes_from_queued_to_succeeded_with_metrics_and_a_model(worker, st
         worker.process.pid,
         None,
     )
+    assert registered["threads"] == 1  # start_worker's FF_WORKER_THREADS=1 reached PyTorch
 
     config = small_run(epochs=2)
     run_id = submit_run(module_redis_url, config, preset="quick")
