@@ -211,7 +211,9 @@ def test_a_running_run_answers_from_its_latest_checkpoint(client: TestClient, st
     after = client.post(f"{API}/runs/{run_id}/predict", json={"image": image.tolist()}).json()
 
     assert before["model_step"] == still["model_step"] == 1000 and after["model_step"] == 2000
-    assert still["goodness"] == before["goodness"]
+    # The same model answers (equal up to float rounding: PyTorch's first call in a thread may
+    # round differently from the later ones).
+    np.testing.assert_allclose(still["goodness"], before["goodness"], rtol=1e-6)
     np.testing.assert_allclose(after["goodness"], direct_prediction(second, image).goodness[0], rtol=1e-5)
     assert after["goodness"] != before["goodness"]
 
