@@ -74,7 +74,10 @@ def main() -> None:
             seconds.append(time.perf_counter() - started)
             print(f"after run {index + 1}: {rss[-1]:.0f} MiB ({seconds[-1]:.0f} s)", flush=True)
 
-    growth = [b - a for a, b in zip(rss[:-1], rss[1:], strict=True)]
+    # RSS wobbles by tens of MiB from run to run (the allocator's free lists); a leak shows as a
+    # steady slope. Least squares over the runs after the first (which loads the data set and
+    # PyTorch's kernels): MiB each further run adds, about 0 when nothing leaks.
+    slope = statistics.linear_regression(range(len(rss) - 1), rss[1:]).slope if len(rss) > 2 else None
     result = {
         "benchmark": "worker_memory",
         "config": config.model_dump(exclude={"data_dir"}),
@@ -82,9 +85,7 @@ def main() -> None:
         "idle_rss_mib": idle_rss,
         "rss_mib_after_each_run": rss,
         "seconds_per_run": seconds,
-        # After the first run (which loads the data set and PyTorch's kernels), what each further
-        # run adds: about 0 when nothing leaks.
-        "median_growth_per_run_after_the_first_mib": statistics.median(growth) if growth else None,
+        "growth_per_run_after_the_first_mib": slope,
         "cpus": os.cpu_count(),
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -93,7 +94,7 @@ def main() -> None:
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"idle {idle_rss:.0f} MiB; after the first run {rss[0]:.0f} MiB, after the last {rss[-1]:.0f} MiB; "
-        f"median growth per further run {result['median_growth_per_run_after_the_first_mib']:+.1f} MiB "
+        f"growth per further run (least squares) {slope if slope is not None else float('nan'):+.1f} MiB "
         f"-> {args.output}"
     )
 
