@@ -158,8 +158,11 @@ class Trainer:
             [torch.ones(batch, device=images.device), torch.zeros(batch, device=images.device)]
         )
 
-        layer_metrics, peer_loss, x_in, rows = [], torch.zeros((), device=images.device), None, 2 * batch
-        normalized = []  # each layer's RMS-normalised activity: the next layer's input
+        rows = 2 * batch  # the positive and negative rows; the rest (if any) is the neutral pass
+        layer_metrics: list[torch.Tensor] = []
+        normalized: list[torch.Tensor] = []  # each layer's RMS-normalised activity: the next one's input
+        peer_loss = torch.zeros((), device=images.device)
+        x_in = None  # the layer's normalised input; the first layer's comes through first_input
         for i, layer in enumerate(model.layers):
             if i > 0:
                 pre = torch.addmm(layer.bias, x_in, layer.weight.T)
