@@ -31,7 +31,7 @@ from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput, rms_normalize
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = "ffcore-training-state/1"
+STATE_FORMAT = "ffcore-training-state/2"  # version 1: standardised pixels (ffcore.checkpoint)
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 
@@ -418,8 +418,9 @@ class Trainer:
     ) -> Trainer:
         """Rebuild a Trainer from `state_bytes()`; training continues as if never interrupted."""
         metadata = read_metadata(data)
-        if metadata.get("format") != STATE_FORMAT:
-            raise ValueError(f"not an ffcore training state (format {metadata.get('format')!r})")
+        from ffcore.checkpoint import check_format  # checkpoint imports this module
+
+        check_format(metadata.get("format"), STATE_FORMAT, "an ffcore training state")
         config = RunConfig.model_validate_json(metadata["config"])
         if device is not None:
             config = config.model_copy(update={"device": device})

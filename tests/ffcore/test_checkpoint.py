@@ -46,6 +46,21 @@ def test_training_state_is_not_a_model(mnist_slice):
         load_model(trainer.state_bytes())
 
 
+def test_models_and_states_from_the_standardised_input_days_are_refused(mnist_slice):
+    from safetensors.torch import load, save
+
+    from ffcore.train import read_metadata
+
+    def with_format(data: bytes, format_: str) -> bytes:
+        return save(load(data), metadata=read_metadata(data) | {"format": format_})
+
+    trainer = trained(mnist_slice)
+    with pytest.raises(ValueError, match="expects standardised pixels"):
+        load_model(with_format(save_model(trainer.model, trainer.config), "ffcore-model/1"))
+    with pytest.raises(ValueError, match="expects standardised pixels"):
+        Trainer.from_state_bytes(with_format(trainer.state_bytes(), "ffcore-training-state/1"), mnist_slice)
+
+
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_model_dir(tmp_path / "nowhere")
