@@ -125,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and state_path.is_file():
         trainer = Trainer.from_state_bytes(state_path.read_bytes(), log_every=args.log_every)
         log.info("resuming from %s at epoch %d, step %d", state_path, trainer.epoch, trainer.step)
+        drop_metrics_after(out / METRICS_FILE, trainer.step)
         metrics_mode = "a"
     else:
         trainer = Trainer(make_config(args), log_every=args.log_every)
@@ -253,3 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Keep only the records up to `step`: a run killed after its last saved state had already
+    written records for steps that the resumed run trains again."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))

@@ -105,14 +105,22 @@ def test_max_steps_stops_early_and_leaves_a_resumable_state(mnist_dir, tmp_path)
         "--no-progress",
         "--threads",
         "1",
+        "--log-every",
+        "5",
     )
     result = ffcore(*args, "--max-steps", "15")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["steps"] == 15 and summary["stopped_early"] and summary["test_error_scan"] is None
+    # A run killed after its last saved state has written records that the resumed run repeats.
+    with open(tmp_path / "metrics.jsonl", "a") as metrics:
+        metrics.write(json.dumps({"kind": "train", "step": 20, "killed": True}) + "\n")
     result = ffcore(*args, "--resume", "--max-steps", "25")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 25
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20, 25]
+    assert not any(r.get("killed") for r in records)
 
 
 @pytest.mark.parametrize(
