@@ -12,12 +12,9 @@ from safetensors.torch import save as save_safetensors
 
 from ffcore.config import RunConfig
 from ffcore.model import FFNetwork
-from ffcore.train import read_metadata
+from ffcore.train import check_format, read_metadata
 
-# Version 2: networks see raw pixel intensities in [0, 1]. Version 1 models were trained on
-# standardised pixels and would quietly predict wrongly on today's input, so they are refused.
-MODEL_FORMAT = "ffcore-model/2"
-STANDARDISED_INPUT_FORMATS = {"ffcore-model/1": "model", "ffcore-training-state/1": "training state"}
+MODEL_FORMAT = "ffcore-model/2"  # version 1: standardised pixels, refused (see train.check_format)
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -40,19 +37,6 @@ def load_model(data: bytes, device: str = "cpu") -> tuple[FFNetwork, RunConfig]:
     model = FFNetwork(config)
     model.load_state_dict(load_safetensors(data))
     return model.to(device).eval(), config
-
-
-def check_format(found: str | None, expected: str, what: str) -> None:
-    """Raise ValueError unless a file's format is `expected`, saying why an old one is refused."""
-    if found == expected:
-        return
-    if found in STANDARDISED_INPUT_FORMATS:
-        raise ValueError(
-            f"an ffcore {STANDARDISED_INPUT_FORMATS[found]} of format {found}, from before ffcore fed "
-            "raw pixel intensities: it expects standardised pixels and would predict wrongly; train "
-            "it again"
-        )
-    raise ValueError(f"not {what} (format {found!r})")
 
 
 def save_model_dir(directory: str | Path, model: FFNetwork, config: RunConfig) -> Path:

@@ -27,11 +27,14 @@ from safetensors.torch import save as save_safetensors
 
 from ffcore.config import NUM_CLASSES, RunConfig
 from ffcore.data import IMAGE_SIZE, Dataset, Split, load_dataset
-from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput, rms_normalize
+from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = "ffcore-training-state/2"  # version 1: standardised pixels (ffcore.checkpoint)
+STATE_FORMAT = "ffcore-training-state/2"
+# Version 2 of models and training states: networks see raw pixel intensities in [0, 1]. Version 1
+# files were trained on standardised pixels and would quietly predict wrongly, so they are refused.
+STANDARDISED_INPUT_FORMATS = {"ffcore-model/1": "model", "ffcore-training-state/1": "training state"}
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 
@@ -145,7 +148,7 @@ class Trainer:
         # neutral pass, so that pass then runs on its own first.
         if self.config.negatives == "hard":
             z = torch.relu(first_input.neutral() + first.bias)
-            features = self._head_features([rms_normalize(a) for a in [z, *model.activations_above(z)]])
+            features = model.head_features([z, *model.activations_above(z)])
             neutral_probs = torch.softmax(features @ model.head.weight.T, dim=1)
             negative_labels = self._negative_labels(labels, neutral_probs)
             extra_rows = []
@@ -181,9 +184,10 @@ class Trainer:
             x_in = z / ((squares / z.shape[1]).sqrt() + RMS_EPS)[:, None]
             normalized.append(x_in)
 
-        # The softmax head learns from the neutral pass's normalised activities.
+        # The softmax head learns from the neutral pass's normalised activities (the neutral rows of
+        # `normalized`: the same as model.head_features, without normalising again).
         if self.config.negatives != "hard":
-            features = self._head_features([x[rows:] for x in normalized])
+            features = torch.cat([normalized[i][rows:] for i in self.config.head_layer_indices], dim=1)
         logits = features @ model.head.weight.T
         probs = torch.softmax(logits, dim=1)
         onehot = F.one_hot(labels, NUM_CLASSES).to(probs.dtype)
@@ -193,10 +197,6 @@ class Trainer:
 
         self.optimizer.step()
         return torch.cat([*layer_metrics, torch.stack([peer_loss, head_loss, head_accuracy])])
-
-    def _head_features(self, normalized: list[torch.Tensor]) -> torch.Tensor:
-        """The head's input from each layer's normalised neutral-pass activity."""
-        return torch.cat([normalized[i] for i in self.config.head_layer_indices], dim=1)
 
     def _ff_layer_loss(
         self, i: int, z: torch.Tensor, squares: torch.Tensor, targets: torch.Tensor, batch: int
@@ -241,9 +241,7 @@ class Trainer:
             offset = torch.randint(1, NUM_CLASSES, labels.shape, generator=self.rng, device=labels.device)
             return (labels + offset) % NUM_CLASSES
         assert probs is not None
-        weights = probs.clone()
-        weights[torch.arange(len(labels), device=labels.device), labels] = 0.0
-        weights += 1e-12  # never an all-zero row, even when the head is certain
+        weights = probs + 1e-12  # never an all-zero row, even when the head is certain
         weights[torch.arange(len(labels), device=labels.device), labels] = 0.0
         return torch.multinomial(weights, 1, generator=self.rng).squeeze(1)
 
@@ -418,8 +416,6 @@ class Trainer:
     ) -> Trainer:
         """Rebuild a Trainer from `state_bytes()`; training continues as if never interrupted."""
         metadata = read_metadata(data)
-        from ffcore.checkpoint import check_format  # checkpoint imports this module
-
         check_format(metadata.get("format"), STATE_FORMAT, "an ffcore training state")
         config = RunConfig.model_validate_json(metadata["config"])
         if device is not None:
@@ -450,3 +446,16 @@ def read_metadata(data: bytes) -> dict[str, str]:
     header_size = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_size])
     return header.get("__metadata__", {})
+
+
+def check_format(found: str | None, expected: str, what: str) -> None:
+    """Raise ValueError unless a file's format is `expected`, saying why an old one is refused."""
+    if found == expected:
+        return
+    if found in STANDARDISED_INPUT_FORMATS:
+        raise ValueError(
+            f"an ffcore {STANDARDISED_INPUT_FORMATS[found]} of format {found}, from before ffcore fed "
+            "raw pixel intensities: it expects standardised pixels and would predict wrongly; train "
+            "it again"
+        )
+    raise ValueError(f"not {what} (format {found!r})")
