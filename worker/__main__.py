@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ["FF_WORKER_THREADS"]) if os.environ.get("FF_WORKER_THREADS") else None,
+        # argparse converts a string default with `type`, so a bad env value is a usage error too.
+        default=os.environ.get("FF_WORKER_THREADS") or None,
         help="CPU threads PyTorch may use for training (env FF_WORKER_THREADS; default PyTorch's "
         "choice, all cores). Give each of several CPU workers on one machine its share of the cores.",
     )
