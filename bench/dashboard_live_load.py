@@ -41,17 +41,12 @@ sys.path.insert(0, str(REPO))
 from ffcore.config import RunConfig  # noqa: E402
 from fflab.store import RunStore  # noqa: E402
 from tests.support.api import free_port, start_api  # noqa: E402
+from tests.support.browser import launch_chromium  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
+from tests.support.worker import wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "dashboard_live_load.json"
 EPOCHS, STEPS_PER_EPOCH, LOG_EVERY, LAYERS = 100, 500, 25, 3
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
 
 def seed_long_run(redis_url: str) -> tuple[str, int]:
@@ -136,14 +131,15 @@ def dashboard(api_url: str) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_for(healthy, 60, "the dashboard's health check", interval_s=0.2)
         yield url
     finally:
         process.terminate()
@@ -156,7 +152,7 @@ def browser_times(dashboard_url: str, run_id: str, repeat: int) -> list[float]:
     charts_drawn = "document.querySelectorAll('.vega-embed svg, .vega-embed canvas').length >= 6"
     times = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         for attempt in range(repeat + 1):
             page = context.new_page()

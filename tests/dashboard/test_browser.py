@@ -15,18 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.browser import launch_chromium
 from tests.support.stack import start_stack
 from tests.support.worker import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 VIEWPORT = {"width": 1400, "height": 1000}
 UI_TIMEOUT_MS = 60_000
 TRAIN_TIMEOUT_S = 900
@@ -57,7 +51,7 @@ def test_train_watch_and_draw_in_a_browser(tmp_path, mnist_dir):
         start_stack(tmp_path, data_dir=mnist_dir, env={"FF_METRICS_EVERY_STEPS": "5"}) as stack,
         sync_playwright() as playwright,
     ):
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(UI_TIMEOUT_MS)

@@ -25,15 +25,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.api import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 # The venv the tests run in; `make up` puts the same bin folder first on PATH.
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_open(port: int) -> bool:
