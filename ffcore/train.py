@@ -227,7 +227,11 @@ class Trainer:
             running_mean.mul_(momentum).add_(z[:batch].mean(dim=0), alpha=1 - momentum)
             deviation = running_mean - running_mean.mean()
             peer_loss = deviation.pow(2).mean()
-            dz[:batch] += deviation * (config.peer_norm_weight * 2 / width * (1 - momentum) / batch)
+            if config.peer_norm_style == "port":  # d(weight * peer_loss)/dz through the running mean
+                scale = config.peer_norm_weight * 2 / width * (1 - momentum)
+            else:  # Hinton's code: weight * deviation per example, as if the running mean were z's
+                scale = config.peer_norm_weight
+            dz[:batch] += deviation * (scale / batch)
 
         # The ReLU passes the gradient through unchanged (the reference port's "full gradient"
         # ReLU): the goodness term is zero where z is, the peer term revives dead units.

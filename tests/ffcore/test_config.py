@@ -18,6 +18,7 @@ def test_reference_preset_is_the_published_recipe():
     assert (config.head_lr, config.head_weight_decay) == (1e-2, 3e-3)
     assert (config.peer_norm_weight, config.peer_norm_momentum) == (0.03, 0.9)
     assert config.lr_schedule == "linear_cooldown"
+    assert config.negatives == "hard"  # as Hinton's Matlab code draws them
     assert config.scan_layer_indices == [1, 2] and config.head_layer_indices == [1, 2]
 
 

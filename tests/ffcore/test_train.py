@@ -45,6 +45,40 @@ def test_hand_written_gradients_match_autograd(synthetic, kind):
     torch.testing.assert_close(dpre.sum(0), bias.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_hinton_peer_norm_adds_weight_times_deviation_per_example(synthetic):
+    # Hinton's code adds weight * (unit's running mean - layer's mean) to each positive example's
+    # gradient; written as a loss, that is weight * deviation . mean activity, deviation held fixed.
+    config = RunConfig(hidden=[30, 20], batch_size=8, peer_norm_weight=0.5, peer_norm_style="hinton")
+    trainer = Trainer(config, synthetic)
+    layer = trainer.model.layers[0]
+    images, labels = synthetic.train.images[:8], synthetic.train.labels[:8]
+    x = rms_normalize(torch.cat([embed_labels(images, labels), embed_labels(images, (labels + 3) % 10)]))
+    targets = torch.cat([torch.ones(8), torch.zeros(8)])
+    trainer.model.running_mean(0).copy_(torch.linspace(0.0, 2.0, 30))  # clearly unequal units
+
+    weight = layer.weight.detach().clone().requires_grad_()
+    z = FullGradReLU.apply(x @ weight.T + layer.bias)
+    ff_loss = F.binary_cross_entropy_with_logits(z.pow(2).sum(1) - 30.0, targets)
+    running_mean = 0.9 * trainer.model.running_mean(0) + 0.1 * z[:8].mean(0).detach()
+    deviation = running_mean - running_mean.mean()
+    (ff_loss + 0.5 * (deviation * z[:8].mean(0)).sum()).backward()
+
+    z = torch.relu(x @ layer.weight.T + layer.bias)
+    dpre, _, _ = trainer._ff_layer_loss(0, z, z.pow(2).sum(1), targets, 8)
+    torch.testing.assert_close(dpre.T @ x, weight.grad, rtol=1e-4, atol=1e-6)
+    # The port's pull on the same deviation is width / (2 (1 - momentum)) = 150 times weaker.
+    pulls = {}
+    for style, weight in (("hinton", 0.5), ("port", 0.5), ("port", 0.0)):
+        other = Trainer(
+            config.model_copy(update={"peer_norm_style": style, "peer_norm_weight": weight}), synthetic
+        )
+        other.model.running_mean(0).copy_(torch.linspace(0.0, 2.0, 30))
+        pulls[style, weight] = other._ff_layer_loss(0, z, z.pow(2).sum(1), targets, 8)[0]
+    hinton_pull = pulls["hinton", 0.5] - pulls["port", 0.0]
+    port_pull = pulls["port", 0.5] - pulls["port", 0.0]
+    torch.testing.assert_close(hinton_pull, 150 * port_pull, rtol=1e-3, atol=1e-7)
+
+
 def test_head_gradient_matches_autograd(synthetic):
     trainer = Trainer(RunConfig(hidden=[30, 20], batch_size=8), synthetic)
     head = trainer.model.head
