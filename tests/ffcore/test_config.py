@@ -26,6 +26,8 @@ def test_paper_preset_is_the_papers_setting():
     config = RunConfig.from_preset("paper")
     assert config.hidden == [2000] * 4
     assert config.epochs == 60 and config.negatives == "hard"
+    # Learning rates scaled to the wider layers: a quarter for the FF layers, about a third for the head.
+    assert (config.lr, config.head_lr) == (2.5e-4, 3e-3)
 
 
 def test_threshold_defaults_to_mean_squared_activity_one():
