@@ -5,6 +5,7 @@ Loading parses JSON and raw tensors only; nothing is ever unpickled.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from safetensors.torch import load as load_safetensors
@@ -39,11 +40,18 @@ def load_model(data: bytes, device: str = "cpu") -> tuple[FFNetwork, RunConfig]:
     return model.to(device).eval(), config
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file so that a reader, or a run killed mid-write, sees the old or the new one whole."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
 def save_model_dir(directory: str | Path, model: FFNetwork, config: RunConfig) -> Path:
     """Write model.safetensors and config.json (the same configuration, for people) into a folder."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILE).write_bytes(save_model(model, config))
+    write_atomically(directory / MODEL_FILE, save_model(model, config))
     (directory / CONFIG_FILE).write_text(config.to_json() + "\n")
     return directory / MODEL_FILE
 

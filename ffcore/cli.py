@@ -114,7 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ffcore.checkpoint import save_model_dir
+    from ffcore.checkpoint import save_model_dir, write_atomically
     from ffcore.train import Trainer
 
     if args.threads:
@@ -158,14 +158,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         def on_epoch_end(t: Trainer) -> None:
             metrics_file.flush()
-            state_path.write_bytes(t.state_bytes())
+            write_atomically(state_path, t.state_bytes())
             save_model_dir(out, t.model, t.config)
 
         result = trainer.fit(on_metrics=on_metrics, on_epoch_end=on_epoch_end, max_steps=args.max_steps)
     bar.close()
     save_model_dir(out, trainer.model, config)
     if result.stopped:
-        state_path.write_bytes(trainer.state_bytes())
+        write_atomically(state_path, trainer.state_bytes())
     summary = {
         "test_error_scan": result.test_error_scan,
         "test_error_softmax": result.test_error_softmax,

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,3 +65,23 @@ def test_models_and_states_from_the_standardised_input_days_are_refused(mnist_sl
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_model_dir(tmp_path / "nowhere")
+
+
+def test_a_write_cut_short_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    from ffcore.checkpoint import write_atomically
+
+    target = tmp_path / "state.safetensors"
+    write_atomically(target, b"old state")
+    real_write = Path.write_bytes
+
+    def killed_mid_write(self, data):
+        real_write(self, data[:3])
+        raise KeyboardInterrupt  # the run is stopped while the file is half written
+
+    monkeypatch.setattr(Path, "write_bytes", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, b"new state")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old state"
+    write_atomically(target, b"new state")
+    assert target.read_bytes() == b"new state"
