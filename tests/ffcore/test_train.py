@@ -68,12 +68,12 @@ def test_hinton_peer_norm_adds_weight_times_deviation_per_example(synthetic):
     torch.testing.assert_close(dpre.T @ x, weight.grad, rtol=1e-4, atol=1e-6)
     # The port's pull on the same deviation is width / (2 (1 - momentum)) = 150 times weaker.
     pulls = {}
-    for style, weight in (("hinton", 0.5), ("port", 0.5), ("port", 0.0)):
+    for style, strength in (("hinton", 0.5), ("port", 0.5), ("port", 0.0)):
         other = Trainer(
-            config.model_copy(update={"peer_norm_style": style, "peer_norm_weight": weight}), synthetic
+            config.model_copy(update={"peer_norm_style": style, "peer_norm_weight": strength}), synthetic
         )
         other.model.running_mean(0).copy_(torch.linspace(0.0, 2.0, 30))
-        pulls[style, weight] = other._ff_layer_loss(0, z, z.pow(2).sum(1), targets, 8)[0]
+        pulls[style, strength] = other._ff_layer_loss(0, z, z.pow(2).sum(1), targets, 8)[0]
     hinton_pull = pulls["hinton", 0.5] - pulls["port", 0.0]
     port_pull = pulls["port", 0.5] - pulls["port", 0.0]
     torch.testing.assert_close(hinton_pull, 150 * port_pull, rtol=1e-3, atol=1e-7)
