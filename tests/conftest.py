@@ -25,9 +25,16 @@ def redis_url(redis_server) -> str:
 
 
 @pytest.fixture(scope="session")
-def mnist_dir() -> str:
-    """The torchvision root holding MNIST/raw (FF_TEST_DATA_DIR, else ../shared/datasets)."""
-    path = Path(os.environ.get("FF_TEST_DATA_DIR", REPO.parent / "shared" / "datasets"))
-    if not (path / "MNIST" / "raw").is_dir():
-        pytest.fail(f"MNIST not found under {path}; set FF_TEST_DATA_DIR to a torchvision root")
-    return str(path)
+def mnist_dir(tmp_path_factory) -> str:
+    """A torchvision root holding MNIST/raw and nothing else.
+
+    MNIST comes from FF_TEST_DATA_DIR, else ../shared/datasets. That folder may hold other data sets
+    too (Fashion-MNIST); the tests see MNIST alone, so that a run on a missing data set fails the same
+    way wherever they run.
+    """
+    source = Path(os.environ.get("FF_TEST_DATA_DIR", REPO.parent / "shared" / "datasets"))
+    if not (source / "MNIST" / "raw").is_dir():
+        pytest.fail(f"MNIST not found under {source}; set FF_TEST_DATA_DIR to a torchvision root")
+    root = tmp_path_factory.mktemp("datasets")
+    (root / "MNIST").symlink_to((source / "MNIST").resolve(), target_is_directory=True)
+    return str(root)
