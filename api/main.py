@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api.errors import BodySizeLimit, install_error_handlers
 from api.inference import ModelCache
-from api.routes import health, metrics, predict, runs
+from api.routes import health, metrics, options, predict, runs
 from api.schemas import ErrorOut
 from fflab.settings import Settings, get_settings
 from fflab.store import RunStore
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: _openapi_with_readable_errors(app)  # type: ignore[method-assign]
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (runs, metrics, predict, health):
+    for module in (runs, options, metrics, predict, health):
         api.include_router(module.router)
     app.include_router(api)
     # Probes also at the root, where orchestrators look for them by default.
