@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, the run store, the Celery app, the model cache and the API key check.
+"""FastAPI dependencies: settings, the run store, the worker registry, the Celery app, the model cache
+and the API key check.
 
 Everything a route needs comes from here, built once per app in `api.main.create_app`'s lifespan and
 kept on `app.state`. Tests swap any of them with `app.dependency_overrides`.
@@ -13,9 +14,10 @@ from celery import Celery
 from fastapi import Depends, Header, HTTPException, Request
 
 from api.inference import ModelCache
+from fflab.queue import make_celery
 from fflab.settings import Settings
-from fflab.store import RunStore
-from worker.celery_app import make_celery
+from fflab.store.runs import RunStore
+from fflab.store.workers import WorkerRegistry
 
 
 def get_settings(request: Request) -> Settings:
@@ -24,6 +26,10 @@ def get_settings(request: Request) -> Settings:
 
 def get_store(request: Request) -> RunStore:
     return request.app.state.store
+
+
+def get_workers(request: Request) -> WorkerRegistry:
+    return request.app.state.workers
 
 
 def get_celery(request: Request) -> Celery:
@@ -59,5 +65,6 @@ def require_api_key(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[RunStore, Depends(get_store)]
+WorkersDep = Annotated[WorkerRegistry, Depends(get_workers)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]

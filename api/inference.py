@@ -5,7 +5,7 @@ milliseconds, so each run's model is loaded once and kept, up to `Settings.model
 models. A cached model is reused while the model stored in Redis is the same one: each request
 compares the run record's `updated_at` with the one seen when the model was last confirmed, and
 only when it moved (a running run saves a new model at every epoch end) compares the stored
-model's SHA-1, computed inside Redis (RunStore.model_fingerprint), with the cached one.
+model's SHA-1, computed inside Redis (fflab.store.runs.RunStore.model_fingerprint), with the cached one.
 
 Predictions run in one dedicated thread, off the event loop. Requests that arrive while a batch is
 being computed wait and go together in the next batch: one forward pass over 30 images costs far
@@ -27,7 +27,8 @@ from anyio import to_thread
 from ffcore.checkpoint import load_model
 from ffcore.config import RunConfig
 from ffcore.model import FFNetwork, Prediction, predict
-from fflab.store import FINISHED, Checkpoint, RunRecord, RunStore
+from fflab.store.keys import FINISHED, Checkpoint, RunRecord
+from fflab.store.runs import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The FF Lab REST API: `create_app(settings)` builds the FastAPI application.
 
 Routes live in api/routes (one module per resource), all under /api/v1; the dependencies they use
-(settings, run store, Celery app, model cache, API key check) come from api/deps.py.
+(settings, run store, worker registry, Celery app, model cache, API key check) come from api/deps.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from api.inference import ModelCache
 from api.routes import health, metrics, options, predict, runs
 from api.schemas import ErrorOut
 from fflab.settings import Settings, get_settings
-from fflab.store import RunStore
+from fflab.store.runs import RunStore
+from fflab.store.workers import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,8 @@ Server-Sent Events, and ask its model to read digits. When the server has an API
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for `settings` (default: read from FF_* environment variables)."""
     settings = settings or get_settings()
-    store = RunStore(
-        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30),
-        metrics_maxlen=settings.metrics_maxlen,
-    )
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    store = RunStore(client, metrics_maxlen=settings.metrics_maxlen)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.async_redis.aclose()
             app.state.model_cache.close()
-            store.redis.close()
+            client.close()
             if app.state.celery is not None:
                 app.state.celery.close()
 
@@ -78,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.workers = WorkerRegistry(client)
     app.state.celery = None  # made on first use by api.deps.get_celery
     app.state.model_cache = ModelCache(store, size=settings.model_cache_size)
     install_error_handlers(app)

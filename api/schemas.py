@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ffcore.config import RunConfig
-from fflab.store import RunRecord, RunStatus
 
 IMAGE_SIZE = 28
 
@@ -40,6 +39,40 @@ class RunCreate(BaseModel):
         None,
         description="A full run configuration (every field optional: defaults are the reference recipe).",
     )
+
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+# The API's view of a run, built from the stored record (fflab.store.keys.RunRecord) so that the
+# store can change without changing the API. Its name and docstring are the OpenAPI component's.
+class RunRecord(BaseModel):
+    """What the store knows about one run."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: RunStatus
+    preset: str | None = None
+    config: RunConfig
+    created_at: float = Field(description="Unix time the run was submitted.")
+    started_at: float | None = Field(None, description="Unix time a worker first started it.")
+    finished_at: float | None = None
+    updated_at: float | None = None
+    progress: float = Field(0.0, description="Fraction of the optimizer steps done, 0..1.")
+    epoch: int = Field(0, description="Epochs completed.")
+    step: int = Field(0, description="Optimizer steps done.")
+    total_steps: int | None = None
+    device: str | None = None
+    worker: str | None = None
+    attempts: int = Field(0, description="How many times a worker started (or resumed) the run.")
+    error: str | None = None
+    val_error_scan: float | None = Field(None, description="Latest validation error of the label scan.")
+    val_error_softmax: float | None = Field(None, description="Latest validation error of the softmax head.")
+    test_error_scan: float | None = None
+    test_error_softmax: float | None = None
+    samples_per_s: float | None = None
+    has_model: bool = False
 
 
 class RunList(BaseModel):

@@ -41,6 +41,20 @@ class Settings(BaseSettings):
         25, ge=1, description="Training steps between two metric records streamed to Redis."
     )
 
+    # The worker (`python -m worker`; its --name, --device and --threads override these).
+    worker_name: str | None = Field(
+        None, description="Worker name, unique among live workers; unset: HOST-DEVICE-PID."
+    )
+    worker_device: str = Field(
+        "auto",
+        description="Where the worker trains: 'auto' (the first GPU, else the CPU), 'cpu', 'cuda', 'cuda:N'.",
+    )
+    worker_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads PyTorch may use for training; unset: PyTorch's choice (all cores).",
+    )
+
     # HTTP
     api_host: str = Field("127.0.0.1", description="Address `python -m api` listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `python -m api` listens on.")

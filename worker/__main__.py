@@ -14,11 +14,16 @@ import os
 import socket
 import sys
 
+import redis
+import torch
 from celery import signals
+from pydantic import ValidationError
 
+from ffcore.device import DeviceError, resolve_device
+from fflab.queue import enqueue_run, make_celery
 from fflab.settings import Settings
-from fflab.store import RunStore
-from worker.celery_app import TRAIN_TASK_NAME, make_celery
+from fflab.store.attempts import AttemptStore
+from fflab.store.workers import WorkerRegistry
 from worker.context import WorkerContext, set_context
 from worker.heartbeat import Heartbeat
 from worker.reaper import Reaper
@@ -27,6 +32,7 @@ log = logging.getLogger("worker")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; `parse_args` fills the defaults from the FF_* settings."""
     parser = argparse.ArgumentParser(
         prog="python -m worker",
         description="Start one FF Lab training worker. Broker, data and timings come from the FF_* "
@@ -35,20 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--name",
-        default=os.environ.get("FF_WORKER_NAME"),
         help="Worker name, unique among live workers (env FF_WORKER_NAME; default HOST-DEVICE-PID).",
     )
     parser.add_argument(
         "--device",
-        default=os.environ.get("FF_WORKER_DEVICE", "auto"),
         help="'auto' (the first GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N' (env FF_WORKER_DEVICE; "
         "default auto). Start one worker per GPU.",
     )
     parser.add_argument(
         "--threads",
         type=int,
-        # argparse converts a string default with `type`, so a bad env value is a usage error too.
-        default=os.environ.get("FF_WORKER_THREADS") or None,
         help="CPU threads PyTorch may use for training (env FF_WORKER_THREADS; default PyTorch's "
         "choice, all cores). Give each of several CPU workers on one machine its share of the cores.",
     )
@@ -58,55 +60,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_worker_device(requested: str) -> str:
-    """'cpu' or 'cuda:N'; makes cuda:N the current GPU, so that a run's 'cuda' means it."""
-    import torch
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
+    """The command line over the FF_* settings; a bad setting is a usage error (exit status 2)."""
+    parser = build_parser()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"FF_{'_'.join(map(str, e['loc'])).upper()}={e['input']!r}: {e['msg']}" for e in error.errors()
+        )
+        parser.error(f"invalid setting: {problems}")
+    parser.set_defaults(
+        name=settings.worker_name, device=settings.worker_device, threads=settings.worker_threads
+    )
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    return args, settings
 
-    if requested == "auto":
-        requested = "cuda:0" if torch.cuda.is_available() else "cpu"
-    if requested == "cpu":
+
+def worker_device(requested: str) -> str:
+    """'cpu' or 'cuda:N'; makes cuda:N the current GPU, so that a run's 'cuda' means it.
+
+    Raises DeviceError for a device this machine does not have.
+    """
+    device = resolve_device(requested)
+    if device.type == "cpu":
         return "cpu"
-    if requested == "cuda":
-        requested = "cuda:0"
-    kind, _, index = requested.partition(":")
-    if kind != "cuda" or not index.isdigit():
-        raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N")
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if int(index) >= count:
-        raise ValueError(f"device {requested!r} asked for, but PyTorch sees {count} CUDA GPU(s)")
-    torch.cuda.set_device(int(index))
-    return requested
+    index = 0 if device.index is None else device.index  # 'auto' and 'cuda': the first GPU
+    torch.cuda.set_device(index)
+    return f"cuda:{index}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, settings = parse_args(argv)
     logging.basicConfig(
         level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    settings = Settings()
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
     try:
-        device = resolve_worker_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))  # exits with status 2 and the usage line
+        device = worker_device(args.device)
+    except DeviceError as error:
+        build_parser().error(str(error))  # exits with status 2 and the usage line
     host = socket.gethostname()
     name = args.name or f"{host}-{device.replace(':', '')}-{os.getpid()}"
 
-    app = make_celery(settings)
-    store = RunStore.from_url(settings.redis_url, settings.metrics_maxlen)
+    app = make_celery(settings, tasks=["worker.tasks"])
+    client = redis.Redis.from_url(settings.redis_url)
+    attempts = AttemptStore(client, settings.metrics_maxlen)
+    registry = WorkerRegistry(client)
 
     def enqueue(run_id: str) -> None:
-        app.send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)
+        enqueue_run(app, run_id)
 
-    context = WorkerContext(settings=settings, store=store, name=name, device=device, enqueue=enqueue)
+    context = WorkerContext(
+        settings=settings, attempts=attempts, registry=registry, name=name, device=device, enqueue=enqueue
+    )
     set_context(context)
-    heartbeat = Heartbeat(context, Reaper(store, enqueue, name))
+    heartbeat = Heartbeat(context, Reaper(attempts, enqueue, name))
 
     # Start beating once the worker consumes, so that a registered worker is a ready one.
     def on_ready(**_: object) -> None:
@@ -132,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if heartbeat.is_alive():
             heartbeat.stop()
         try:
-            store.remove_worker(name)
+            registry.remove(name)
         except Exception:
             log.exception("could not deregister worker %s", name)
     return 0

@@ -1,4 +1,4 @@
-"""What a worker process knows about itself: its name, device, store, and the run it trains.
+"""What a worker process knows about itself: its name, device, stores, and the run it trains.
 
 `python -m worker` builds one `WorkerContext` at start-up and installs it with `set_context`; the
 Celery task, the heartbeat and the reaper all read it from there.
@@ -17,13 +17,15 @@ from typing import Any
 import torch
 
 from fflab.settings import Settings
-from fflab.store import RunStore
+from fflab.store.attempts import AttemptStore
+from fflab.store.workers import WorkerRegistry
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
-    store: RunStore
+    attempts: AttemptStore  # the run store, as the worker uses it
+    registry: WorkerRegistry
     name: str  # unique among live workers: it owns leases
     device: str  # "cpu" or "cuda:N"
     enqueue: Callable[[str], None]  # sends a run's training task to the queue (again)
@@ -59,11 +61,11 @@ class WorkerContext:
         """The heartbeat's part: keep the current run's lease alive, or flag that it is gone."""
         with self._lock:
             run_id = self._current_run_id
-            if run_id and not self.store.renew_lease(run_id, self.name, self.settings.lease_ttl_s):
+            if run_id and not self.attempts.renew_lease(run_id, self.name, self.settings.lease_ttl_s):
                 self.lease_lost.set()
 
     def info(self) -> dict[str, Any]:
-        """What `RunStore.register_worker` records (the API's /readyz lists it)."""
+        """What `WorkerRegistry.register` records (the API's /readyz lists it)."""
         return {
             "device": self.device,
             "threads": torch.get_num_threads() if self.device == "cpu" else None,

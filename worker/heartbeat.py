@@ -26,9 +26,9 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         context = self.context
         context.renew_current_lease()
-        context.store.register_worker(context.name, context.info())
+        context.registry.register(context.name, context.info())
         # A killed worker never deregisters; forget it once it is long gone.
-        context.store.prune_workers(max_age_s=10 * context.settings.lease_ttl_s)
+        context.registry.prune(max_age_s=10 * context.settings.lease_ttl_s)
         self.reaper.sweep()
 
     def run(self) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from fflab.store import LeaseLostError, RunStore
+from fflab.store.attempts import AttemptStore, LeaseLostError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class RunMonitor(threading.Thread):
     def __init__(
         self,
-        store: RunStore,
+        attempts: AttemptStore,
         run_id: str,
         worker: str,
         total_steps: int,
@@ -32,7 +32,7 @@ class RunMonitor(threading.Thread):
         poll_s: float = 0.25,
     ):
         super().__init__(name=f"fflab-monitor-{run_id}", daemon=True)
-        self.store = store
+        self.attempts = attempts
         self.run_id = run_id
         self.worker = worker
         self.total_steps = max(total_steps, 1)
@@ -68,7 +68,7 @@ class RunMonitor(threading.Thread):
             if not records and not fields:
                 return None
             try:
-                return self.store.publish_progress(self.run_id, self.worker, records, **fields)
+                return self.attempts.publish_progress(self.run_id, self.worker, records, **fields)
             except LeaseLostError:
                 self.lease_lost.set()
                 raise
@@ -99,7 +99,7 @@ class RunMonitor(threading.Thread):
                 if woken or started >= next_flush:
                     next_flush = started + self.flush_interval_s
                     self.flush()
-                owned, cancel = self.store.control_flags(self.run_id, self.worker)
+                owned, cancel = self.attempts.control_flags(self.run_id, self.worker)
                 if not owned:
                     self.lease_lost.set()
                 if cancel:

@@ -13,25 +13,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fflab.store import RunStore
+from fflab.store.attempts import AttemptStore
 
 log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, store: RunStore, enqueue: Callable[[str], None], worker_name: str):
-        self.store = store
+    def __init__(self, attempts: AttemptStore, enqueue: Callable[[str], None], worker_name: str):
+        self.attempts = attempts
         self.enqueue = enqueue
         self.worker_name = worker_name
 
     def sweep(self) -> list[str]:
         """Requeue every orphaned running run; returns their ids."""
         requeued = []
-        for run_id in self.store.running_run_ids():
-            if self.store.lease_owner(run_id) is not None:
+        for run_id in self.attempts.running_run_ids():
+            if self.attempts.lease_owner(run_id) is not None:
                 continue  # cheap pre-check; the script below decides
             reason = f"lease expired (worker lost); requeued by {self.worker_name}"
-            if self.store.requeue_if_orphaned(run_id, reason):
+            if self.attempts.requeue_if_orphaned(run_id, reason):
                 self.enqueue(run_id)
                 log.warning("run %s lost its worker; requeued to resume from its checkpoint", run_id)
                 requeued.append(run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from worker.celery_app import TRAIN_TASK_NAME
+from fflab.queue import TRAIN_TASK_NAME
 from worker.context import get_context
 from worker.training import train_run
 

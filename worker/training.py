@@ -1,7 +1,7 @@
 """One training attempt of one run: claim it, train (or resume) it with ffcore, record the outcome.
 
 The run moves queued -> running -> succeeded | failed | cancelled. Everything written while
-training is fenced by the run's lease (see fflab.store), so a worker that lost its lease stops
+training is fenced by the run's lease (see fflab.store.attempts), so a worker that lost its lease stops
 and writes nothing more, and a duplicate delivery of a run that is leased elsewhere or already
 finished does nothing.
 """
@@ -16,7 +16,8 @@ import redis
 import torch
 
 from ffcore import DataError, Dataset, RunConfig, Trainer, load_dataset, save_model
-from fflab.store import LeaseLostError, RunStatus
+from fflab.store.attempts import LeaseLostError
+from fflab.store.keys import RunStatus
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
 
@@ -96,12 +97,12 @@ def describe_error(error: BaseException) -> str:
 
 def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATASETS) -> Outcome:
     """Run one attempt of `run_id` on this worker; returns what became of it."""
-    store, name = context.store, context.name
+    attempts, name = context.attempts, context.name
     if context.shutting_down.is_set():
         # A task taken while shutting down goes straight back to the queue, untouched.
         context.enqueue(run_id)
         return "requeued"
-    claim = store.claim_run(run_id, name, context.settings.lease_ttl_s, context.device)
+    claim = attempts.claim_run(run_id, name, context.settings.lease_ttl_s, context.device)
     if claim.outcome != "claimed":
         log.info("run %s not started: %s", run_id, claim.outcome)
         return claim.outcome
@@ -118,17 +119,17 @@ def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATA
         return "redis_unavailable"
     except Exception as error:
         log.exception("run %s failed", run_id)
-        store.end_attempt(run_id, name, "failed", error=describe_error(error))
+        attempts.end_attempt(run_id, name, "failed", error=describe_error(error))
         return "failed"
     finally:
         context.end_run()
 
 
 def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outcome:
-    store, name, settings = context.store, context.name, context.settings
-    record = store.get_run(run_id)
+    attempts, name, settings = context.attempts, context.name, context.settings
+    record = attempts.load_run(run_id)
     if record is None:  # deleted between the claim and now
-        store.release_lease(run_id, name)
+        attempts.release_lease(run_id, name)
         return "missing"
     run_config = record.config
     # The worker's own data directory wins: a submitted config cannot know this machine's paths.
@@ -138,28 +139,28 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     )
     dataset = datasets.get(train_config, torch.device(device))
 
-    state = store.load_state(run_id)
+    state = attempts.load_state(run_id)
     if state is not None:
-        checkpoint = store.load_checkpoint(run_id)
+        checkpoint = attempts.load_checkpoint(run_id)
         trainer = Trainer.from_state_bytes(
             state, dataset=dataset, device=train_config.device, log_every=settings.metrics_every_steps
         )
         # The dead attempt's records after the checkpoint would repeat steps: drop them.
-        store.discard_metrics_after(run_id, checkpoint.stream_id if checkpoint else None)
+        attempts.discard_metrics_after(run_id, checkpoint.stream_id if checkpoint else None)
         log.info("run %s: resuming at step %d (epoch %d)", run_id, trainer.step, trainer.epoch)
     else:
         trainer = Trainer(train_config, dataset=dataset, log_every=settings.metrics_every_steps)
-        store.discard_metrics_after(run_id, None)  # a first attempt that died before checkpointing
+        attempts.discard_metrics_after(run_id, None)  # a first attempt that died before checkpointing
 
-    monitor = RunMonitor(store, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
-    store.publish_progress(
+    monitor = RunMonitor(attempts, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
+    attempts.publish_progress(
         run_id, name, [], total_steps=trainer.total_steps, step=trainer.step, epoch=trainer.epoch,
         progress=trainer.step / max(trainer.total_steps, 1),
     )  # fmt: skip
 
     def checkpoint(trainer: Trainer) -> None:
         monitor.flush()  # the checkpoint covers every record written so far
-        store.save_checkpoint(
+        attempts.save_checkpoint(
             run_id, name, trainer.state_bytes(), save_model(trainer.model, run_config),
             step=trainer.step, epoch=trainer.epoch,
         )  # fmt: skip
@@ -181,7 +182,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     }
 
     def end_attempt(status: RunStatus, **fields) -> None:
-        if not store.end_attempt(run_id, name, status, **position, **fields):
+        if not attempts.end_attempt(run_id, name, status, **position, **fields):
             raise LeaseLostError(f"run {run_id}: lease lost before it could be marked {status}")
 
     if not result.stopped:

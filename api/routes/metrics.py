@@ -17,7 +17,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.deps import StoreDep
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, MetricsPage
-from fflab.store import FINISHED, RunStore
+from fflab.store.keys import FINISHED
+from fflab.store.runs import RunStore
 
 log = logging.getLogger(__name__)
 

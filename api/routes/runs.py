@@ -10,11 +10,13 @@ from pydantic import ValidationError
 
 from api.deps import CeleryDep, ModelCacheDep, SettingsDep, StoreDep, require_api_key
 from api.errors import describe_validation_errors
-from api.schemas import ErrorOut, RunCreate, RunList
+from api.schemas import ErrorOut, RunCreate, RunList, RunRecord, RunStatus
 from ffcore.config import PRESETS, RunConfig
+from fflab.queue import enqueue_run
 from fflab.settings import Settings
-from fflab.store import FINISHED, RunRecord, RunStatus, RunStore
-from worker.celery_app import TRAIN_TASK_NAME
+from fflab.store.keys import FINISHED
+from fflab.store.keys import RunRecord as StoredRun
+from fflab.store.runs import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No run with this id."}}
 
 
-def get_run_or_404(store: RunStore, run_id: str) -> RunRecord:
+def get_run_or_404(store: RunStore, run_id: str) -> StoredRun:
     record = store.get_run(run_id)
     if record is None:
         raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
@@ -83,13 +85,13 @@ def create_run(body: RunCreate, store: StoreDep, celery: CeleryDep, settings: Se
     config, preset = resolve_config(body, settings)
     record = store.create_run(config, preset=preset)
     try:
-        celery.send_task(TRAIN_TASK_NAME, args=[record.id], task_id=record.id)
+        enqueue_run(celery, record.id)
     except Exception as error:  # the broker is the same Redis; a failure here is an outage
         log.exception("could not enqueue run %s", record.id)
-        store.set_status(record.id, "failed", error=f"could not be queued: {error}")
+        store.fail_unqueued_run(record.id, error=f"could not be queued: {error}")
         raise HTTPException(status_code=503, detail="the task queue is unreachable; try again") from error
     log.info("queued run %s (preset %s)", record.id, preset)
-    return record
+    return RunRecord.model_validate(record)
 
 
 @router.get("", response_model=RunList, summary="List runs, newest first")
@@ -100,12 +102,12 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=500, description="Most runs to return.")] = 50,
 ) -> RunList:
     runs, total = store.list_runs(status=status, offset=offset, limit=limit)
-    return RunList(runs=runs, total=total, offset=offset, limit=limit)
+    return RunList(runs=[RunRecord.model_validate(r) for r in runs], total=total, offset=offset, limit=limit)
 
 
 @router.get("/{run_id}", response_model=RunRecord, responses=NOT_FOUND, summary="One run")
 def get_run(run_id: str, store: StoreDep) -> RunRecord:
-    return get_run_or_404(store, run_id)
+    return RunRecord.model_validate(get_run_or_404(store, run_id))
 
 
 @router.post(
@@ -131,7 +133,7 @@ def cancel_run(run_id: str, store: StoreDep, celery: CeleryDep) -> RunRecord:
         except Exception:
             log.warning("could not revoke the task of run %s; the worker will skip it", run_id, exc_info=True)
     log.info("cancel requested for run %s (was %s)", run_id, before)
-    return get_run_or_404(store, run_id)
+    return RunRecord.model_validate(get_run_or_404(store, run_id))
 
 
 @router.delete(

@@ -15,8 +15,8 @@ from ffcore.checkpoint import save_model
 from ffcore.config import RunConfig
 from ffcore.model import FFNetwork
 from fflab.settings import Settings
-from fflab.store import RunStore
 from tests.support.api import RunningApi, start_api
+from tests.support.store import TestStore
 
 API = "/api/v1"
 
@@ -69,8 +69,8 @@ def client(settings: Settings, celery: RecordingCelery) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def store(redis_url: str) -> RunStore:
-    return RunStore.from_url(redis_url)
+def store(redis_url: str) -> TestStore:
+    return TestStore.from_url(redis_url)
 
 
 def tiny_model_bytes(hidden: tuple[int, ...] = (40, 30), seed: int = 0) -> bytes:
@@ -84,7 +84,7 @@ def tiny_model_bytes(hidden: tuple[int, ...] = (40, 30), seed: int = 0) -> bytes
 
 
 @pytest.fixture
-def finished_run(store: RunStore) -> str:
+def finished_run(store: TestStore) -> str:
     """A succeeded run with a (tiny, untrained) model stored."""
     record = store.create_run(RunConfig.from_preset("quick"), preset="quick")
     store.save_model(record.id, tiny_model_bytes())

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from api import deps
 from api.main import create_app
 from fflab.settings import Settings
-from fflab.store import RunStore
 from tests.api.conftest import API, RecordingCelery
+from tests.support.store import TestStore
 
 KEY = "s3cret-key"
 
@@ -26,7 +26,7 @@ def keyed_client(redis_url: str, celery: RecordingCelery) -> Iterator[TestClient
 
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}, {"X-API-Key": KEY + "x"}])
 def test_changing_requests_without_the_right_key_get_401_and_change_nothing(
-    keyed_client: TestClient, store: RunStore, finished_run: str, headers: dict
+    keyed_client: TestClient, store: TestStore, finished_run: str, headers: dict
 ) -> None:
     create = keyed_client.post(f"{API}/runs", json={"preset": "quick"}, headers=headers)
     cancel = keyed_client.post(f"{API}/runs/{finished_run}/cancel", headers=headers)

@@ -6,9 +6,9 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from fflab.settings import Settings
-from fflab.store import RunStore
 from tests.api.conftest import API
 from tests.support.api import free_port
+from tests.support.store import TestStore
 
 
 def test_healthz_answers_ok(client: TestClient) -> None:
@@ -16,9 +16,9 @@ def test_healthz_answers_ok(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
 
 
-def test_readyz_lists_live_workers_with_their_device(client: TestClient, store: RunStore) -> None:
-    store.register_worker("gpu-box-0", {"device": "cuda:0", "host": "gpu-box", "pid": 12, "run_id": None})
-    store.register_worker("stale", {"device": "cpu", "host": "old", "pid": 1, "run_id": None})
+def test_readyz_lists_live_workers_with_their_device(client: TestClient, store: TestStore) -> None:
+    store.workers.register("gpu-box-0", {"device": "cuda:0", "host": "gpu-box", "pid": 12, "run_id": None})
+    store.workers.register("stale", {"device": "cpu", "host": "old", "pid": 1, "run_id": None})
     store.redis.hset("ff:workers", "stale", '{"name": "stale", "device": "cpu", "seen_at": 0}')
 
     response = client.get(f"{API}/readyz")

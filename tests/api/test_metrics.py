@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ffcore.config import RunConfig
-from fflab.store import RunStore
 from tests.api.conftest import API
 from tests.support.api import RunningApi
+from tests.support.store import TestStore
 
 
 def train_record(step: int) -> dict:
@@ -32,7 +32,7 @@ def eval_record(epoch: int) -> dict:
 
 
 @pytest.fixture
-def seeded_run(store: RunStore) -> str:
+def seeded_run(store: TestStore) -> str:
     """A running run with 100 train records (every 10 steps) and an eval record every 100 steps."""
     run_id = store.create_run(RunConfig.from_preset("quick")).id
     store.set_status(run_id, "running")
@@ -46,7 +46,7 @@ def seeded_run(store: RunStore) -> str:
 
 
 def test_pages_by_cursor_cover_every_record_once(
-    client: TestClient, store: RunStore, seeded_run: str
+    client: TestClient, store: TestStore, seeded_run: str
 ) -> None:
     seen, cursor = [], None
     while True:
@@ -139,7 +139,7 @@ def api(api_server: RunningApi, redis_url: str) -> RunningApi:
 
 @pytest.mark.timeout(60)
 def test_events_stream_live_records_and_end_after_the_run_finished(
-    api, store: RunStore, seeded_run: str
+    api, store: TestStore, seeded_run: str
 ) -> None:
     def train_on() -> None:
         time.sleep(0.5)
@@ -167,7 +167,7 @@ def test_events_stream_live_records_and_end_after_the_run_finished(
 
 
 @pytest.mark.timeout(60)
-def test_events_resume_after_last_event_id(api, store: RunStore, seeded_run: str) -> None:
+def test_events_resume_after_last_event_id(api, store: TestStore, seeded_run: str) -> None:
     entries, _ = store.read_metrics(seeded_run, limit=10_000)
     resume_after = entries[50][0]
     store.set_status(seeded_run, "cancelled")

@@ -18,9 +18,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from fflab.store import RunStore
 from tests.api.conftest import tiny_model_bytes
 from tests.support.api import RunningApi, start_api
+from tests.support.store import TestStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -36,7 +36,7 @@ def fuzzed_api(redis_server) -> Iterator[RunningApi]:
 
 @pytest.fixture(scope="module")
 def known_run(fuzzed_api: RunningApi, redis_server) -> str:
-    store = RunStore.from_url(f"redis://{redis_server.host}:{redis_server.port}/0")
+    store = TestStore.from_url(f"redis://{redis_server.host}:{redis_server.port}/0")
     store.redis.flushdb()
     from ffcore.config import RunConfig
 

@@ -13,8 +13,8 @@ from ffcore.checkpoint import load_model
 from ffcore.config import RunConfig
 from ffcore.images import preprocess_digit
 from ffcore.model import predict
-from fflab.store import RunStore
 from tests.api.conftest import API, tiny_model_bytes
+from tests.support.store import TestStore
 
 
 def direct_prediction(model_bytes: bytes, image: np.ndarray):
@@ -37,7 +37,7 @@ def png(image: Image.Image) -> bytes:
 
 
 def test_json_pixels_get_the_models_prediction(
-    client: TestClient, store: RunStore, finished_run: str
+    client: TestClient, store: TestStore, finished_run: str
 ) -> None:
     image = a_digit()
 
@@ -58,7 +58,7 @@ def test_json_pixels_get_the_models_prediction(
 
 
 def test_a_picture_is_preprocessed_as_mnist_was(
-    client: TestClient, store: RunStore, finished_run: str
+    client: TestClient, store: TestStore, finished_run: str
 ) -> None:
     # Dark ink on white paper, 300x200, off-centre: what a phone photo of a digit looks like.
     paper = Image.new("RGB", (300, 200), (250, 250, 245))
@@ -186,7 +186,7 @@ def test_bodies_over_the_limit_get_413(client: TestClient, finished_run: str) ->
     assert client.get(f"{API}/runs/{finished_run}").status_code == 200  # nothing lost
 
 
-def test_runs_without_a_model_get_409_and_unknown_runs_404(client: TestClient, store: RunStore) -> None:
+def test_runs_without_a_model_get_409_and_unknown_runs_404(client: TestClient, store: TestStore) -> None:
     queued = store.create_run(RunConfig.from_preset("quick")).id
     digit = {"image": a_digit().tolist()}
 
@@ -197,7 +197,7 @@ def test_runs_without_a_model_get_409_and_unknown_runs_404(client: TestClient, s
     assert client.post(f"{API}/runs/unknown/predict", json=digit).status_code == 404
 
 
-def test_a_running_run_answers_from_its_latest_checkpoint(client: TestClient, store: RunStore) -> None:
+def test_a_running_run_answers_from_its_latest_checkpoint(client: TestClient, store: TestStore) -> None:
     run_id = store.create_run(RunConfig.from_preset("quick")).id
     assert store.claim_run(run_id, "w1", ttl_s=30, device="cpu").outcome == "claimed"
     first, second = tiny_model_bytes(seed=1), tiny_model_bytes(seed=2)
@@ -218,7 +218,7 @@ def test_a_running_run_answers_from_its_latest_checkpoint(client: TestClient, st
     assert after["goodness"] != before["goodness"]
 
 
-def test_the_model_downloads_as_safetensors(client: TestClient, store: RunStore, finished_run: str) -> None:
+def test_the_model_downloads_as_safetensors(client: TestClient, store: TestStore, finished_run: str) -> None:
     response = client.get(f"{API}/runs/{finished_run}/model")
 
     assert response.status_code == 200
@@ -230,7 +230,7 @@ def test_the_model_downloads_as_safetensors(client: TestClient, store: RunStore,
 
 
 def test_models_are_loaded_once_and_the_least_recently_used_leaves_first(
-    redis_url: str, store: RunStore
+    redis_url: str, store: TestStore
 ) -> None:
     from api import deps
     from api.main import create_app
@@ -264,7 +264,7 @@ def test_models_are_loaded_once_and_the_least_recently_used_leaves_first(
         assert set(cache._entries) == {runs[0]}
 
 
-def test_an_unreadable_stored_model_gets_a_409_not_a_500(client: TestClient, store: RunStore) -> None:
+def test_an_unreadable_stored_model_gets_a_409_not_a_500(client: TestClient, store: TestStore) -> None:
     run_id = store.create_run(RunConfig.from_preset("quick")).id
     store.save_model(run_id, b"certainly not safetensors")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from fflab.store import RunStore
+from fflab.queue import TRAIN_TASK_NAME
 from tests.api.conftest import API, RecordingCelery
-from worker.celery_app import TRAIN_TASK_NAME
+from tests.support.store import TestStore
 
 
 def test_a_preset_with_overrides_is_queued_and_sent_to_the_worker(
-    client: TestClient, celery: RecordingCelery, store: RunStore
+    client: TestClient, celery: RecordingCelery, store: TestStore
 ) -> None:
     response = client.post(f"{API}/runs", json={"preset": "quick", "overrides": {"epochs": 3, "seed": 7}})
 
@@ -68,7 +68,7 @@ def test_malformed_json_gets_a_readable_422(client: TestClient) -> None:
     assert response.json()["detail"].startswith("body: not valid JSON")
 
 
-def test_runs_are_listed_newest_first_paginated_and_filtered(client: TestClient, store: RunStore) -> None:
+def test_runs_are_listed_newest_first_paginated_and_filtered(client: TestClient, store: TestStore) -> None:
     ids = [client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"] for _ in range(5)]
     store.set_status(ids[1], "running")
 
@@ -99,7 +99,7 @@ def test_unknown_runs_are_404_everywhere(client: TestClient) -> None:
 
 
 def test_cancelling_a_queued_run_cancels_it_at_once_and_revokes_its_task(
-    client: TestClient, celery: RecordingCelery, store: RunStore
+    client: TestClient, celery: RecordingCelery, store: TestStore
 ) -> None:
     run_id = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
 
@@ -117,7 +117,7 @@ def test_cancelling_a_queued_run_cancels_it_at_once_and_revokes_its_task(
 
 
 def test_cancelling_a_running_run_raises_the_flag_its_worker_polls(
-    client: TestClient, celery: RecordingCelery, store: RunStore
+    client: TestClient, celery: RecordingCelery, store: TestStore
 ) -> None:
     run_id = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
     assert store.claim_run(run_id, "w1", ttl_s=30, device="cpu").outcome == "claimed"
@@ -137,7 +137,7 @@ def test_a_finished_run_cannot_be_cancelled(client: TestClient, finished_run: st
 
 
 def test_deleting_needs_a_finished_run_and_removes_everything(
-    client: TestClient, store: RunStore, finished_run: str
+    client: TestClient, store: TestStore, finished_run: str
 ) -> None:
     active = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
     refused = client.delete(f"{API}/runs/{active}")

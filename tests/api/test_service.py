@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fflab.store import RunStore
 from tests.api.test_metrics import read_events
 from tests.ffcore.test_images import mnist_test_digits
 from tests.support.api import RunningApi
+from tests.support.store import TestStore
 from tests.support.worker import WorkerProcess, start_worker, wait_for, wait_for_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -34,7 +34,7 @@ def mnist_test_labels(mnist_dir: str, count: int) -> np.ndarray:
 
 
 def test_cancel_a_running_and_a_queued_run(
-    api_server: RunningApi, worker: WorkerProcess, store: RunStore
+    api_server: RunningApi, worker: WorkerProcess, store: TestStore
 ) -> None:
     http = httpx.Client(base_url=api_server.base_url, timeout=30)
     long_run = http.post("/runs", json={"preset": "quick", "overrides": {"epochs": 20}}).json()["id"]
@@ -61,7 +61,7 @@ def test_cancel_a_running_and_a_queued_run(
 
 
 def test_a_quick_run_trains_streams_its_metrics_and_reads_mnist_digits(
-    api_server: RunningApi, worker: WorkerProcess, store: RunStore, mnist_dir: str
+    api_server: RunningApi, worker: WorkerProcess, store: TestStore, mnist_dir: str
 ) -> None:
     http = httpx.Client(base_url=api_server.base_url, timeout=30)
     response = http.post("/runs", json={"preset": "quick", "overrides": {"epochs": 1}})

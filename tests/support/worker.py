@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from ffcore.config import RunConfig
+from fflab.queue import enqueue_run, make_celery
 from fflab.settings import Settings
-from fflab.store import RunRecord, RunStore
-from worker.celery_app import TRAIN_TASK_NAME, make_celery
+from fflab.store.keys import RunRecord
+from fflab.store.runs import RunStore
+from fflab.store.workers import WorkerRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -84,7 +86,7 @@ def submit_run(redis_url: str, config: RunConfig, preset: str | None = None) -> 
     """Create a queued run and enqueue its training task, as the API does; returns the run id."""
     store = RunStore.from_url(redis_url)
     run_id = store.create_run(config, preset=preset).id
-    make_celery(Settings(redis_url=redis_url)).send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)
+    enqueue_run(make_celery(Settings(redis_url=redis_url)), run_id)
     return run_id
 
 
@@ -126,12 +128,12 @@ def start_worker(
     )  # fmt: skip
     worker = WorkerProcess(name, process, Path(log_file.name))
     try:
-        store = RunStore.from_url(redis_url)
+        workers = WorkerRegistry.from_url(redis_url)
 
         def registered() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"worker {name} exited with {process.returncode}:\n{worker.log()[-3000:]}")
-            return any(w["name"] == name for w in store.list_workers(max_age_s=60))
+            return any(w["name"] == name for w in workers.list(max_age_s=60))
 
         try:
             wait_for(registered, ready_timeout_s, f"worker {name} to register", interval_s=0.2)

@@ -8,7 +8,7 @@ import torch
 from ffcore import Dataset, RunConfig
 from ffcore.data import Split
 from fflab.settings import Settings
-from fflab.store import RunStore
+from tests.support.store import TestStore
 from worker.context import WorkerContext
 from worker.training import DatasetCache
 
@@ -59,8 +59,8 @@ def settings(redis_url, mnist_dir) -> Settings:
 
 
 @pytest.fixture
-def store(settings) -> RunStore:
-    return RunStore.from_url(settings.redis_url, settings.metrics_maxlen)
+def store(settings) -> TestStore:
+    return TestStore.from_url(settings.redis_url, settings.metrics_maxlen)
 
 
 @pytest.fixture
@@ -71,7 +71,14 @@ def enqueued() -> list[str]:
 @pytest.fixture
 def make_context(settings, store, enqueued):
     def make(name: str = "w1") -> WorkerContext:
-        return WorkerContext(settings=settings, store=store, name=name, device="cpu", enqueue=enqueued.append)
+        return WorkerContext(
+            settings=settings,
+            attempts=store.attempts,
+            registry=store.workers,
+            name=name,
+            device="cpu",
+            enqueue=enqueued.append,
+        )
 
     return make
 

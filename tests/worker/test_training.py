@@ -12,7 +12,7 @@ import time
 import torch
 
 from ffcore import load_model
-from fflab.store import lease_key
+from fflab.store.keys import lease_key
 from worker.heartbeat import Heartbeat
 from worker.progress import RunMonitor
 from worker.reaper import Reaper
@@ -224,7 +224,7 @@ def test_heartbeat_registers_the_worker_and_renews_or_loses_the_lease(store, mak
     try:
         time.sleep(1.0)  # twice the TTL: only the heartbeat keeps the lease alive
         assert store.lease_owner(run_id) == "w1" and not context.lease_lost.is_set()
-        (registered,) = store.list_workers(max_age_s=5)
+        (registered,) = store.workers.list(max_age_s=5)
         assert (registered["name"], registered["run_id"], registered["device"]) == ("w1", run_id, "cpu")
         store.redis.set(lease_key(run_id), "thief")
         wait_until(context.lease_lost.is_set, timeout_s=2)

@@ -11,10 +11,10 @@ import time
 import pytest
 
 from ffcore import RunConfig, load_model
+from fflab.queue import TRAIN_TASK_NAME, enqueue_run, make_celery
 from fflab.settings import Settings
-from fflab.store import RunStore
+from tests.support.store import TestStore
 from tests.support.worker import start_worker, submit_run, wait_for, wait_for_status
-from worker.celery_app import TRAIN_TASK_NAME, make_celery
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -28,7 +28,7 @@ def small_run(**overrides) -> RunConfig:
     )
 
 
-def statuses(store: RunStore, run_id: str) -> list[str]:
+def statuses(store: TestStore, run_id: str) -> list[str]:
     return [r["status"] for _, r in store.read_metrics(run_id, limit=100_000)[0] if r["kind"] == "status"]
 
 
@@ -49,12 +49,12 @@ def worker(module_redis_url, mnist_dir):
 
 
 @pytest.fixture
-def store(module_redis_url) -> RunStore:
-    return RunStore.from_url(module_redis_url)
+def store(module_redis_url) -> TestStore:
+    return TestStore.from_url(module_redis_url)
 
 
 def test_a_run_goes_from_queued_to_succeeded_with_metrics_and_a_model(worker, store, module_redis_url):
-    (registered,) = [w for w in store.list_workers(max_age_s=30) if w["name"] == worker.name]
+    (registered,) = [w for w in store.workers.list(max_age_s=30) if w["name"] == worker.name]
     assert (registered["device"], registered["pid"], registered["run_id"]) == (
         "cpu",
         worker.process.pid,
@@ -84,7 +84,7 @@ def test_a_run_goes_from_queued_to_succeeded_with_metrics_and_a_model(worker, st
     model, model_config = load_model(store.load_model(run_id))
     assert model_config == config and record.has_model
     idle = wait_for(
-        lambda: [w for w in store.list_workers(30) if w["name"] == worker.name and w["run_id"] is None],
+        lambda: [w for w in store.workers.list(30) if w["name"] == worker.name and w["run_id"] is None],
         timeout_s=10,
         what="the worker to report itself idle",
     )
@@ -138,7 +138,7 @@ def test_a_duplicate_delivery_of_a_leased_or_finished_run_is_a_no_op(
         trainer = wait_for_status(store, run_id, {"running"}, timeout_s=60).worker
         idle = second if trainer == worker.name else worker
         # What a redelivery (visibility timeout, a requeue racing a live worker) looks like.
-        celery.send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)
+        enqueue_run(celery, run_id)
         wait_for(lambda: f"run {run_id} not started: leased" in idle.log(), 30, "the idle worker to skip it")
         record = store.get_run(run_id)
         assert (record.status, record.worker, record.attempts) == ("running", trainer, 1)
@@ -146,7 +146,7 @@ def test_a_duplicate_delivery_of_a_leased_or_finished_run_is_a_no_op(
 
         store.cancel_run(run_id)
         wait_for_status(store, run_id, {"cancelled"}, timeout_s=10)
-        celery.send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)
+        enqueue_run(celery, run_id)
         wait_for(
             lambda: any(f"run {run_id} not started: finished" in w.log() for w in (worker, second)),
             timeout_s=30,
@@ -159,7 +159,7 @@ def test_a_duplicate_delivery_of_a_leased_or_finished_run_is_a_no_op(
 
 def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
     """SIGKILL mid-run after the first checkpoint: a restarted worker resumes from that checkpoint."""
-    store = RunStore.from_url(redis_url)
+    store = TestStore.from_url(redis_url)
     timings = {"lease_ttl_s": 3, "heartbeat_interval_s": 0.5, "metrics_every_steps": METRICS_EVERY}
     with start_worker(redis_url, mnist_dir, **timings) as victim:
         # A wide layer, so that an epoch lasts seconds and the kill lands mid-run on a quiet machine too.
@@ -195,7 +195,7 @@ def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
 
 def test_a_stopped_worker_hands_its_run_back_and_another_finishes_it(redis_url, mnist_dir):
     """SIGTERM (a warm shutdown) mid-run: checkpoint where it stands, requeue, exit cleanly."""
-    store = RunStore.from_url(redis_url)
+    store = TestStore.from_url(redis_url)
     with start_worker(redis_url, mnist_dir, metrics_every_steps=METRICS_EVERY) as first:
         run_id = submit_run(redis_url, small_run(epochs=1, hidden=[1000]))  # seconds long, see above
         wait_for(lambda: store.get_run(run_id).step >= METRICS_EVERY, 60, "the run to train")

@@ -1,11 +1,13 @@
-"""The Celery application: Redis broker, one training task, no prefetching.
+"""The training queue: the Celery app on the Redis broker and the one way a run is enqueued.
 
-The API imports `make_celery` and `TRAIN_TASK_NAME` from here to enqueue and revoke runs, so this
-module must stay light: no torch, no ffcore (the task lives in `worker.tasks`, which only the
-worker process imports).
+The API enqueues and revokes runs, the worker consumes them (and enqueues again from its reaper
+and its shutdown hand-back). This module stays light: no torch, no ffcore, so the API does not
+pay for them; the task itself lives in `worker.tasks`, which only the worker process imports.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from celery import Celery
 
@@ -15,13 +17,14 @@ TRAIN_TASK_NAME = "fflab.train_run"
 TRAIN_QUEUE = "fflab.train"
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
+def make_celery(settings: Settings | None = None, tasks: Sequence[str] = ()) -> Celery:
     """A Celery app on `settings.redis_url`, configured for long training tasks.
 
-    Enqueue a run with `app.send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)`.
+    `tasks` names the modules that define tasks, imported when a worker starts (the worker passes
+    `worker.tasks`; an app that only enqueues needs none).
     """
     settings = settings or get_settings()
-    app = Celery("fflab", broker=settings.redis_url, include=["worker.tasks"])
+    app = Celery("fflab", broker=settings.redis_url, include=list(tasks))
     app.conf.update(
         task_default_queue=TRAIN_QUEUE,
         # Early acks: a task is acknowledged when it starts, so the broker never delivers a
@@ -40,3 +43,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_redirect_stdouts=False,
     )
     return app
+
+
+def enqueue_run(app: Celery, run_id: str) -> None:
+    """Send run `run_id`'s training task; the task id is the run id (so it can be revoked by it)."""
+    app.send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)

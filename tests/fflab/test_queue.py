@@ -1,21 +1,21 @@
-"""The Celery app the API and the worker share."""
+"""The training queue the API and the worker share (fflab.queue)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-import pytest
-
+from fflab.queue import TRAIN_QUEUE, TRAIN_TASK_NAME, enqueue_run, make_celery
 from fflab.settings import Settings
-from worker.celery_app import TRAIN_QUEUE, TRAIN_TASK_NAME, make_celery
-from worker.context import get_context
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_importing_the_app_does_not_import_torch():
     # The API enqueues through this module; it must not pay for (or need) torch and ffcore's trainer.
     code = (
-        "import sys; from worker.celery_app import make_celery, TRAIN_TASK_NAME; make_celery(); "
+        "import sys; from fflab.queue import make_celery, TRAIN_TASK_NAME; make_celery(); "
         "print(sorted(m for m in ('torch', 'ffcore.train', 'worker.tasks') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -35,6 +35,17 @@ def test_the_app_takes_one_long_task_at_a_time_and_acks_early(redis_url):
     assert TRAIN_TASK_NAME == "fflab.train_run"
 
 
-def test_the_task_outside_python_m_worker_says_how_to_start_it():
-    with pytest.raises(RuntimeError, match="python -m worker"):
-        get_context()
+def test_a_run_is_enqueued_under_its_own_id():
+    sent = []
+
+    class Recorder:
+        def send_task(self, name, args, task_id):
+            sent.append((name, args, task_id))
+
+    enqueue_run(Recorder(), "abc")
+    assert sent == [(TRAIN_TASK_NAME, ["abc"], "abc")]
+
+
+def test_the_api_never_imports_the_worker_package():
+    api_sources = "\n".join(path.read_text() for path in (REPO / "api").rglob("*.py"))
+    assert "from worker" not in api_sources and "import worker" not in api_sources

@@ -1,0 +1,194 @@
+"""The Redis key layout of FF Lab and how a run is encoded in it: the one module that knows both.
+
+The stores next to this module (`runs`, `attempts`, `workers`) build every key through the
+functions here. Keys (all under the `ff:` prefix):
+
+    ff:runs                 ZSET    run id -> creation time; the time-ordered index of runs
+    ff:run:{id}             HASH    the run record (see `RunRecord`); `config` holds JSON
+    ff:run:{id}:metrics     STREAM  one entry per metric or status record, field `data` = JSON;
+                                    capped with XADD MAXLEN ~; stream ids are the cursors
+    ff:run:{id}:model       STRING  the trained model (safetensors bytes)
+    ff:run:{id}:state       STRING  the latest resumable training state (safetensors bytes)
+    ff:run:{id}:cancel      STRING  present when a cancel was requested
+    ff:run:{id}:lease       STRING  the worker that trains the run; expires unless renewed (heartbeat)
+    ff:run:{id}:checkpoint  HASH    where the saved state stands: step, epoch, at, and stream_id (the
+                                    last metrics entry it covers; a resumed run drops later records)
+    ff:workers              HASH    worker name -> JSON {name, device, host, pid, run_id, seen_at}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from ffcore.config import RunConfig
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+PREFIX = "ff:"
+RUNS_INDEX = PREFIX + "runs"
+WORKERS = PREFIX + "workers"
+
+
+def run_key(run_id: str) -> str:
+    return f"{PREFIX}run:{run_id}"
+
+
+def metrics_key(run_id: str) -> str:
+    return f"{run_key(run_id)}:metrics"
+
+
+def model_key(run_id: str) -> str:
+    return f"{run_key(run_id)}:model"
+
+
+def state_key(run_id: str) -> str:
+    return f"{run_key(run_id)}:state"
+
+
+def cancel_key(run_id: str) -> str:
+    return f"{run_key(run_id)}:cancel"
+
+
+def lease_key(run_id: str) -> str:
+    return f"{run_key(run_id)}:lease"
+
+
+def checkpoint_key(run_id: str) -> str:
+    return f"{run_key(run_id)}:checkpoint"
+
+
+def all_run_keys(run_id: str) -> list[str]:
+    """Every key that holds something of the run (what deleting it removes, besides its index entry)."""
+    return [
+        run_key(run_id),
+        metrics_key(run_id),
+        model_key(run_id),
+        state_key(run_id),
+        cancel_key(run_id),
+        lease_key(run_id),
+        checkpoint_key(run_id),
+    ]
+
+
+class RunRecord(BaseModel):
+    """A run as stored in its hash (the API answers with its own model, api.schemas.RunRecord)."""
+
+    id: str
+    status: RunStatus
+    preset: str | None = None
+    config: RunConfig
+    created_at: float = Field(description="Unix time the run was submitted.")
+    started_at: float | None = Field(None, description="Unix time a worker first started it.")
+    finished_at: float | None = None
+    updated_at: float | None = None
+    progress: float = Field(0.0, description="Fraction of the optimizer steps done, 0..1.")
+    epoch: int = Field(0, description="Epochs completed.")
+    step: int = Field(0, description="Optimizer steps done.")
+    total_steps: int | None = None
+    device: str | None = None
+    worker: str | None = None
+    attempts: int = Field(0, description="How many times a worker started (or resumed) the run.")
+    error: str | None = None
+    val_error_scan: float | None = Field(None, description="Latest validation error of the label scan.")
+    val_error_softmax: float | None = Field(None, description="Latest validation error of the softmax head.")
+    test_error_scan: float | None = None
+    test_error_softmax: float | None = None
+    samples_per_s: float | None = None
+    has_model: bool = False
+
+
+class Checkpoint(BaseModel):
+    """Where a run's stored training state stands."""
+
+    stream_id: str = Field(description="Last metrics entry written before the state was saved.")
+    step: int
+    epoch: int
+    at: float
+
+
+def status_event(
+    status: RunStatus,
+    at: float,
+    *,
+    error: str | None = None,
+    reason: str | None = None,
+    worker: str | None = None,
+) -> dict[str, Any]:
+    """The record a status change leaves in the run's metrics stream (the one place that builds it).
+
+    Optional fields appear only when given. The claim script adds `attempt`, a number only it knows.
+    """
+    event: dict[str, Any] = {"kind": "status", "status": status, "at": at}
+    for name, value in (("error", error), ("reason", reason), ("worker", worker)):
+        if value:
+            event[name] = value
+    return event
+
+
+# Hash fields that are not plain strings; an empty string stands for None.
+_INT_FIELDS = {"epoch", "step", "total_steps", "attempts"}
+_FLOAT_FIELDS = {
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "progress",
+    "val_error_scan",
+    "val_error_softmax",
+    "test_error_scan",
+    "test_error_softmax",
+    "samples_per_s",
+}
+
+
+def decode_record(raw: dict[bytes, bytes]) -> RunRecord:
+    """The run record from its hash, as HGETALL returns it."""
+    fields: dict[str, Any] = {}
+    for key_bytes, value_bytes in raw.items():
+        key, value = key_bytes.decode(), value_bytes.decode()
+        if value == "":
+            continue
+        if key == "config":
+            fields[key] = RunConfig.model_validate_json(value)
+        elif key in _INT_FIELDS:
+            fields[key] = int(value)
+        elif key in _FLOAT_FIELDS:
+            fields[key] = float(value)
+        elif key == "has_model":
+            fields[key] = value == "1"
+        else:
+            fields[key] = value
+    return RunRecord(**fields)
+
+
+def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """Run record fields as hash values: None -> '', bools -> '1'/'0', a RunConfig -> JSON."""
+    encoded = {}
+    for key, value in fields.items():
+        if value is None:
+            encoded[key] = ""
+        elif isinstance(value, bool):
+            encoded[key] = "1" if value else "0"
+        elif isinstance(value, RunConfig):
+            encoded[key] = value.model_dump_json()
+        else:
+            encoded[key] = str(value)
+    return encoded
+
+
+def field_pairs(fields: dict[str, Any]) -> list[str]:
+    """Encoded fields flattened to [name, value, name, value, ...], as Lua scripts take them for HSET."""
+    return [part for item in encode_fields(fields).items() for part in item]
+
+
+def decode_checkpoint(raw: dict[bytes, bytes]) -> Checkpoint | None:
+    """The checkpoint hash as HGETALL returns it; None when there is none yet."""
+    if not raw:
+        return None
+    info = {k.decode(): v.decode() for k, v in raw.items()}
+    return Checkpoint(
+        stream_id=info["stream_id"], step=int(info["step"]), epoch=int(info["epoch"]), at=float(info["at"])
+    )

@@ -1,0 +1,208 @@
+"""The API's side of the run store: create, read, list, cancel and delete runs, and read their
+metrics and models.
+
+The worker writes through `fflab.store.attempts` instead; keys and encoding come from
+`fflab.store.keys`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from ffcore.config import RunConfig
+from fflab.store.keys import (
+    RUNS_INDEX,
+    Checkpoint,
+    RunRecord,
+    all_run_keys,
+    cancel_key,
+    checkpoint_key,
+    decode_checkpoint,
+    decode_record,
+    encode_fields,
+    metrics_key,
+    model_key,
+    run_key,
+    status_event,
+)
+
+# Ask a run to stop, atomically. KEYS run, cancel, metrics; ARGV now, maxlen, the cancelled event
+# (JSON). Returns the status before the call, false for no such run.
+_CANCEL_RUN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' or status == 'running' then redis.call('SET', KEYS[2], '1') end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'updated_at', ARGV[1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
+end
+return status
+"""
+
+# KEYS model. The SHA-1 of the stored model, false when there is none.
+_MODEL_DIGEST = """
+local data = redis.call('GET', KEYS[1])
+if not data then return false end
+return redis.sha1hex(data)
+"""
+
+
+class RunStore:
+    """Run records, their metrics and their models, as the API reads and changes them."""
+
+    def __init__(self, client: redis.Redis, metrics_maxlen: int = 100_000):
+        self.redis = client
+        self.metrics_maxlen = metrics_maxlen
+        self._cancel = client.register_script(_CANCEL_RUN)
+        self._model_digest = client.register_script(_MODEL_DIGEST)
+
+    @classmethod
+    def from_url(cls, url: str, metrics_maxlen: int = 100_000) -> RunStore:
+        return cls(redis.Redis.from_url(url), metrics_maxlen)
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # --- run records -------------------------------------------------------------------------
+
+    def create_run(self, config: RunConfig, preset: str | None = None) -> RunRecord:
+        """A new `queued` run (enqueue its task with fflab.queue.enqueue_run)."""
+        now = time.time()
+        record = RunRecord(
+            id=uuid.uuid4().hex[:12],
+            status="queued",
+            preset=preset,
+            config=config,
+            created_at=now,
+            updated_at=now,
+        )
+        pipe = self.redis.pipeline()
+        pipe.hset(run_key(record.id), mapping=encode_fields(record.model_dump() | {"config": config}))
+        pipe.zadd(RUNS_INDEX, {record.id: now})
+        pipe.xadd(
+            metrics_key(record.id),
+            {"data": json.dumps(status_event("queued", now))},
+            maxlen=self.metrics_maxlen,
+            approximate=True,
+        )
+        pipe.execute()
+        return record
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        raw = self.redis.hgetall(run_key(run_id))
+        return decode_record(raw) if raw else None
+
+    def list_runs(
+        self, status: str | None = None, offset: int = 0, limit: int = 50
+    ) -> tuple[list[RunRecord], int]:
+        """Runs newest first, optionally only those with `status`; also the total that matched."""
+        if status is None:
+            total = self.redis.zcard(RUNS_INDEX)
+            ids = self.redis.zrevrange(RUNS_INDEX, offset, offset + limit - 1)
+            return [r for r in (self.get_run(i.decode()) for i in ids) if r], total
+        # Filtering by status reads every record's status; fine for thousands of runs.
+        ids = [i.decode() for i in self.redis.zrevrange(RUNS_INDEX, 0, -1)]
+        pipe = self.redis.pipeline()
+        for run_id in ids:
+            pipe.hget(run_key(run_id), "status")
+        statuses = pipe.execute()
+        matching = [i for i, s in zip(ids, statuses, strict=True) if s is not None and s.decode() == status]
+        page = matching[offset : offset + limit]
+        return [r for r in (self.get_run(i) for i in page) if r], len(matching)
+
+    def fail_unqueued_run(self, run_id: str, error: str) -> None:
+        """Mark a run whose task could not be sent to the queue `failed`, with the reason."""
+        now = time.time()
+        fields = {"status": "failed", "error": error, "finished_at": now, "updated_at": now}
+        pipe = self.redis.pipeline()
+        pipe.hset(run_key(run_id), mapping=encode_fields(fields))
+        pipe.xadd(
+            metrics_key(run_id),
+            {"data": json.dumps(status_event("failed", now, error=error))},
+            maxlen=self.metrics_maxlen,
+            approximate=True,
+        )
+        pipe.execute()
+
+    def cancel_run(self, run_id: str) -> str | None:
+        """Ask a run to stop; its status before the call (None: no such run).
+
+        In one atomic step: a queued run becomes `cancelled` at once (a worker that picks up its
+        task skips it), a running run gets the cancel flag its worker polls; a finished run is
+        left alone.
+        """
+        now = time.time()
+        status = self._cancel(
+            keys=[run_key(run_id), cancel_key(run_id), metrics_key(run_id)],
+            args=[repr(now), self.metrics_maxlen, json.dumps(status_event("cancelled", now))],
+        )
+        return status.decode() if status else None
+
+    def delete_run(self, run_id: str) -> bool:
+        """Remove a run and everything stored for it; False when there was no such run."""
+        pipe = self.redis.pipeline()
+        pipe.zrem(RUNS_INDEX, run_id)
+        pipe.delete(*all_run_keys(run_id))
+        removed, deleted = pipe.execute()
+        return bool(removed or deleted)
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def read_metrics(
+        self, run_id: str, after: str | None = None, limit: int = 1000
+    ) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+        """Records after the cursor `after` (exclusive), oldest first, and the next cursor."""
+        start = "-" if after is None else f"({after}"
+        entries = self.redis.xrange(metrics_key(run_id), min=start, max="+", count=limit)
+        records = [(eid.decode(), json.loads(fields[b"data"])) for eid, fields in entries]
+        next_cursor = records[-1][0] if records else after
+        return records, next_cursor
+
+    async def read_metrics_blocking(
+        self, client: redis.asyncio.Redis, run_id: str, after: str, block_ms: int | None, count: int = 500
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Records after stream id `after` ("0-0": from the start), waiting up to `block_ms` for one
+        (None: not waiting).
+
+        Takes an asyncio Redis client so that server-sent event streams wait without a thread each.
+        """
+        reply = await client.xread({metrics_key(run_id): after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [(eid.decode(), json.loads(fields[b"data"])) for eid, fields in entries]
+
+    # --- models ------------------------------------------------------------------------------
+
+    def load_model(self, run_id: str) -> bytes | None:
+        return self.redis.get(model_key(run_id))
+
+    def load_checkpoint(self, run_id: str) -> Checkpoint | None:
+        """Where the stored model stands while a run trains (None before its first checkpoint)."""
+        return decode_checkpoint(self.redis.hgetall(checkpoint_key(run_id)))
+
+    def model_fingerprint(self, run_id: str) -> str | None:
+        """SHA-1 of the stored model, computed inside Redis (40 bytes travel, not the model)."""
+        digest = self._model_digest(keys=[model_key(run_id)])
+        return digest.decode() if digest else None
+
+    async def model_status_async(
+        self, client: redis.asyncio.Redis, run_id: str
+    ) -> tuple[str, bool, float | None] | None:
+        """(status, has_model, updated_at) of a run, None when there is no such run.
+
+        The prediction path's per-request check: three fields through an asyncio client, no thread
+        hop and no parsing of the whole record.
+        """
+        status, has_model, updated_at = await client.hmget(
+            run_key(run_id), "status", "has_model", "updated_at"
+        )
+        if status is None:
+            return None
+        return status.decode(), has_model == b"1", float(updated_at) if updated_at else None

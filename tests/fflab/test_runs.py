@@ -1,0 +1,80 @@
+"""The API's side of the run store (fflab.store.runs) against a real redis-server."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from ffcore.config import RunConfig
+
+
+def test_create_get_list_and_delete(store):
+    runs = store.runs
+    first = runs.create_run(RunConfig.from_preset("quick"), preset="quick")
+    second = runs.create_run(RunConfig.from_preset("quick", epochs=3))
+    got = runs.get_run(second.id)
+    assert got.status == "queued" and got.config.epochs == 3 and got.preset is None
+    listed, total = runs.list_runs()
+    assert total == 2 and [r.id for r in listed] == [second.id, first.id]
+    store.update_run(first.id, status="running")
+    listed, total = runs.list_runs(status="running")
+    assert total == 1 and listed[0].id == first.id
+    assert store.attempts.running_run_ids() == [first.id]
+    assert runs.delete_run(first.id) and runs.get_run(first.id) is None
+    assert not runs.delete_run(first.id)
+
+
+def test_a_new_run_starts_its_stream_with_a_queued_status_event(store):
+    record = store.runs.create_run(RunConfig.from_preset("quick"))
+    (_, event), *_ = store.runs.read_metrics(record.id)[0]
+    assert event == {"kind": "status", "status": "queued", "at": record.created_at}
+
+
+def test_metrics_cursor_reads_only_newer_records(store, run_id):
+    store.append_metrics(run_id, [{"kind": "train", "step": s} for s in (25, 50, 75)])
+    records, cursor = store.runs.read_metrics(run_id, limit=2)
+    assert [r.get("status") or r["step"] for _, r in records] == ["queued", 25]
+    records, cursor = store.runs.read_metrics(run_id, after=cursor)
+    assert [r["step"] for _, r in records] == [50, 75]
+    assert store.runs.read_metrics(run_id, after=cursor) == ([], cursor)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "flag"),
+    [("queued", "cancelled", True), ("running", "running", True), ("succeeded", "succeeded", False)],
+)
+def test_cancel_stops_a_queued_run_at_once_and_flags_a_running_one(store, run_id, before, after, flag):
+    if before != "queued":
+        store.set_status(run_id, before)
+    assert store.runs.cancel_run(run_id) == before
+    assert store.runs.get_run(run_id).status == after
+    assert store.attempts.control_flags(run_id, "w1")[1] is flag
+    last = store.runs.read_metrics(run_id)[0][-1][1]
+    assert last["status"] == after and set(last) == {"kind", "status", "at"}
+    assert store.runs.cancel_run("nope") is None
+
+
+def test_a_run_that_could_not_be_queued_is_failed_with_the_reason(store, run_id):
+    store.runs.fail_unqueued_run(run_id, "could not be queued: broker down")
+    record = store.runs.get_run(run_id)
+    assert (record.status, record.error) == ("failed", "could not be queued: broker down")
+    assert record.finished_at is not None
+    last = store.runs.read_metrics(run_id)[0][-1][1]
+    error = "could not be queued: broker down"
+    assert last == {"kind": "status", "status": "failed", "at": record.finished_at, "error": error}
+
+
+def test_models_and_their_fingerprint(store, run_id):
+    assert store.runs.load_model(run_id) is None and store.runs.model_fingerprint(run_id) is None
+    store.save_model(run_id, b"model bytes")
+    assert store.runs.load_model(run_id) == b"model bytes"
+    assert store.runs.model_fingerprint(run_id) == hashlib.sha1(b"model bytes").hexdigest()
+
+
+def test_scripts_are_registered_once_not_per_call(store, run_id, monkeypatch):
+    registered = []
+    monkeypatch.setattr(store.redis, "register_script", lambda script: registered.append(script))
+    store.runs.cancel_run(run_id)
+    store.runs.model_fingerprint(run_id)
+    assert registered == []
