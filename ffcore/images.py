@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-SIZE = 28
-BOX = 20
-CENTRE = 14
+from ffcore.config import IMAGE_SIZE
+
+BOX = 20  # MNIST fitted each digit's ink into a 20x20 box
+CENTRE = IMAGE_SIZE // 2  # and placed the box so that the ink's centre of mass sits here
 # Ink below this fraction of the strongest stroke is paper noise, not part of the digit.
 NOISE_FLOOR = 0.1
 # An image whose ink contrast stays under this is blank.
@@ -122,11 +123,11 @@ def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
     com_row, com_col = (rows * digit).sum() / total, (cols * digit).sum() / total
     # MNIST digits have their centre of mass at pixel (14, 14) (measured over the test set: 14.0 +- 0.3).
     top, left = round(CENTRE - com_row), round(CENTRE - com_col)
-    field = np.zeros((SIZE, SIZE), dtype=np.float32)
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     h, w = digit.shape
     # Clip the paste at the field's edges (a lopsided digit may reach past them, as in MNIST).
     dst_top, dst_left = max(top, 0), max(left, 0)
-    dst_bottom, dst_right = min(top + h, SIZE), min(left + w, SIZE)
+    dst_bottom, dst_right = min(top + h, IMAGE_SIZE), min(left + w, IMAGE_SIZE)
     field[dst_top:dst_bottom, dst_left:dst_right] = digit[
         dst_top - top : dst_bottom - top, dst_left - left : dst_right - left
     ]
