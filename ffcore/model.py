@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ffcore.config import NUM_CLASSES, RunConfig
-from ffcore.data import NUM_PIXELS
+from ffcore.config import NUM_CLASSES, NUM_PIXELS, RunConfig
 
 NEUTRAL_LABEL_VALUE = 1.0 / NUM_CLASSES
 RMS_EPS = 1e-8
@@ -178,10 +177,17 @@ class FFNetwork(nn.Module):
 
 @dataclass
 class Prediction:
+    """Both classifiers' answers for N images. The same names are used by the CLI and the REST API."""
+
     goodness: np.ndarray  # (N, 10 labels, L layers)
     scan_scores: np.ndarray  # (N, 10): goodness summed over the scan layers
     scan_label: np.ndarray  # (N,): the label scan's prediction
     head_probs: np.ndarray  # (N, 10): the softmax head's probabilities
+
+    @property
+    def head_label(self) -> np.ndarray:
+        """(N,): the softmax head's prediction."""
+        return self.head_probs.argmax(axis=1)
 
 
 @torch.no_grad()

@@ -113,3 +113,11 @@ def test_first_layer_input_equals_embedding_the_labels():
     torch.testing.assert_close(
         shared.weight_grad(grad_pos, grad_neg, labels, negatives), plain, rtol=1e-4, atol=1e-4
     )
+
+
+def test_head_label_is_the_argmax_of_the_head_probabilities():
+    model = make_model()
+    torch.nn.init.normal_(model.head.weight)
+    result = predict(model, np.random.default_rng(2).random((9, 784), dtype=np.float32))
+    assert result.head_label.shape == (9,)
+    assert np.array_equal(result.head_label, result.head_probs.argmax(axis=1))
