@@ -1,8 +1,17 @@
 """ffcore: Hinton's Forward-Forward algorithm on MNIST, as a library and a command line."""
 
-from ffcore.checkpoint import load_model, load_model_dir, save_model, save_model_dir
+from ffcore.checkpoint import (
+    load_model,
+    load_model_dir,
+    load_training_state,
+    save_model,
+    save_model_dir,
+    save_training_state,
+)
 from ffcore.config import PRESETS, RunConfig
 from ffcore.data import DataError, Dataset, load_dataset
+from ffcore.device import DeviceError, resolve_device
+from ffcore.evaluation import evaluate
 from ffcore.model import FFNetwork, Prediction, predict
 from ffcore.train import Trainer, TrainResult
 
@@ -10,15 +19,20 @@ __all__ = [
     "PRESETS",
     "DataError",
     "Dataset",
+    "DeviceError",
     "FFNetwork",
     "Prediction",
     "RunConfig",
     "TrainResult",
     "Trainer",
+    "evaluate",
     "load_dataset",
     "load_model",
     "load_model_dir",
+    "load_training_state",
     "predict",
+    "resolve_device",
     "save_model",
     "save_model_dir",
+    "save_training_state",
 ]

@@ -1,23 +1,57 @@
-"""Trained models as safetensors: the weights plus the run configuration in the file's metadata.
+"""ffcore's files: trained models and resumable training states, as safetensors.
 
-Loading parses JSON and raw tensors only; nothing is ever unpickled.
+A model file holds the weights plus the run configuration in its metadata; a training state also
+holds the optimizer's buffers, the random generator and the position in the epoch, so that a run
+continues exactly as if it had never stopped. Loading parses JSON and raw tensors only; nothing is
+ever unpickled.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from ffcore.config import RunConfig
+from ffcore.data import Dataset
 from ffcore.model import FFNetwork
-from ffcore.train import check_format, read_metadata
+from ffcore.train import Trainer
 
-MODEL_FORMAT = "ffcore-model/2"  # version 1: standardised pixels, refused (see train.check_format)
+MODEL_FORMAT = "ffcore-model/2"
+STATE_FORMAT = "ffcore-training-state/2"
+# Version 2 of models and training states: networks see raw pixel intensities in [0, 1]. Version 1
+# files were trained on standardised pixels and would quietly predict wrongly, so they are refused.
+STANDARDISED_INPUT_FORMATS = {"ffcore-model/1": "model", "ffcore-training-state/1": "training state"}
+
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """The JSON metadata of a safetensors blob, without loading its tensors."""
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_size])
+    return header.get("__metadata__", {})
+
+
+def check_format(found: str | None, expected: str, what: str) -> None:
+    """Raise ValueError unless a file's format is `expected`, saying why an old one is refused."""
+    if found == expected:
+        return
+    if found in STANDARDISED_INPUT_FORMATS:
+        raise ValueError(
+            f"an ffcore {STANDARDISED_INPUT_FORMATS[found]} of format {found}, from before ffcore fed "
+            "raw pixel intensities: it expects standardised pixels and would predict wrongly; train "
+            "it again"
+        )
+    raise ValueError(f"not {what} (format {found!r})")
+
+
+# --- models ----------------------------------------------------------------------------------------
 
 
 def save_model(model: FFNetwork, config: RunConfig, extra: dict[str, str] | None = None) -> bytes:
@@ -27,7 +61,7 @@ def save_model(model: FFNetwork, config: RunConfig, extra: dict[str, str] | None
     return save_safetensors(tensors, metadata=metadata)
 
 
-def load_model(data: bytes, device: str = "cpu") -> tuple[FFNetwork, RunConfig]:
+def load_model(data: bytes, device: str | torch.device = "cpu") -> tuple[FFNetwork, RunConfig]:
     """Rebuild a model saved by `save_model`; raises ValueError for anything else."""
     try:
         metadata = read_metadata(data)
@@ -56,10 +90,67 @@ def save_model_dir(directory: str | Path, model: FFNetwork, config: RunConfig) -
     return directory / MODEL_FILE
 
 
-def load_model_dir(path: str | Path, device: str = "cpu") -> tuple[FFNetwork, RunConfig]:
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[FFNetwork, RunConfig]:
     """Load from a folder written by `save_model_dir`, or from the .safetensors file itself."""
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"no model at {file}; expected a folder holding {MODEL_FILE}")
     return load_model(file.read_bytes(), device)
+
+
+# --- training states -------------------------------------------------------------------------------
+
+
+def save_training_state(trainer: Trainer) -> bytes:
+    """Everything needed to continue exactly here: weights, optimizer, data order, RNG."""
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in trainer.model.state_dict().items()}
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    for j, param in enumerate(params):
+        for key, value in trainer.optimizer.state.get(param, {}).items():
+            if torch.is_tensor(value):  # SGD: momentum_buffer; Adam: exp_avg, exp_avg_sq, step
+                tensors[f"optimizer.{j}.{key}"] = value.contiguous().cpu()
+    tensors["rng"] = trainer.rng.get_state().cpu()
+    if trainer.order is not None:
+        tensors["order"] = trainer.order.cpu()
+    metadata = {
+        "format": STATE_FORMAT,
+        "config": trainer.config.model_dump_json(),
+        "epoch": str(trainer.epoch),
+        "step": str(trainer.step),
+        "batch": str(trainer.next_batch),
+    }
+    return save_safetensors(tensors, metadata=metadata)
+
+
+def load_training_state(
+    data: bytes, dataset: Dataset | None = None, *, device: str | None = None, log_every: int = 50
+) -> Trainer:
+    """Rebuild a Trainer from `save_training_state`; training continues as if never interrupted.
+
+    `dataset` saves loading the configured data set again; `device` overrides the saved config's.
+    """
+    metadata = read_metadata(data)
+    check_format(metadata.get("format"), STATE_FORMAT, "an ffcore training state")
+    config = RunConfig.model_validate_json(metadata["config"])
+    if device is not None:
+        config = config.model_copy(update={"device": device})
+    trainer = Trainer(config, dataset, log_every=log_every)
+    tensors = load_safetensors(data)
+    model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    trainer.model.load_state_dict(model_state)
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, j, key = name.split(".", 2)
+            param = params[int(j)]
+            # Adam keeps its step count on the CPU unless it runs fused/capturable.
+            target = value if key == "step" else value.to(trainer.device)
+            trainer.optimizer.state[param][key] = target
+    trainer.rng.set_state(tensors["rng"])
+    if "order" in tensors:
+        trainer.order = tensors["order"].to(trainer.device)
+    trainer.epoch = int(metadata["epoch"])
+    trainer.step = int(metadata["step"])
+    trainer.next_batch = int(metadata["batch"])
+    return trainer

@@ -21,7 +21,7 @@ STATE_FILE = "state.safetensors"
 
 
 class CliError(Exception):
-    """A problem the user can fix; printed as one line, exit status 2."""
+    """A problem the user can fix; printed as one line, exit status 2 (as are DataError and DeviceError)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser(
         "predict",
         help="classify digit images with a trained model",
-        description="Classify image files (any size, PNG/JPEG; preprocessed as "
-        "MNIST was) with a trained model; prints one JSON object per image.",
+        description="Classify image files (any size, PNG/JPEG; preprocessed as MNIST was) with a "
+        "trained model. Prints one JSON object per image: image (the file), scan_label (the label "
+        "scan's prediction), head_label (the softmax head's prediction), scan_scores (each label's "
+        "goodness, summed over the scan layers) and head_probs (the softmax head's probabilities).",
     )
     predict.add_argument("--model", required=True, help="model folder (or its model.safetensors)")
     predict.add_argument("images", nargs="+", help="image files")
@@ -114,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ffcore.checkpoint import save_model_dir, write_atomically
+    from ffcore.checkpoint import load_training_state, save_model_dir, save_training_state, write_atomically
     from ffcore.train import Trainer
 
     if args.threads:
@@ -123,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     if args.resume and state_path.is_file():
-        trainer = Trainer.from_state_bytes(state_path.read_bytes(), log_every=args.log_every)
+        trainer = load_training_state(state_path.read_bytes(), log_every=args.log_every)
         log.info("resuming from %s at epoch %d, step %d", state_path, trainer.epoch, trainer.step)
         drop_metrics_after(out / METRICS_FILE, trainer.step)
         metrics_mode = "a"
@@ -158,14 +160,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         def on_epoch_end(t: Trainer) -> None:
             metrics_file.flush()
-            write_atomically(state_path, t.state_bytes())
+            write_atomically(state_path, save_training_state(t))
             save_model_dir(out, t.model, t.config)
 
         result = trainer.fit(on_metrics=on_metrics, on_epoch_end=on_epoch_end, max_steps=args.max_steps)
     bar.close()
     save_model_dir(out, trainer.model, config)
     if result.stopped:
-        write_atomically(state_path, trainer.state_bytes())
+        write_atomically(state_path, save_training_state(trainer))
     summary = {
         "test_error_scan": result.test_error_scan,
         "test_error_softmax": result.test_error_softmax,
@@ -200,38 +202,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except (FileNotFoundError, UnidentifiedImageError, ValueError) as error:
             raise CliError(f"{path}: {error}") from error
     result = predict(model, np.stack(digits))
-    for path, label, scores, probs in zip(
-        args.images, result.scan_label, result.scan_scores, result.head_probs, strict=True
-    ):
-        print(
-            json.dumps(
-                {
-                    "image": path,
-                    "label_scan": int(label),
-                    "label_softmax": int(probs.argmax()),
-                    "scan_scores": [round(float(s), 3) for s in scores],
-                    "softmax_probs": [round(float(p), 4) for p in probs],
-                }
-            )
-        )
+    for i, path in enumerate(args.images):
+        answer = {
+            "image": path,
+            "scan_label": int(result.scan_label[i]),
+            "head_label": int(result.head_label[i]),
+            "scan_scores": [round(float(s), 3) for s in result.scan_scores[i]],
+            "head_probs": [round(float(p), 4) for p in result.head_probs[i]],
+        }
+        print(json.dumps(answer))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ffcore.checkpoint import load_model_dir
     from ffcore.data import load_dataset
-    from ffcore.train import Trainer
+    from ffcore.device import resolve_device
+    from ffcore.evaluation import evaluate
 
-    model, config = _load(args.model, load_model_dir)
-    config = config.model_copy(
-        update={
-            "device": args.device,
-            "data_dir": args.data_dir if args.data_dir is not None else config.data_dir,
-        }
-    )
-    trainer = Trainer(config, load_dataset(config))  # a Trainer only to reuse its evaluate()
-    trainer.model.load_state_dict(model.state_dict())
-    errors = trainer.evaluate(args.split)
+    device = resolve_device(args.device)
+    model, config = _load(args.model, lambda path: load_model_dir(path, device))
+    if args.data_dir is not None:
+        config = config.model_copy(update={"data_dir": args.data_dir})
+    try:
+        split = load_dataset(config, device).split(args.split)
+    except ValueError as error:  # --split val of a model trained on all 60k
+        raise CliError(str(error)) from error
+    errors = evaluate(model, split)
     print(json.dumps({"split": args.split, **errors}))
     return 0
 
@@ -245,13 +242,14 @@ def _load(path: str, loader):
 
 def main(argv: list[str] | None = None) -> int:
     from ffcore.data import DataError
+    from ffcore.device import DeviceError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval}
     try:
         return commands[args.command](args)
-    except (CliError, DataError) as error:
+    except (CliError, DataError, DeviceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -3,7 +3,8 @@
 Images are flattened to 784 pixel values in [0, 1], not standardised: the reference PyTorch port
 and Hinton's Matlab code both feed raw intensities, so that a one-hot label pixel (1) is as bright
 as the brightest ink and the blank background is 0. Labels are int64. The whole data set lives on
-the device, so a training step slices tensors instead of running a DataLoader.
+the device, so a training step slices tensors instead of running a DataLoader; `shift_images` is
+the one augmentation.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ffcore.config import RunConfig
+from ffcore.config import IMAGE_SIZE, NUM_PIXELS, RunConfig
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZE = 28
-NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 VALIDATION_SIZE = 10_000  # the last 10k training images, as in the references' 50k/10k split
 
 # torchvision's folder names under a data root.
@@ -41,7 +41,7 @@ class DataError(RuntimeError):
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # (N, 784) float32 pixel values in [0, 1]
+    images: torch.Tensor  # (N, NUM_PIXELS) float32 pixel values in [0, 1]
     labels: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -62,6 +62,14 @@ class Dataset:
             return Split(split.images.to(device), split.labels.to(device))
 
         return Dataset(self.name, move(self.train), move(self.val), move(self.test))
+
+    def split(self, name: str) -> Split:
+        """The split called `name`: 'train', 'val' or 'test'."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {name!r}; choose train, val or test")
+        if name == "val" and self.val is None:
+            raise ValueError("no validation split: the run trains on all 60k images (validation='none')")
+        return getattr(self, name)
 
 
 def default_data_dir() -> Path:
@@ -155,3 +163,16 @@ def load_dataset(config: RunConfig, device: torch.device | str = "cpu") -> Datas
     else:
         train, val = to_split(train_images, train_labels), None
     return Dataset(config.dataset, train, val, test).to(torch.device(device))
+
+
+def shift_images(
+    images: torch.Tensor, max_shift: int, background: float, rng: torch.Generator
+) -> torch.Tensor:
+    """Augmentation: shift each image (N, NUM_PIXELS) by up to `max_shift` pixels in x and y, at random."""
+    n, size = len(images), IMAGE_SIZE
+    padded = F.pad(images.view(n, size, size), (max_shift,) * 4, value=background)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=rng, device=images.device)
+    grid = torch.arange(size, device=images.device)
+    rows, cols = grid + dy, grid + dx  # (n, size) each
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]].reshape(n, size * size)

@@ -1,19 +1,20 @@
-"""Training: the Forward-Forward step, the epoch loop, evaluation, and exact resume.
+"""Training: the Forward-Forward step and the epoch loop.
 
 Each hidden layer learns from its own loss: the logistic of (goodness - threshold) should be 1 for
 positive data (image with its true label) and 0 for negative data (a wrong label). A layer's
 input is the normalised output of the layer below, taken as a constant, so no gradient crosses
 layers. Because every gradient is local and short, the step writes it out by hand (see
-`_ff_layer_step`): two matrix products per layer and a handful of element-wise operations, with no
+`_ff_layer_loss`): two matrix products per layer and a handful of element-wise operations, with no
 autograd graph to build. tests/ffcore/test_train.py checks these gradients against autograd.
 
 The softmax head learns from the activities of the neutral-label pass (all ten label pixels 0.1)
 with a cross-entropy loss; with `negatives="hard"` its predictions also choose the wrong labels.
+
+Evaluation is in evaluation.py; saving and resuming a Trainer's state is in checkpoint.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -22,19 +23,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from ffcore.config import NUM_CLASSES, RunConfig
-from ffcore.data import IMAGE_SIZE, Dataset, Split, load_dataset
+from ffcore.data import Dataset, load_dataset, shift_images
+from ffcore.device import resolve_device
+from ffcore.evaluation import evaluate
 from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput
 
 log = logging.getLogger(__name__)
-
-STATE_FORMAT = "ffcore-training-state/2"
-# Version 2 of models and training states: networks see raw pixel intensities in [0, 1]. Version 1
-# files were trained on standardised pixels and would quietly predict wrongly, so they are refused.
-STANDARDISED_INPUT_FORMATS = {"ffcore-model/1": "model", "ffcore-training-state/1": "training state"}
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 
@@ -51,12 +47,44 @@ class TrainResult:
     test_error_softmax: float | None
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU")
-    return torch.device(name)
+class Throughput:
+    """The clocks of one `fit` call: samples per second of training alone, and wall time.
+
+    Training time runs from `start_steps` to `stop_steps`, so evaluation and checkpoints between
+    epochs count neither in the session's rate nor in the next train record's.
+    """
+
+    def __init__(self) -> None:
+        self.wall_start = time.perf_counter()
+        self.train_seconds = 0.0
+        self.samples = 0  # trained in this session
+        self._steps_start = self._interval_start = time.perf_counter()
+        self._interval_samples = 0  # since the last train record
+
+    def start_steps(self) -> None:
+        self._steps_start = self._interval_start = time.perf_counter()
+
+    def stop_steps(self) -> None:
+        self.train_seconds += time.perf_counter() - self._steps_start
+
+    def add(self, samples: int) -> None:
+        self.samples += samples
+        self._interval_samples += samples
+
+    def interval_rate(self) -> float:
+        """Samples per second since the previous call; starts the next interval."""
+        now = time.perf_counter()
+        rate = self._interval_samples / max(now - self._interval_start, 1e-9)
+        self._interval_start, self._interval_samples = now, 0
+        return rate
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    @property
+    def wall_s(self) -> float:
+        return time.perf_counter() - self.wall_start
 
 
 def lr_factor(config: RunConfig, epoch: int) -> float:
@@ -67,19 +95,6 @@ def lr_factor(config: RunConfig, epoch: int) -> float:
     if config.lr_schedule == "constant" or epoch <= config.epochs // 2:
         return 1.0
     return 2.0 * (1 + config.epochs - epoch) / config.epochs
-
-
-def shift_images(
-    images: torch.Tensor, max_shift: int, background: float, rng: torch.Generator
-) -> torch.Tensor:
-    """Shift each image (N, 784) by a random offset of up to `max_shift` pixels in x and y."""
-    n, size = len(images), IMAGE_SIZE
-    padded = F.pad(images.view(n, size, size), (max_shift,) * 4, value=background)
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=rng, device=images.device)
-    grid = torch.arange(size, device=images.device)
-    rows, cols = grid + dy, grid + dx  # (n, size) each
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]].reshape(n, size * size)
 
 
 def make_optimizer(
@@ -102,7 +117,11 @@ def make_optimizer(
 
 
 class Trainer:
-    """Trains one FFNetwork; `fit` runs the epochs, `state_bytes`/`from_state_bytes` resume exactly."""
+    """Trains one FFNetwork; `fit` runs the epochs.
+
+    ffcore.checkpoint's `save_training_state` / `load_training_state` save and rebuild a Trainer
+    mid-run, so that training continues exactly as if it had never stopped.
+    """
 
     def __init__(self, config: RunConfig, dataset: Dataset | None = None, *, log_every: int = 50):
         self.config = config
@@ -121,12 +140,13 @@ class Trainer:
         self.optimizer = make_optimizer(config, ff_params, [self.model.head.weight])
         self.base_lrs = [config.lr, config.head_lr]
 
-        self.epoch = 0  # epochs completed
-        self.step = 0  # optimizer steps done
         self.steps_per_epoch = len(self.data.train) // config.batch_size
         self.total_steps = self.steps_per_epoch * config.epochs
-        self._order: torch.Tensor | None = None  # this epoch's permutation of the training set
-        self._batch = 0  # next batch of this epoch
+        # Where the run stands; with the weights, optimizer and rng, the state a checkpoint saves.
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps done
+        self.order: torch.Tensor | None = None  # this epoch's permutation of the training set
+        self.next_batch = 0  # index of this epoch's next batch in `order`
         self._sums: torch.Tensor | None = None  # metric sums since the last train record
         self._sum_steps = 0
 
@@ -262,47 +282,42 @@ class Trainer:
         config = self.config
         emit = on_metrics or (lambda record: None)
         train = self.data.train
-        wall_start = time.perf_counter()
-        train_seconds, session_samples = 0.0, 0
-        interval_start, interval_samples = time.perf_counter(), 0
+        clock = Throughput()
         stopped = False
 
         while self.epoch < config.epochs and not stopped:
-            if self._order is None:
-                self._order = torch.randperm(len(train), generator=self.rng, device=self.device)
-                self._batch = 0
+            if self.order is None:
+                self.order = torch.randperm(len(train), generator=self.rng, device=self.device)
+                self.next_batch = 0
             self._apply_lr()
-            step_clock = time.perf_counter()
-            while self._batch < self.steps_per_epoch:
+            clock.start_steps()
+            while self.next_batch < self.steps_per_epoch:
                 if (should_stop is not None and should_stop()) or (
                     max_steps is not None and self.step >= max_steps
                 ):
                     stopped = True
                     break
-                index = self._order[self._batch * config.batch_size : (self._batch + 1) * config.batch_size]
+                start = self.next_batch * config.batch_size
+                index = self.order[start : start + config.batch_size]
                 images, labels = train.images[index], train.labels[index]
                 if config.jitter:
                     images = shift_images(images, config.jitter, 0.0, self.rng)  # blank pixels are 0
                 self._accumulate(self.train_step(images, labels))
-                self._batch += 1
+                self.next_batch += 1
                 self.step += 1
-                session_samples += config.batch_size
-                interval_samples += config.batch_size
+                clock.add(config.batch_size)
                 if self.step % self.log_every == 0:
-                    now = time.perf_counter()
-                    emit(self._train_record(interval_samples / max(now - interval_start, 1e-9)))
-                    interval_start, interval_samples = now, 0
-            train_seconds += time.perf_counter() - step_clock
+                    emit(self._train_record(clock.interval_rate()))
+            clock.stop_steps()
             if stopped:
                 break
             self.epoch += 1
-            self._order = None
+            self.order = None
             if self.epoch % config.eval_every == 0 or self.epoch == config.epochs:
                 split = "val" if self.data.val is not None else "test"
                 emit(self._eval_record(split))
             if on_epoch_end is not None:
                 on_epoch_end(self)
-            interval_start = time.perf_counter()  # evaluation and checkpoints are not training time
 
         test_errors: dict[str, Any] = {"error_scan": None, "error_softmax": None}
         if not stopped:
@@ -313,8 +328,8 @@ class Trainer:
             stopped=stopped,
             epochs=self.epoch,
             steps=self.step,
-            samples_per_s=session_samples / train_seconds if train_seconds > 0 else 0.0,
-            wall_s=time.perf_counter() - wall_start,
+            samples_per_s=clock.samples_per_s,
+            wall_s=clock.wall_s,
             device=str(self.device),
             test_error_scan=test_errors["error_scan"],
             test_error_softmax=test_errors["error_softmax"],
@@ -366,100 +381,27 @@ class Trainer:
         record = {"kind": "eval", "step": self.step, "epoch": self.epoch, "split": split, **errors}
         if final:
             record["final"] = True
-        log.info(
-            "epoch %d %s error: scan %.4f, softmax %.4f",
-            self.epoch,
-            split,
-            errors["error_scan"],
-            errors["error_softmax"],
-        )
+        scan, softmax = errors["error_scan"], errors["error_softmax"]
+        log.info("epoch %d %s error: scan %.4f, softmax %.4f", self.epoch, split, scan, softmax)
         return record
 
-    @torch.no_grad()
-    def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
-        """Error rates of the label scan and of the softmax head on a split ('val' or 'test')."""
-        data: Split | None = self.data.val if split == "val" else self.data.test
-        if data is None:
-            raise ValueError("no validation split: the run trains on all 60k images (validation='none')")
-        wrong_scan = wrong_softmax = 0
-        for start in range(0, len(data), batch_size):
-            images = data.images[start : start + batch_size]
-            labels = data.labels[start : start + batch_size]
-            label_goodness, head_logits = self.model.probe(images)
-            scan = self.model.scan_scores(label_goodness).argmax(dim=1)
-            softmax = head_logits.argmax(dim=1)
-            wrong_scan += int((scan != labels).sum())
-            wrong_softmax += int((softmax != labels).sum())
-        return {"error_scan": wrong_scan / len(data), "error_softmax": wrong_softmax / len(data)}
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Error rates of the label scan and of the softmax head on this run's 'val' or 'test' split."""
+        return evaluate(self.model, self.data.split(split))
 
-    # --- resumable state ------------------------------------------------------------------------
+    # --- resumable state: kept for callers outside ffcore; new code calls ffcore.checkpoint ------
 
     def state_bytes(self) -> bytes:
-        """Everything needed to continue exactly here: weights, optimizer, data order, RNG."""
-        tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        for j, param in enumerate(params):
-            for key, value in self.optimizer.state.get(param, {}).items():
-                if torch.is_tensor(value):  # SGD: momentum_buffer; Adam: exp_avg, exp_avg_sq, step
-                    tensors[f"optimizer.{j}.{key}"] = value.contiguous().cpu()
-        tensors["rng"] = self.rng.get_state().cpu()
-        if self._order is not None:
-            tensors["order"] = self._order.cpu()
-        metadata = {
-            "format": STATE_FORMAT,
-            "config": self.config.model_dump_json(),
-            "epoch": str(self.epoch),
-            "step": str(self.step),
-            "batch": str(self._batch),
-        }
-        return save_safetensors(tensors, metadata=metadata)
+        """Same as `ffcore.checkpoint.save_training_state(self)`."""
+        from ffcore.checkpoint import save_training_state  # checkpoint.py imports this module
+
+        return save_training_state(self)
 
     @classmethod
     def from_state_bytes(
         cls, data: bytes, dataset: Dataset | None = None, *, device: str | None = None, log_every: int = 50
     ) -> Trainer:
-        """Rebuild a Trainer from `state_bytes()`; training continues as if never interrupted."""
-        metadata = read_metadata(data)
-        check_format(metadata.get("format"), STATE_FORMAT, "an ffcore training state")
-        config = RunConfig.model_validate_json(metadata["config"])
-        if device is not None:
-            config = config.model_copy(update={"device": device})
-        trainer = cls(config, dataset, log_every=log_every)
-        tensors = load_safetensors(data)
-        model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        trainer.model.load_state_dict(model_state)
-        params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
-        for name, value in tensors.items():
-            if name.startswith("optimizer."):
-                _, j, key = name.split(".", 2)
-                param = params[int(j)]
-                # Adam keeps its step count on the CPU unless it runs fused/capturable.
-                target = value if key == "step" else value.to(trainer.device)
-                trainer.optimizer.state[param][key] = target
-        trainer.rng.set_state(tensors["rng"])
-        if "order" in tensors:
-            trainer._order = tensors["order"].to(trainer.device)
-        trainer.epoch = int(metadata["epoch"])
-        trainer.step = int(metadata["step"])
-        trainer._batch = int(metadata["batch"])
-        return trainer
+        """Same as `ffcore.checkpoint.load_training_state(...)`."""
+        from ffcore.checkpoint import load_training_state
 
-
-def read_metadata(data: bytes) -> dict[str, str]:
-    """The JSON metadata of a safetensors blob, without loading its tensors."""
-    header_size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + header_size])
-    return header.get("__metadata__", {})
-
-
-def check_format(found: str | None, expected: str, what: str) -> None:
-    """Raise ValueError unless a file's format is `expected`, saying why an old one is refused."""
-    if found == expected:
-        return
-    if found in STANDARDISED_INPUT_FORMATS:
-        raise ValueError(
-            f"an ffcore {STANDARDISED_INPUT_FORMATS[found]} of format {found}, from before ffcore fed "
-            "raw pixel intensities: it expects standardised pixels and would predict wrongly; train "
-            "it again"
-        )
-    raise ValueError(f"not {what} (format {found!r})")
+        return load_training_state(data, dataset, device=device, log_every=log_every)

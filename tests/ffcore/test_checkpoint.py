@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from ffcore import RunConfig, Trainer, load_model, load_model_dir, predict, save_model, save_model_dir
+from ffcore import (
+    RunConfig,
+    Trainer,
+    load_model,
+    load_model_dir,
+    load_training_state,
+    predict,
+    save_model,
+    save_model_dir,
+    save_training_state,
+)
 
 
 def trained(mnist_slice) -> Trainer:
@@ -44,13 +54,13 @@ def test_loading_never_unpickles(tmp_path):
 def test_training_state_is_not_a_model(mnist_slice):
     trainer = trained(mnist_slice)
     with pytest.raises(ValueError, match="not an ffcore model"):
-        load_model(trainer.state_bytes())
+        load_model(save_training_state(trainer))
 
 
 def test_models_and_states_from_the_standardised_input_days_are_refused(mnist_slice):
     from safetensors.torch import load, save
 
-    from ffcore.train import read_metadata
+    from ffcore.checkpoint import read_metadata
 
     def with_format(data: bytes, format_: str) -> bytes:
         return save(load(data), metadata=read_metadata(data) | {"format": format_})
@@ -59,7 +69,7 @@ def test_models_and_states_from_the_standardised_input_days_are_refused(mnist_sl
     with pytest.raises(ValueError, match="expects standardised pixels"):
         load_model(with_format(save_model(trainer.model, trainer.config), "ffcore-model/1"))
     with pytest.raises(ValueError, match="expects standardised pixels"):
-        Trainer.from_state_bytes(with_format(trainer.state_bytes(), "ffcore-training-state/1"), mnist_slice)
+        load_training_state(with_format(save_training_state(trainer), "ffcore-training-state/1"), mnist_slice)
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ffcore.data import load_arrays
@@ -77,9 +78,12 @@ def test_predict_reads_real_digits_from_png_files(trained_dir, mnist_dir, tmp_pa
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert [a["image"] for a in answers] == paths
-    correct = sum(a["label_softmax"] == label for a, label in zip(answers, labels, strict=True))
+    assert all(set(a) == {"image", "scan_label", "head_label", "scan_scores", "head_probs"} for a in answers)
+    correct = sum(a["head_label"] == label for a, label in zip(answers, labels, strict=True))
     assert correct >= 8
-    assert all(len(a["scan_scores"]) == 10 and abs(sum(a["softmax_probs"]) - 1) < 1e-3 for a in answers)
+    assert sum(a["scan_label"] == label for a, label in zip(answers, labels, strict=True)) >= 6
+    assert all(len(a["scan_scores"]) == 10 and abs(sum(a["head_probs"]) - 1) < 1e-3 for a in answers)
+    assert all(a["head_label"] == int(np.argmax(a["head_probs"])) for a in answers)
 
 
 def test_eval_matches_the_training_summary(trained_dir, mnist_dir):
@@ -141,6 +145,16 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
 def test_predict_on_a_missing_model_or_non_image(tmp_path):
     result = ffcore("predict", "--model", str(tmp_path), "x.png")
     assert result.returncode == 2 and "model.safetensors" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_cuda_without_a_gpu_is_one_clear_line(command, tmp_path):
+    args = ("--out", str(tmp_path)) if command == "train" else ("--model", str(tmp_path))
+    result = ffcore(command, "--device", "cuda", *args)
+    assert result.returncode == 2
+    assert "error: device 'cuda' was asked for, but PyTorch sees no CUDA GPU" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ffcore import DataError, RunConfig, load_dataset
+from ffcore import DataError, Dataset, RunConfig, load_dataset
 
 
 def test_real_mnist_loads_with_the_reference_split(mnist):
@@ -61,3 +61,12 @@ def test_gzipped_files_in_a_flat_folder_are_found(mnist_dir, tmp_path):
             shutil.copyfileobj(src, dst)
     data = load_dataset(RunConfig(data_dir=str(tmp_path), validation="none"))
     assert len(data.train) == 60_000 and len(data.test) == 10_000
+
+
+def test_a_split_by_name(synthetic):
+    assert synthetic.split("test") is synthetic.test and synthetic.split("val") is synthetic.val
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        synthetic.split("dev")
+    all_60k = Dataset(synthetic.name, synthetic.train, None, synthetic.test)  # validation="none"
+    with pytest.raises(ValueError, match="no validation split"):
+        all_60k.split("val")

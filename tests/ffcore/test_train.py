@@ -2,9 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ffcore import RunConfig, Trainer
+from ffcore import RunConfig, Trainer, evaluate, load_training_state, save_training_state
+from ffcore.data import shift_images
 from ffcore.model import embed_labels, rms_normalize
-from ffcore.train import lr_factor, shift_images
+from ffcore.train import lr_factor
 
 
 class FullGradReLU(torch.autograd.Function):
@@ -164,10 +165,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(mnist_slice, nega
 
     first = Trainer(config, mnist_slice)
     first.fit(max_steps=27)  # stop mid-epoch, as a killed worker would be taken up from
-    first_state = first.state_bytes()
-    second = Trainer.from_state_bytes(first_state, mnist_slice)
+    second = load_training_state(save_training_state(first), mnist_slice)
     second.fit(max_steps=20 + 11)  # and again, exactly on the epoch boundary
-    third = Trainer.from_state_bytes(second.state_bytes(), mnist_slice)
+    third = load_training_state(save_training_state(second), mnist_slice)
     result = third.fit()
 
     assert result.steps == straight.step == 40
@@ -175,9 +175,30 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(mnist_slice, nega
         assert torch.equal(third.model.state_dict()[key], value), key
 
 
-def test_state_bytes_are_safetensors_not_pickle(mnist_slice):
+def test_training_states_are_safetensors_not_pickle(mnist_slice):
     trainer = Trainer(RunConfig(hidden=[20, 20]), mnist_slice)
-    state = trainer.state_bytes()
+    state = save_training_state(trainer)
     assert b"__metadata__" in state[:4096] and not state.startswith(b"\x80")
     with pytest.raises(ValueError, match="not an ffcore training state"):
-        Trainer.from_state_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", mnist_slice)
+        load_training_state(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", mnist_slice)
+
+
+def test_the_trainers_state_methods_delegate_to_the_checkpoint_functions(mnist_slice):
+    # worker/training.py still calls Trainer.state_bytes / Trainer.from_state_bytes.
+    trainer = Trainer(RunConfig(hidden=[20, 20], epochs=1), mnist_slice)
+    trainer.fit(max_steps=3)
+    again = Trainer.from_state_bytes(trainer.state_bytes(), mnist_slice, log_every=7)
+    assert (again.step, again.next_batch, again.log_every) == (3, 3, 7)
+    assert torch.equal(again.model.layers[1].weight, trainer.model.layers[1].weight)
+
+
+def test_evaluate_counts_the_errors_of_both_classifiers(mnist_slice):
+    trainer = Trainer(RunConfig(hidden=[20, 20], epochs=1), mnist_slice)
+    trainer.fit(max_steps=5)
+    split = mnist_slice.split("val")
+    errors = evaluate(trainer.model, split, batch_size=128)  # a last batch shorter than the others
+    label_goodness, head_logits = trainer.model.probe(split.images)
+    scan = trainer.model.scan_scores(label_goodness).argmax(dim=1)
+    assert errors["error_scan"] == int((scan != split.labels).sum()) / len(split)
+    assert errors["error_softmax"] == int((head_logits.argmax(dim=1) != split.labels).sum()) / len(split)
+    assert trainer.evaluate("val") == evaluate(trainer.model, split)
