@@ -2,7 +2,7 @@
 
 Seeds a finished run with the metric series of a 100-epoch `reference` run (3x1000, 500 steps per
 epoch, a train record every 25 steps: 2,000 train records with three layers each, 100 validation
-records and the final test record; synthetic values of the real shape, written through RunStore as
+records and the final test record; synthetic values of the real shape, written through the run store as
 the worker writes them) into a throwaway redis-server, starts the real API (`python -m api`) and the
 dashboard (`python -m dashboard`), and measures:
 
@@ -39,10 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ffcore.config import RunConfig  # noqa: E402
-from fflab.store import RunStore  # noqa: E402
 from tests.support.api import free_port, start_api  # noqa: E402
 from tests.support.browser import launch_chromium  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
+from tests.support.store import TestStore  # noqa: E402
 from tests.support.worker import wait_for  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "dashboard_live_load.json"
@@ -51,7 +51,7 @@ EPOCHS, STEPS_PER_EPOCH, LOG_EVERY, LAYERS = 100, 500, 25, 3
 
 def seed_long_run(redis_url: str) -> tuple[str, int]:
     """A succeeded 100-epoch run with its whole metric series; returns (run id, records written)."""
-    store = RunStore.from_url(redis_url)
+    store = TestStore.from_url(redis_url)
     config = RunConfig.from_preset("reference")
     run_id = store.create_run(config, preset="reference").id
     store.set_status(run_id, "running", started_at=time.time() - 3600, device="cpu")

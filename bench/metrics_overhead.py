@@ -40,8 +40,8 @@ from ffcore import RunConfig, Trainer, load_dataset  # noqa: E402
 from ffcore.config import parse_override  # noqa: E402
 from ffcore.train import resolve_device  # noqa: E402
 from fflab.settings import Settings  # noqa: E402
-from fflab.store import RunStore  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
+from tests.support.store import TestStore  # noqa: E402
 from worker.context import WorkerContext  # noqa: E402
 from worker.progress import RunMonitor  # noqa: E402
 from worker.training import StopCheck  # noqa: E402
@@ -71,12 +71,12 @@ def train_plain_block(trainer: Trainer, steps: int) -> float:
 
 
 def train_streaming_block(
-    trainer: Trainer, steps: int, store: RunStore, run_id: str, context: WorkerContext
+    trainer: Trainer, steps: int, store: TestStore, run_id: str, context: WorkerContext
 ) -> tuple[float, float, float]:
     """Samples/s of `steps` more steps trained as the worker does, and the shares of training time
     spent in the worker's callbacks (on the training thread) and in the monitor thread's Redis
     calls (beside it). The monitor runs only during the block, so the plain blocks see none of it."""
-    monitor = RunMonitor(store, run_id, context.name, trainer.total_steps, trainer.steps_per_epoch)
+    monitor = RunMonitor(store.attempts, run_id, context.name, trainer.total_steps, trainer.steps_per_epoch)
     on_metrics, stop_check = Timed(monitor), Timed(StopCheck(context, monitor))
     monitor.start()
     try:
@@ -119,9 +119,14 @@ def main() -> None:
     dataset = load_dataset(config, device)
 
     with redis_server() if args.redis_url is None else nullcontext(args.redis_url) as url:
-        store = RunStore.from_url(url)
+        store = TestStore.from_url(url)
         context = WorkerContext(
-            settings=Settings(redis_url=url), store=store, name="bench", device=str(device), enqueue=print
+            settings=Settings(redis_url=url),
+            attempts=store.attempts,
+            registry=store.workers,
+            name="bench",
+            device=str(device),
+            enqueue=print,
         )
         run_id = store.create_run(config).id
         store.claim_run(run_id, context.name, ttl_s=3600, device=context.device)

@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 from ffcore.checkpoint import save_model  # noqa: E402
 from ffcore.config import RunConfig  # noqa: E402
 from ffcore.model import FFNetwork  # noqa: E402
-from fflab.store import RunStore  # noqa: E402
 from tests.support.api import start_api  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
+from tests.support.store import TestStore  # noqa: E402
 
 log = logging.getLogger("predict_load")
 RESULTS = REPO / "bench" / "results" / "predict_load.json"
@@ -52,7 +52,7 @@ MNIST_TEST_IMAGES = REPO.parent / "shared" / "datasets" / "MNIST" / "raw" / "t10
 
 def seed_model_run(redis_url: str) -> str:
     """A succeeded run holding an untrained 3x1000 model; returns its id."""
-    store = RunStore.from_url(redis_url)
+    store = TestStore.from_url(redis_url)
     config = RunConfig.from_preset("reference")  # hidden [1000, 1000, 1000]
     model = FFNetwork(config)
     model.reset_parameters(torch.Generator().manual_seed(0))

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from ffcore import RunConfig  # noqa: E402
 from ffcore.config import parse_override  # noqa: E402
-from fflab.store import RunStore  # noqa: E402
+from fflab.store.runs import RunStore  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
 from tests.support.worker import start_worker, submit_run, wait_for_status  # noqa: E402
 
