@@ -34,13 +34,8 @@ def main() -> None:
     logger.info(
         "serving the dashboard on http://%s:%d (API: %s)", address, settings.dashboard_port, settings.api_url
     )
-    # Streamlit takes a pages/ folder next to the entry point for legacy (v1) multipage pages and, until
-    # app.py has called st.navigation once, serves a deep link such as /live from pages/live.py alone
-    # (no page config, no navigation). Our pages/ holds st.navigation pages, so turn v1 off up front.
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.web import cli
 
-    PagesManager.uses_pages_directory = False
     sys.argv = streamlit_args(settings.dashboard_port, address)
     cli.main()
 

@@ -1,24 +1,23 @@
 """FF Lab's dashboard: `streamlit run dashboard/app.py` (or `python -m dashboard`).
 
-The entry point only sets up the page and the navigation; each page lives in dashboard/pages/.
+The entry point only sets up the page and the navigation; the pages are declared in
+dashboard/navigation.py and live in dashboard/views/.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import streamlit as st
 
-PAGES_DIR = Path(__file__).parent / "pages"
+from dashboard.navigation import PAGES
+
 LOGO = Path(__file__).parent / "assets" / "logo.svg"
 
 st.set_page_config(page_title="FF Lab", page_icon=":material/neurology:", layout="wide")
-
-RUNS_PAGE = st.Page(PAGES_DIR / "runs.py", title="Runs", icon=":material/view_list:", default=True)
-LIVE_PAGE = st.Page(PAGES_DIR / "live.py", title="Live run", icon=":material/monitoring:", url_path="live")
-DRAW_PAGE = st.Page(PAGES_DIR / "draw.py", title="Draw", icon=":material/draw:", url_path="draw")
-
 st.logo(str(LOGO), size="large")
-page = st.navigation([RUNS_PAGE, LIVE_PAGE, DRAW_PAGE], position="top")
-
+# st.navigation marks the page it picks as runnable on that Page object, and PAGES is shared by every
+# session of the server: each run hands it copies of its own.
+page = st.navigation([copy.copy(page) for page in PAGES], position="top")
 page.run()

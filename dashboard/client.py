@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from dashboard.models import MetricsPage, Prediction, Run, RunPage
+from dashboard.models import MetricsPage, Prediction, Run, RunOptions, RunPage
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,10 @@ class ApiClient:
 
     def delete_run(self, run_id: str) -> None:
         self._request("DELETE", f"/runs/{run_id}")
+
+    def run_options(self) -> RunOptions:
+        """The presets, and the run schema with the server's limits: what the start-run form offers."""
+        return RunOptions.model_validate(self._request("GET", "/run-options").json())
 
     # --- metrics -----------------------------------------------------------------------------
 

@@ -125,3 +125,13 @@ class Prediction(BaseModel):
     scan_layers: list[int] = Field(default_factory=list)
     image: list[list[float]] = Field(default_factory=list, description="The 28x28 image the model saw.")
     model_step: int | None = None
+
+
+class RunOptions(BaseModel):
+    """GET /run-options: the presets in full and RunConfig's JSON schema with the server's limits."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    default_preset: str
+    presets: dict[str, dict[str, Any]]
+    config_schema: dict[str, Any]

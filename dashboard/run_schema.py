@@ -1,50 +1,25 @@
-"""The run schema (ffcore's RunConfig and its presets) for the start-run form, without PyTorch.
+"""How the start-run form reads GET /run-options: each field's help, bounds and choices, and the overrides.
 
-`ffcore/config.py` imports only pydantic, but importing it as `ffcore.config` runs the package's
-`__init__`, which imports PyTorch; the dashboard's image has no PyTorch. So the file is loaded on
-its own, under a private module name. It stays the one source of truth for fields, defaults,
-limits and presets: the form never hard-codes them.
+The API answers RunConfig's JSON schema with the server's limits (FF_MAX_*) already in its bounds,
+and every preset in full; the form never hard-codes a field's default or limit.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
-from types import ModuleType
 from typing import Any
-
-_MODULE_NAME = "_dashboard_ffcore_config"
-
-
-@lru_cache(maxsize=1)
-def _config_module() -> ModuleType:
-    package = importlib.util.find_spec("ffcore")  # finds the package without running its __init__
-    if package is None or not package.submodule_search_locations:
-        raise ImportError("the ffcore package (its config.py) is not installed")
-    path = Path(next(iter(package.submodule_search_locations))) / "config.py"
-    spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODULE_NAME] = module  # pydantic resolves the model's annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-def preset_names() -> list[str]:
-    return list(_config_module().PRESETS)
-
-
-def preset_config(preset: str) -> dict[str, Any]:
-    """Every setting of the preset (defaults with the preset's overrides), as plain values."""
-    return _config_module().RunConfig.from_preset(preset).model_dump()
 
 
 def _number(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{_number(low)} to {_number(high)}"
+    if low is not None:
+        return f"at least {_number(low)}"
+    return f"at most {_number(high)}" if high is not None else ""
 
 
 @dataclass(frozen=True)
@@ -57,14 +32,21 @@ class FieldInfo:
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
     choices: tuple[str, ...] = ()
+    # A list field (`hidden`): how many entries, and the bounds of each.
+    min_items: int | None = None
+    max_items: int | None = None
+    items: FieldInfo | None = None
 
     @property
     def limits(self) -> str:
-        """'1 to 10,000', 'more than 0 and at most 10', '0 up to (not including) 1', or ''."""
+        """'1 to 10,000', 'more than 0 and at most 10', '1 to 8 values, each 1 to 4,096', or ''."""
+        if self.min_items is not None or self.max_items is not None:
+            count = f"{_range(self.min_items, self.max_items)} values"
+            return f"{count}, each {self.items.limits}" if self.items and self.items.limits else count
         low, high = self.minimum, self.maximum
         if low is not None and high is not None:
             if not self.exclusive_minimum and not self.exclusive_maximum:
-                return f"{_number(low)} to {_number(high)}"
+                return _range(low, high)
             low_text = f"more than {_number(low)}" if self.exclusive_minimum else f"at least {_number(low)}"
             high_text = f"below {_number(high)}" if self.exclusive_maximum else f"at most {_number(high)}"
             return f"{low_text} and {high_text}"
@@ -83,12 +65,15 @@ def _field_info(schema: dict[str, Any]) -> FieldInfo:
     options = schema.get("anyOf", [schema])  # Optional fields: anyOf [{type: number, ...}, {type: null}]
     bounds: dict[str, Any] = {}
     choices: tuple[str, ...] = ()
+    items: FieldInfo | None = None
     for option in options:
-        bounds.update({k: v for k, v in option.items() if k.endswith("imum")})
+        bounds.update({k: v for k, v in option.items() if k.endswith("imum") or k.endswith("Items")})
         if "enum" in option:
             choices = tuple(option["enum"])
         elif "const" in option:
             choices = (*choices, option["const"])
+        if isinstance(option.get("items"), dict):
+            items = _field_info(option["items"])
     return FieldInfo(
         description=schema.get("description", ""),
         minimum=bounds.get("minimum", bounds.get("exclusiveMinimum")),
@@ -96,14 +81,22 @@ def _field_info(schema: dict[str, Any]) -> FieldInfo:
         exclusive_minimum="exclusiveMinimum" in bounds,
         exclusive_maximum="exclusiveMaximum" in bounds,
         choices=choices,
+        min_items=bounds.get("minItems"),
+        max_items=bounds.get("maxItems"),
+        items=items,
     )
 
 
-@lru_cache(maxsize=1)
-def field_infos() -> dict[str, FieldInfo]:
-    """Descriptions, bounds and choices of every RunConfig field, from its JSON schema."""
-    properties = _config_module().RunConfig.model_json_schema()["properties"]
-    return {name: _field_info(schema) for name, schema in properties.items()}
+def field_infos(config_schema: dict[str, Any]) -> dict[str, FieldInfo]:
+    """Descriptions, bounds and choices of every RunConfig field, from the schema GET /run-options gives."""
+    return {name: _field_info(schema) for name, schema in config_schema["properties"].items()}
+
+
+def preset_summary(preset: str, config: dict[str, Any]) -> str:
+    """'quick — 2x500, 3 epochs, random negatives': a preset as the picker lists it."""
+    widths = config["hidden"]
+    network = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
+    return f"{preset} — {network}, {config['epochs']} epochs, {config['negatives']} negatives"
 
 
 def parse_hidden(text: str) -> list[int]:
@@ -119,7 +112,6 @@ def parse_hidden(text: str) -> list[int]:
         ) from None
 
 
-def overrides_against(preset: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The form values that differ from the preset's, i.e. what to send as overrides."""
-    base = preset_config(preset)
-    return {key: value for key, value in values.items() if base.get(key) != value}
+def overrides_against(preset_config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The form values that differ from the preset's settings, i.e. what to send as overrides."""
+    return {key: value for key, value in values.items() if preset_config.get(key) != value}

@@ -36,7 +36,7 @@ def test_every_page_says_when_the_api_is_unreachable(point_dashboard_at):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     point_dashboard_at(f"http://127.0.0.1:{port}")
-    for page in (None, "pages/live.py", "pages/draw.py"):
+    for page in (None, "views/live.py", "views/draw.py"):
         at = open_app(page)
         errors = " ".join(texts(at.error))
         assert "Cannot reach the FF Lab API" in errors and f"127.0.0.1:{port}" in errors, page
@@ -59,6 +59,23 @@ class TestWithTheRealApi:
         assert row["status"] == "succeeded" and row["network"] == "2x200" and row["device"] == "cpu"
         assert row["error_scan"] == pytest.approx(run["test_error_scan"])
         assert row["progress"] == pytest.approx(1.0)
+
+    def test_the_forms_presets_and_bounds_are_the_apis(self, stack, point_dashboard_at):
+        point_dashboard_at(stack.api_url)
+        with stack.http() as http:
+            options = http.get("/run-options").json()
+        at = open_app()
+        fields = options["config_schema"]["properties"]
+        shown = [label.split(" — ")[0] for label in at.selectbox(key="form_preset").options]
+        assert shown == list(options["presets"])
+        assert at.selectbox(key="form_preset").value == "quick"
+        quick = options["presets"]["quick"]
+        epochs = at.number_input(key="form_quick_epochs")
+        assert epochs.value == quick["epochs"] and epochs.max == fields["epochs"]["maximum"]
+        hidden = at.text_input(key="form_quick_hidden")
+        assert hidden.value == ", ".join(map(str, quick["hidden"]))
+        layers, units = fields["hidden"]["maxItems"], fields["hidden"]["items"]["maximum"]
+        assert f"Allowed: 1 to {layers} values, each 1 to {units:,}." in hidden.help
 
     def test_the_form_shows_the_apis_validation_message_and_starts_nothing(self, stack, point_dashboard_at):
         point_dashboard_at(stack.api_url)
@@ -119,7 +136,7 @@ class TestWithTheRealApi:
             run_id = submit(http, {"preset": "quick", "overrides": {"hidden": [100, 100], "epochs": 2,
                                                                      "batch_size": 250}})  # fmt: skip
             wait_for_status(http, run_id, {"running"}, timeout_s=60)
-        at = open_app("pages/live.py", live_run_id=run_id)
+        at = open_app("views/live.py", live_run_id=run_id)
         feed = at.session_state["live_feeds"][run_id]
         first_records = list(feed.records)
         counts = [len(first_records)]
@@ -145,7 +162,7 @@ class TestWithTheRealApi:
 
     def test_the_draw_page_predicts_an_uploaded_mnist_digit(self, stack, point_dashboard_at, mnist_dir):
         point_dashboard_at(stack.api_url)
-        at = open_app("pages/draw.py", draw_run_id=stack.trained_run)
+        at = open_app("views/draw.py", draw_run_id=stack.trained_run)
         assert any("Draw a digit" in text for text in texts(at.info))  # the empty canvas: a hint
         (digit, _label), *_ = mnist_test_digits(mnist_dir, 1)
         image = png_bytes(digit, size=112)
@@ -160,7 +177,7 @@ class TestWithTheRealApi:
 
     def test_an_image_without_ink_gets_a_hint_not_an_error(self, stack, point_dashboard_at):
         point_dashboard_at(stack.api_url)
-        at = open_app("pages/draw.py", draw_run_id=stack.trained_run)
+        at = open_app("views/draw.py", draw_run_id=stack.trained_run)
         at.segmented_control(key="draw_mode").set_value("Upload").run()
         blank = png_bytes(np.zeros((28, 28), np.uint8))
         at.file_uploader(key="digit_upload").set_value(("blank.png", blank, "image/png")).run()

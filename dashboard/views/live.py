@@ -1,8 +1,8 @@
 """Live run: FF's learning, layer by layer, updating by itself while the run trains.
 
-The page keeps a `MetricsFeed` per run in st.session_state: the first load is a thinned series,
-then a fragment polls only what came after the cursor, so new points show within about a second
-without reloading the page or refetching the series.
+The page keeps a `MetricsFeed` per run in st.session_state and hands it to a fragment: the first
+load is a thinned series, then the fragment polls only what came after the cursor and draws it, so
+new points show within about a second without reloading the page or refetching the series.
 """
 
 from __future__ import annotations
@@ -15,44 +15,45 @@ from dashboard.client import ApiError
 from dashboard.formatting import format_duration, format_percent, format_rate, status_badge
 from dashboard.live_feed import MetricsFeed
 from dashboard.models import Run
+from dashboard.navigation import LIVE_RUN_ID, RUNS_PAGE
 from dashboard.settings import get_settings
 
 # Train steps drawn per chart; the feed keeps every record, the charts show an even subset.
 MAX_CHART_STEPS = 600
 LAYERS_PER_ROW = 3
 CHART_HEIGHT = 280
-
-client = get_client()
-st.title("Live run")
+# This page's own session key: the MetricsFeed of each run shown in this session, by run id.
+LIVE_FEEDS = "live_feeds"
 
 
 def pick_run() -> Run | None:
     try:
-        runs = client.list_runs(limit=200).runs
+        runs = get_client().list_runs(limit=200).runs
     except ApiError as error:
         show_api_error(error, "list the runs")
         return None
     if not runs:
         st.info("No runs yet. Start one on the **Runs** page.", icon=":material/info:")
-        st.page_link("pages/runs.py", label="Go to Runs", icon=":material/view_list:")
+        st.page_link(RUNS_PAGE, label="Go to Runs", icon=":material/view_list:")
         return None
     by_id = {run.id: run for run in runs}
     ids = list(by_id)
     # Which run: the one chosen in this session (here or on Runs), then the URL's ?run=, then a
     # running one, then the newest.
-    wanted = st.session_state.get("live_run_id") or st.query_params.get("run")
+    wanted = st.session_state.get(LIVE_RUN_ID) or st.query_params.get("run")
     if wanted not in by_id:
         running = [run.id for run in runs if run.status == "running"]
         wanted = running[0] if running else ids[0]
     run_id = st.selectbox("Run", ids, index=ids.index(wanted), format_func=lambda i: by_id[i].label)
-    st.session_state["live_run_id"] = run_id
+    st.session_state[LIVE_RUN_ID] = run_id
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id  # a shareable link to this run's page; set only on change
     return by_id[run_id]
 
 
 def feed_for(run_id: str) -> MetricsFeed:
-    feeds: dict[str, MetricsFeed] = st.session_state.setdefault("live_feeds", {})
+    """The run's feed, kept in the session so that reruns extend the series instead of loading it again."""
+    feeds: dict[str, MetricsFeed] = st.session_state.setdefault(LIVE_FEEDS, {})
     if run_id not in feeds:
         feeds[run_id] = MetricsFeed(run_id)
     return feeds[run_id]
@@ -139,9 +140,12 @@ def show_charts(feed: MetricsFeed) -> None:
         )
 
 
-def live_view(run_id: str) -> None:
-    """Rerun on a timer while the run is active: fetch the run and only the new metric records."""
-    feed = feed_for(run_id)
+def live_view(run_id: str, feed: MetricsFeed, was_active: bool) -> None:
+    """Rerun on a timer while the run is active: fetch the run and only the new metric records, draw them.
+
+    `was_active` is whether the run was active when the page (and so this fragment's timer) was set up.
+    """
+    client = get_client()
     try:
         run = client.get_run(run_id)
         feed.refresh(client)
@@ -151,19 +155,24 @@ def live_view(run_id: str) -> None:
     show_header(run)
     show_charts(feed)
     st.caption(f"{len(feed.records):,} metric records loaded · cursor {feed.cursor or '—'}")
-    was_active = st.session_state.setdefault("live_active", {}).get(run_id, run.is_active)
-    st.session_state["live_active"][run_id] = run.is_active
     if was_active and not run.is_active:
         st.rerun()  # the run stopped: rerun the page so that the timer stops too
 
 
-run = pick_run()
-if run is not None:
-    interval = get_settings().refresh_s if run.is_active else None
-    st.fragment(run_every=interval)(live_view)(run.id)
+def show_config(run: Run) -> None:
     with st.expander("Configuration"):
         st.dataframe(
             [{"setting": key, "value": str(value)} for key, value in run.config.items()],
             hide_index=True,
             width="stretch",
         )
+
+
+# --- layout ----------------------------------------------------------------------------------------
+
+st.title("Live run")
+run = pick_run()
+if run is not None:
+    interval = get_settings().refresh_s if run.is_active else None
+    st.fragment(run_every=interval)(live_view)(run.id, feed_for(run.id), run.is_active)
+    show_config(run)

@@ -12,23 +12,20 @@ from dashboard import charts
 from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
 from dashboard.models import Prediction, Run
+from dashboard.navigation import DRAW_RUN_ID, RUNS_PAGE
 
 CANVAS_SIZE = 280  # ten screen pixels per MNIST pixel
 STROKE_WIDTH = 22
 SEEN_IMAGE_SIZE = 168  # the 28x28 input, enlarged without smoothing
 PREDICTIONS_KEPT = 32
-
-client = get_client()
-st.title("Draw a digit")
-st.caption(
-    "The network scores the image under each of the ten labels; the label whose goodness is highest wins "
-    "(the label scan). The softmax head gives a second opinion."
-)
+# This page's own session keys.
+CANVAS_VERSION = "canvas_version"  # part of the canvas's key: a new version is a fresh, empty canvas
+PREDICTIONS = "predictions"  # the API's answers by (run, model step, image hash), so reruns reuse them
 
 
 def pick_model() -> Run | None:
     try:
-        runs = [run for run in client.list_runs(limit=200).runs if run.has_model]
+        runs = [run for run in get_client().list_runs(limit=200).runs if run.has_model]
     except ApiError as error:
         show_api_error(error, "list the runs")
         return None
@@ -38,11 +35,11 @@ def pick_model() -> Run | None:
             "minute); its model appears here after its first epoch.",
             icon=":material/info:",
         )
-        st.page_link("pages/runs.py", label="Go to Runs", icon=":material/view_list:")
+        st.page_link(RUNS_PAGE, label="Go to Runs", icon=":material/view_list:")
         return None
     by_id = {run.id: run for run in runs}
     ids = list(by_id)
-    wanted = st.session_state.get("draw_run_id")
+    wanted = st.session_state.get(DRAW_RUN_ID)
     if wanted not in by_id:
         finished = [run.id for run in runs if run.status == "succeeded"]
         wanted = finished[0] if finished else ids[0]
@@ -55,7 +52,7 @@ def pick_model() -> Run | None:
         return f"{run.label}{quality}{checkpoint}"
 
     run_id = st.selectbox("Model", ids, index=ids.index(wanted), format_func=describe)
-    st.session_state["draw_run_id"] = run_id
+    st.session_state[DRAW_RUN_ID] = run_id
     return by_id[run_id]
 
 
@@ -63,7 +60,7 @@ def drawn_image() -> bytes | None:
     """The canvas as PNG bytes, or None while it is empty."""
     from streamlit_drawable_canvas import st_canvas  # a custom component: imported by this page only
 
-    version = st.session_state.setdefault("canvas_version", 0)
+    version = st.session_state.setdefault(CANVAS_VERSION, 0)
     result = st_canvas(
         stroke_width=STROKE_WIDTH,
         stroke_color="#FFFFFF",
@@ -75,7 +72,7 @@ def drawn_image() -> bytes | None:
         key=f"digit_canvas_{version}",
     )
     if st.button("Clear", icon=":material/ink_eraser:", key="clear_canvas"):
-        st.session_state["canvas_version"] = version + 1  # a new key gives a fresh, empty canvas
+        st.session_state[CANVAS_VERSION] = version + 1  # a new key gives a fresh, empty canvas
         st.rerun()
     st.caption("Draw one digit, large and centred, as on a form. The toolbar above the canvas can undo.")
     objects = (result.json_data or {}).get("objects") or []
@@ -96,10 +93,10 @@ def uploaded_image() -> tuple[bytes, str, str] | None:
 def predict(run: Run, data: bytes, filename: str, content_type: str) -> Prediction | None:
     """Ask the API, once per (model state, image): reruns reuse the answer."""
     key = (run.id, run.step, hashlib.sha256(data).hexdigest())
-    cache: dict = st.session_state.setdefault("predictions", {})
+    cache: dict = st.session_state.setdefault(PREDICTIONS, {})
     if key not in cache:
         try:
-            cache[key] = client.predict_file(run.id, data, filename, content_type)
+            cache[key] = get_client().predict_file(run.id, data, filename, content_type)
         except ApiError as error:
             if error.status_code in (400, 422) and "ink" in error.message.lower():
                 st.info(
@@ -157,6 +154,13 @@ def show_prediction(prediction: Prediction) -> None:
         )
 
 
+# --- layout ----------------------------------------------------------------------------------------
+
+st.title("Draw a digit")
+st.caption(
+    "The network scores the image under each of the ten labels; the label whose goodness is highest wins "
+    "(the label scan). The softmax head gives a second opinion."
+)
 run = pick_model()
 if run is not None:
     input_column, output_column = st.columns([5, 6], gap="large")

@@ -7,30 +7,28 @@ from typing import Any
 import streamlit as st
 
 from dashboard import charts, run_schema
-from dashboard.api_session import get_client, show_api_error
+from dashboard.api_session import get_client, get_run_options, show_api_error
 from dashboard.client import ApiError
 from dashboard.models import FINISHED_STATUSES, Run
+from dashboard.navigation import DRAW_PAGE, DRAW_RUN_ID, LIVE_PAGE, LIVE_RUN_ID
 from dashboard.run_table import runs_frame, status_colour
 from dashboard.settings import get_settings
 
 RUNS_SHOWN = 200
-client = get_client()
+# The form's first preset: it trains in about a minute, where the API's default takes hours on a CPU.
+FORM_PRESET = "quick"
+# This page's own session keys.
+STARTED_RUN = "started_run"  # the run the form started last, for the "Watch it live" button
+RUN_NOTICE = "run_notice"  # what the last cancel or delete did, shown once after the rerun
+PENDING_DELETE = "pending_delete"  # runs waiting for "Yes, delete"
+SELECTED_RUNS = "selected_runs"  # the multiselect's key
 
-st.title("Runs")
-st.caption("Train Forward-Forward networks on MNIST, follow them live, and compare them.")
-
-
-def load_runs() -> list[Run] | None:
-    try:
-        return client.list_runs(limit=RUNS_SHOWN).runs
-    except ApiError as error:
-        show_api_error(error, "list the runs")
-        return None
+# --- the overview: cards and table ---------------------------------------------------------------
 
 
 def worker_summary() -> str:
     try:
-        workers = client.ready().get("workers", [])
+        workers = get_client().ready().get("workers", [])
     except ApiError:
         return "unknown"
     if not workers:
@@ -39,12 +37,14 @@ def worker_summary() -> str:
     return f"{len(workers)} ({', '.join(devices)})"
 
 
+@st.fragment(run_every=get_settings().refresh_s * 2)
 def overview() -> None:
-    """Cards and the table; re-run on a timer so progress moves without reloading the page."""
-    runs = load_runs()
-    if runs is None:
+    """Cards and the table, fetched and drawn anew on a timer so that progress moves by itself."""
+    try:
+        runs = get_client().list_runs(limit=RUNS_SHOWN).runs
+    except ApiError as error:
+        show_api_error(error, "list the runs")
         return
-    st.session_state["runs"] = runs
     count = {
         status: sum(run.status == status for run in runs) for status in ("running", "queued", "succeeded")
     }
@@ -88,25 +88,18 @@ def overview() -> None:
     )
 
 
-# In a full run the fragment runs inline first and leaves the runs it fetched in the session.
-st.session_state["runs"] = []
-st.fragment(run_every=get_settings().refresh_s * 2)(overview)()
-runs_by_id: dict[str, Run] = {run.id: run for run in st.session_state["runs"]}
-
-form_column, manage_column = st.columns([5, 7], gap="large")
-
-# --- start a run -------------------------------------------------------------------------------
+# --- the start-run form, built from GET /run-options ---------------------------------------------
 
 
-def preset_summary(preset: str) -> str:
-    config = run_schema.preset_config(preset)
-    widths = config["hidden"]
-    network = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
-    return f"{preset} — {network}, {config['epochs']} epochs, {config['negatives']} negatives"
-
-
-def number_field(name: str, label: str, config: dict[str, Any], preset: str, **kwargs: Any) -> Any:
-    info = run_schema.field_infos()[name]
+def number_field(
+    name: str,
+    label: str,
+    config: dict[str, Any],
+    infos: dict[str, run_schema.FieldInfo],
+    preset: str,
+    **kwargs: Any,
+) -> Any:
+    info = infos[name]
     value = config[name]
     if isinstance(value, int) and not isinstance(value, bool):
         kwargs.setdefault("step", 1)
@@ -119,8 +112,10 @@ def number_field(name: str, label: str, config: dict[str, Any], preset: str, **k
     return st.number_input(label, value=value, help=info.help, key=f"form_{preset}_{name}", **kwargs)
 
 
-def choice_field(name: str, label: str, config: dict[str, Any], preset: str) -> Any:
-    info = run_schema.field_infos()[name]
+def choice_field(
+    name: str, label: str, config: dict[str, Any], infos: dict[str, run_schema.FieldInfo], preset: str
+) -> Any:
+    info = infos[name]
     options = list(info.choices)
     return st.selectbox(
         label, options, index=options.index(config[name]), help=info.help, key=f"form_{preset}_{name}"
@@ -129,39 +124,48 @@ def choice_field(name: str, label: str, config: dict[str, Any], preset: str) -> 
 
 def start_run_form() -> None:
     st.subheader("Start a run")
-    presets = run_schema.preset_names()
+    try:
+        options = get_run_options()
+    except ApiError as error:
+        show_api_error(error, "load the run options")
+        return
+    presets = list(options.presets)
+    first = FORM_PRESET if FORM_PRESET in presets else options.default_preset
     preset = st.selectbox(
         "Preset",
         presets,
-        index=presets.index("quick") if "quick" in presets else 0,
-        format_func=preset_summary,
+        index=presets.index(first) if first in presets else 0,
+        format_func=lambda name: run_schema.preset_summary(name, options.presets[name]),
         key="form_preset",
         help="A named recipe; the fields below start from its values and whatever you change is sent as "
         "overrides.",
     )
-    config = run_schema.preset_config(preset)
-    infos = run_schema.field_infos()
+    config = options.presets[preset]
+    infos = run_schema.field_infos(options.config_schema)
     with st.form(f"start_run_{preset}", border=True):
         left, right = st.columns(2)
         with left:
-            epochs = number_field("epochs", "Epochs", config, preset)
-            batch_size = number_field("batch_size", "Batch size", config, preset)
-            lr = number_field("lr", "Learning rate (FF layers)", config, preset, step=0.001)
-            negatives = choice_field("negatives", "Negative labels", config, preset)
+            epochs = number_field("epochs", "Epochs", config, infos, preset)
+            batch_size = number_field("batch_size", "Batch size", config, infos, preset)
+            lr = number_field("lr", "Learning rate (FF layers)", config, infos, preset, step=0.001)
+            negatives = choice_field("negatives", "Negative labels", config, infos, preset)
         with right:
             hidden_text = st.text_input(
                 "Hidden layers",
                 value=", ".join(str(width) for width in config["hidden"]),
-                help=f"{infos['hidden'].description} Comma-separated widths, e.g. 500, 500.",
+                help=f"{infos['hidden'].description} Comma-separated widths, e.g. 500, 500. "
+                f"Allowed: {infos['hidden'].limits}.",
                 key=f"form_{preset}_hidden",
             )
-            seed = number_field("seed", "Seed", config, preset)
-            head_lr = number_field("head_lr", "Learning rate (softmax head)", config, preset, step=0.001)
-            validation = choice_field("validation", "Validation", config, preset)
+            seed = number_field("seed", "Seed", config, infos, preset)
+            head_lr = number_field(
+                "head_lr", "Learning rate (softmax head)", config, infos, preset, step=0.001
+            )
+            validation = choice_field("validation", "Validation", config, infos, preset)
         with st.expander("More settings"):
             more_left, more_right = st.columns(2)
             with more_left:
-                goodness = choice_field("goodness", "Goodness", config, preset)
+                goodness = choice_field("goodness", "Goodness", config, infos, preset)
                 threshold = st.number_input(
                     "Threshold",
                     value=config["threshold"],
@@ -171,20 +175,18 @@ def start_run_form() -> None:
                     help=infos["threshold"].help,
                     key=f"form_{preset}_threshold",
                 )
-                jitter = number_field("jitter", "Jitter (pixels)", config, preset)
-                lr_schedule = choice_field("lr_schedule", "Learning-rate schedule", config, preset)
+                jitter = number_field("jitter", "Jitter (pixels)", config, infos, preset)
+                lr_schedule = choice_field("lr_schedule", "Learning-rate schedule", config, infos, preset)
             with more_right:
-                momentum = number_field("momentum", "Momentum", config, preset, step=0.01)
-                weight_decay = number_field("weight_decay", "Weight decay", config, preset, step=0.0001)
-                peer_norm_weight = number_field(
-                    "peer_norm_weight", "Peer-normalisation weight", config, preset
+                momentum = number_field("momentum", "Momentum", config, infos, preset, step=0.01)
+                weight_decay = number_field(
+                    "weight_decay", "Weight decay", config, infos, preset, step=0.0001
                 )
-                eval_every = number_field("eval_every", "Evaluate every (epochs)", config, preset)
-                device = choice_field("device", "Device", config, preset)
-        st.caption(
-            "The API checks every value and may set tighter limits than shown (layers, units, epochs); "
-            "it says what is allowed if a value is out of range."
-        )
+                peer_norm_weight = number_field(
+                    "peer_norm_weight", "Peer-normalisation weight", config, infos, preset
+                )
+                eval_every = number_field("eval_every", "Evaluate every (epochs)", config, infos, preset)
+                device = choice_field("device", "Device", config, infos, preset)
         submitted = st.form_submit_button("Start run", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
@@ -201,42 +203,43 @@ def start_run_form() -> None:
         "device": device,
     }  # fmt: skip
     try:
-        run = client.create_run(preset, run_schema.overrides_against(preset, values))
+        run = get_client().create_run(preset, run_schema.overrides_against(config, values))
     except ApiError as error:
         show_api_error(error, "start the run")
         return
-    st.session_state["started_run"] = run.id
-    st.session_state["live_run_id"] = run.id
+    st.session_state[STARTED_RUN] = run.id
+    st.session_state[LIVE_RUN_ID] = run.id
     st.rerun()
 
 
-with form_column:
-    start_run_form()
-    if started := st.session_state.get("started_run"):
+def started_run_notice() -> None:
+    if started := st.session_state.get(STARTED_RUN):
         st.success(f"Run **{started}** is queued.", icon=":material/check_circle:")
         if st.button("Watch it live", icon=":material/monitoring:", key="watch_started"):
-            st.session_state["live_run_id"] = started
-            st.switch_page("pages/live.py")
-
-# --- selected runs: actions and comparison -----------------------------------------------------
+            st.session_state[LIVE_RUN_ID] = started
+            st.switch_page(LIVE_PAGE)
 
 
-def act_on(selected: list[Run]) -> None:
+# --- selected runs: actions and comparison -------------------------------------------------------
+
+
+def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
+    client = get_client()
     single = selected[0] if len(selected) == 1 else None
     buttons = st.columns(4)
     if buttons[0].button(
         "Watch live", icon=":material/monitoring:", disabled=single is None, width="stretch"
     ):
-        st.session_state["live_run_id"] = single.id
-        st.switch_page("pages/live.py")
+        st.session_state[LIVE_RUN_ID] = single.id
+        st.switch_page(LIVE_PAGE)
     if buttons[1].button(
         "Draw a digit",
         icon=":material/draw:",
         disabled=single is None or not single.has_model,
         width="stretch",
     ):
-        st.session_state["draw_run_id"] = single.id
-        st.switch_page("pages/draw.py")
+        st.session_state[DRAW_RUN_ID] = single.id
+        st.switch_page(DRAW_PAGE)
     active = [run for run in selected if run.is_active]
     if buttons[2].button("Cancel", icon=":material/stop_circle:", disabled=not active, width="stretch"):
         for run in active:
@@ -245,12 +248,12 @@ def act_on(selected: list[Run]) -> None:
             except ApiError as error:
                 show_api_error(error, f"cancel run {run.id}")
                 return
-        st.session_state["run_notice"] = f"Cancelling {', '.join(run.id for run in active)}."
+        st.session_state[RUN_NOTICE] = f"Cancelling {', '.join(run.id for run in active)}."
         st.rerun()
     finished = [run for run in selected if run.status in FINISHED_STATUSES]
     if buttons[3].button("Delete", icon=":material/delete:", disabled=not finished, width="stretch"):
-        st.session_state["pending_delete"] = [run.id for run in finished]
-    pending = [run_id for run_id in st.session_state.get("pending_delete", []) if run_id in runs_by_id]
+        st.session_state[PENDING_DELETE] = [run.id for run in finished]
+    pending = [run_id for run_id in st.session_state.get(PENDING_DELETE, []) if run_id in runs_by_id]
     if pending:
         st.warning(
             f"Delete {len(pending)} run(s) ({', '.join(pending)}) with their metrics and models? "
@@ -259,17 +262,17 @@ def act_on(selected: list[Run]) -> None:
         )
         confirm, keep = st.columns(2)
         if confirm.button("Yes, delete", type="primary", width="stretch"):
-            st.session_state["pending_delete"] = []
+            st.session_state[PENDING_DELETE] = []
             for run_id in pending:
                 try:
                     client.delete_run(run_id)
                 except ApiError as error:
                     show_api_error(error, f"delete run {run_id}")
                     return
-            st.session_state["run_notice"] = f"Deleted {', '.join(pending)}."
+            st.session_state[RUN_NOTICE] = f"Deleted {', '.join(pending)}."
             st.rerun()
         if keep.button("Keep them", width="stretch"):
-            st.session_state["pending_delete"] = []
+            st.session_state[PENDING_DELETE] = []
             st.rerun()
     if any(run.is_active for run in selected):
         st.caption("Running and queued runs can be cancelled; delete them once they have stopped.")
@@ -279,7 +282,7 @@ def compare(selected: list[Run]) -> None:
     evals_by_run = {}
     for run in selected:
         try:
-            page = client.metrics(run.id, kind="eval", max_points=2)  # every eval record, few train ones
+            page = get_client().metrics(run.id, kind="eval", max_points=2)  # every eval, few train records
         except ApiError as error:
             show_api_error(error, f"load the curves of run {run.id}")
             return
@@ -292,26 +295,44 @@ def compare(selected: list[Run]) -> None:
     st.altair_chart(charts.overlay_chart(evals_by_run), width="stretch", height=320)
 
 
-with manage_column:
+def selected_runs_panel() -> None:
     st.subheader("Selected runs")
-    if notice := st.session_state.pop("run_notice", None):
+    if notice := st.session_state.pop(RUN_NOTICE, None):
         st.success(notice, icon=":material/check_circle:")
+    try:
+        runs = get_client().list_runs(limit=RUNS_SHOWN).runs
+    except ApiError:
+        runs = []  # the overview above already says why
+    runs_by_id = {run.id: run for run in runs}
     # Forget runs that are gone (deleted) before the widget shows its value.
-    if "selected_runs" in st.session_state:
-        st.session_state["selected_runs"] = [i for i in st.session_state["selected_runs"] if i in runs_by_id]
+    if SELECTED_RUNS in st.session_state:
+        st.session_state[SELECTED_RUNS] = [i for i in st.session_state[SELECTED_RUNS] if i in runs_by_id]
     chosen = st.multiselect(
         "Select runs to act on or to compare",
         options=list(runs_by_id),
         format_func=lambda run_id: runs_by_id[run_id].label,
         placeholder="Choose one or more runs",
-        key="selected_runs",
+        key=SELECTED_RUNS,
     )
     selected = [runs_by_id[run_id] for run_id in chosen if run_id in runs_by_id]
     if selected:
-        act_on(selected)
+        act_on(selected, runs_by_id)
         st.markdown("**Validation error per epoch** — solid: label scan, dashed: softmax head")
         compare(selected)
     else:
         st.caption(
             "Pick runs above to watch one live, draw a digit for it, cancel or delete, or overlay curves."
         )
+
+
+# --- layout ----------------------------------------------------------------------------------------
+
+st.title("Runs")
+st.caption("Train Forward-Forward networks on MNIST, follow them live, and compare them.")
+overview()
+form_column, manage_column = st.columns([5, 7], gap="large")
+with form_column:
+    start_run_form()
+    started_run_notice()
+with manage_column:
+    selected_runs_panel()
