@@ -18,10 +18,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH PYTHON
 RUN useradd --create-home --uid 10001 fflab
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The dashboard's own code, and ffcore's run schema (config.py needs only pydantic; the dashboard
-# loads it by path, never through ffcore/__init__.py, which imports PyTorch).
+# The dashboard's own code only: presets and the run schema come from the API (GET /api/v1/run-options).
 COPY dashboard dashboard
-COPY ffcore/__init__.py ffcore/config.py ffcore/
 USER fflab
 ENV FF_DASHBOARD_HOST=0.0.0.0 FF_DASHBOARD_PORT=8501
 EXPOSE 8501
