@@ -3,7 +3,8 @@
 The first load asks the API for a thinned series (every eval and status record, train records
 evenly thinned to about `initial_points`) so that a long run's page opens fast; afterwards each
 poll fetches only the records after the cursor. The Live page keeps one `MetricsFeed` per run in
-st.session_state, so the series survives reruns without being fetched again.
+st.session_state, so the series survives reruns without being fetched again, and passes it to the
+fragment that polls and draws it.
 """
 
 from __future__ import annotations
