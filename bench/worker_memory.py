@@ -27,8 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from ffcore import RunConfig  # noqa: E402
 from ffcore.config import parse_override  # noqa: E402
-from fflab.store.runs import RunStore  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
+from tests.support.store import TestStore  # noqa: E402
 from tests.support.worker import start_worker, submit_run, wait_for_status  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "worker_memory.json"
@@ -59,7 +59,7 @@ def main() -> None:
 
     rss, seconds = [], []
     with redis_server() as url, start_worker(url, args.data_dir, torch_threads=1) as worker:
-        store = RunStore.from_url(url)
+        store = TestStore.from_url(url)
         pid = worker.process.pid
         idle_rss = rss_mib(pid)
         print(f"worker idle: {idle_rss:.0f} MiB", flush=True)

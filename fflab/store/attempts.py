@@ -150,10 +150,6 @@ class AttemptStore:
         self._end_attempt = client.register_script(_END_ATTEMPT)
         self._requeue_orphan = client.register_script(_REQUEUE_ORPHAN)
 
-    @classmethod
-    def from_url(cls, url: str, metrics_maxlen: int = 100_000) -> AttemptStore:
-        return cls(redis.Redis.from_url(url), metrics_maxlen)
-
     # --- an attempt, from claim to end ---------------------------------------------------------
 
     def claim_run(self, run_id: str, worker: str, ttl_s: float, device: str) -> ClaimResult:

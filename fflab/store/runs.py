@@ -62,10 +62,6 @@ class RunStore:
         self._cancel = client.register_script(_CANCEL_RUN)
         self._model_digest = client.register_script(_MODEL_DIGEST)
 
-    @classmethod
-    def from_url(cls, url: str, metrics_maxlen: int = 100_000) -> RunStore:
-        return cls(redis.Redis.from_url(url), metrics_maxlen)
-
     def ping(self) -> bool:
         return bool(self.redis.ping())
 

@@ -22,10 +22,6 @@ class WorkerRegistry:
     def __init__(self, client: redis.Redis):
         self.redis = client
 
-    @classmethod
-    def from_url(cls, url: str) -> WorkerRegistry:
-        return cls(redis.Redis.from_url(url))
-
     def register(self, name: str, info: dict[str, Any]) -> None:
         """Record (or refresh) a worker's presence; `seen_at` is set here."""
         self.redis.hset(WORKERS, name, json.dumps(info | {"name": name, "seen_at": time.time()}))

@@ -5,8 +5,8 @@ the writes only tests make to set up a run's state directly.
     run_id = store.runs.create_run(RunConfig.from_preset("quick")).id
     store.set_status(run_id, "succeeded", step=2000)   # a test-only shortcut
 
-`TestStore` also answers every method of `runs`, `attempts` and `workers` itself (looked up in that
-order), so a test reads like the service code it checks: `store.claim_run(...)`, `store.get_run(...)`.
+`TestStore` also answers every method of `runs` and `attempts` itself (looked up in that order), so
+a test reads like the service code it checks: `store.claim_run(...)`, `store.get_run(...)`.
 """
 
 from __future__ import annotations

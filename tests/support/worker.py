@@ -2,7 +2,7 @@
 
     with start_worker(redis_url, mnist_dir) as worker:
         run_id = submit_run(redis_url, RunConfig.from_preset("quick", epochs=1))
-        record = wait_for_status(RunStore.from_url(redis_url), run_id, {"succeeded"}, timeout_s=120)
+        record = wait_for_status(TestStore.from_url(redis_url), run_id, {"succeeded"}, timeout_s=120)
 
 The worker is stopped (SIGTERM, then SIGKILL) when the block ends, also when the test fails.
 """
@@ -26,8 +26,7 @@ from ffcore.config import RunConfig
 from fflab.queue import enqueue_run, make_celery
 from fflab.settings import Settings
 from fflab.store.keys import RunRecord
-from fflab.store.runs import RunStore
-from fflab.store.workers import WorkerRegistry
+from tests.support.store import TestStore
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -71,7 +70,7 @@ def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: fl
         time.sleep(interval_s)
 
 
-def wait_for_status(store: RunStore, run_id: str, statuses: set[str], timeout_s: float) -> RunRecord:
+def wait_for_status(store: TestStore, run_id: str, statuses: set[str], timeout_s: float) -> RunRecord:
     def reached() -> RunRecord | None:
         record = store.get_run(run_id)
         return record if record is not None and record.status in statuses else None
@@ -84,8 +83,7 @@ def wait_for_status(store: RunStore, run_id: str, statuses: set[str], timeout_s:
 
 def submit_run(redis_url: str, config: RunConfig, preset: str | None = None) -> str:
     """Create a queued run and enqueue its training task, as the API does; returns the run id."""
-    store = RunStore.from_url(redis_url)
-    run_id = store.create_run(config, preset=preset).id
+    run_id = TestStore.from_url(redis_url).runs.create_run(config, preset=preset).id
     enqueue_run(make_celery(Settings(redis_url=redis_url)), run_id)
     return run_id
 
@@ -128,7 +126,7 @@ def start_worker(
     )  # fmt: skip
     worker = WorkerProcess(name, process, Path(log_file.name))
     try:
-        workers = WorkerRegistry.from_url(redis_url)
+        workers = TestStore.from_url(redis_url).workers
 
         def registered() -> bool:
             if process.poll() is not None:

@@ -1,7 +1,9 @@
 """`python -m worker`'s command line: defaults from the FF_* settings, clear usage errors."""
 
 import pytest
+import torch
 
+from ffcore.device import DeviceError
 from worker.__main__ import main, parse_args, worker_device
 from worker.context import get_context
 
@@ -49,8 +51,16 @@ def test_an_unknown_device_is_a_usage_error_that_says_what_to_use(capsys):
     assert "unknown device 'tpu'; use auto, cpu, cuda or cuda:N" in capsys.readouterr().err
 
 
-def test_the_worker_names_its_device_cpu_or_cuda_n():
+def test_the_worker_names_its_device_cpu_or_cuda_n_and_makes_its_gpu_the_current_one(monkeypatch):
     assert worker_device("cpu") == "cpu"
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert [worker_device(d) for d in ("auto", "cuda", "cuda:1")] == ["cuda:0", "cuda:0", "cuda:1"]
+    assert current == [0, 0, 1]
+    with pytest.raises(DeviceError, match="sees 2 CUDA GPU"):
+        worker_device("cuda:2")
 
 
 def test_the_task_outside_python_m_worker_says_how_to_start_it():
