@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         help="torchvision root holding MNIST/raw (default: download into ~/.cache/fflab/datasets)",
     )
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
+    train.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="where to train (default: auto; with --resume, where the run trained before)",
+    )
     train.add_argument("--out", default="runs/latest", help="output folder (default: %(default)s)")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (benchmarks)")
     train.add_argument(
@@ -125,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     if args.resume and state_path.is_file():
-        trainer = load_training_state(state_path.read_bytes(), log_every=args.log_every)
+        trainer = load_training_state(state_path.read_bytes(), device=args.device, log_every=args.log_every)
         log.info("resuming from %s at epoch %d, step %d", state_path, trainer.epoch, trainer.step)
         drop_metrics_after(out / METRICS_FILE, trainer.step)
         metrics_mode = "a"

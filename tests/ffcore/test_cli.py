@@ -119,7 +119,7 @@ def test_max_steps_stops_early_and_leaves_a_resumable_state(mnist_dir, tmp_path)
     # A run killed after its last saved state has written records that the resumed run repeats.
     with open(tmp_path / "metrics.jsonl", "a") as metrics:
         metrics.write(json.dumps({"kind": "train", "step": 20, "killed": True}) + "\n")
-    result = ffcore(*args, "--resume", "--max-steps", "25")
+    result = ffcore(*args, "--resume", "--device", "cpu", "--max-steps", "25")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 25
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -146,6 +146,15 @@ def test_predict_on_a_missing_model_or_non_image(tmp_path):
     result = ffcore("predict", "--model", str(tmp_path), "x.png")
     assert result.returncode == 2 and "model.safetensors" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_eval_of_a_split_the_model_has_not_is_one_clear_line(mnist_dir, tmp_path):
+    train = ("train", "--preset", "quick", "--set", "hidden=[10,10]", "--set", "validation=none")
+    result = ffcore(*train, "--data-dir", mnist_dir, "--out", str(tmp_path), "--max-steps", "1")
+    assert result.returncode == 0, result.stderr
+    result = ffcore("eval", "--model", str(tmp_path), "--split", "val", "--device", "cpu")
+    assert result.returncode == 2
+    assert "no validation split" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
