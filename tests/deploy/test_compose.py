@@ -279,8 +279,8 @@ def test_each_image_gets_the_right_pytorch():
         if keyword == "COPY" and not rest.startswith("--from")
         for source in shlex.split(rest)[:-1]
     ]
-    # Its own code, and ffcore's run schema (pydantic only), which its start-run form reads.
-    assert dash_copies == ["dashboard", "ffcore/__init__.py", "ffcore/config.py"]
+    # Its own code alone: the start-run form reads the run schema from the API (GET /run-options).
+    assert dash_copies == ["dashboard"]
 
 
 def test_the_dashboard_extra_and_code_need_no_pytorch_redis_or_service_code():
