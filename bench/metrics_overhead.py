@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from ffcore import RunConfig, Trainer, load_dataset  # noqa: E402
 from ffcore.config import parse_override  # noqa: E402
-from ffcore.train import resolve_device  # noqa: E402
+from ffcore.device import resolve_device  # noqa: E402
 from fflab.settings import Settings  # noqa: E402
 from tests.support.redis_server import redis_server  # noqa: E402
 from tests.support.store import TestStore  # noqa: E402

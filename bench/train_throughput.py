@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ffcore import RunConfig, Trainer
-from ffcore.data import NUM_PIXELS
+from ffcore.config import NUM_PIXELS
 
 
 def matmul_operands(config: RunConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ffcore.config import PRESETS, RunConfig, format_validation_error, parse_override
+from ffcore.config import DEFAULT_PRESET, PRESETS, RunConfig, format_validation_error, parse_override
 
 log = logging.getLogger("ffcore")
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--preset",
-        default="reference",
+        default=DEFAULT_PRESET,
         choices=sorted(PRESETS),
         help="starting configuration (default: %(default)s)",
     )

@@ -207,6 +207,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "head_layers": [0, 1],
     },
 }
+# What the CLI and POST /runs start from when no preset is named.
+DEFAULT_PRESET = "reference"
 
 
 def format_validation_error(error: ValidationError) -> str:

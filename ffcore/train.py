@@ -388,20 +388,3 @@ class Trainer:
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Error rates of the label scan and of the softmax head on this run's 'val' or 'test' split."""
         return evaluate(self.model, self.data.split(split))
-
-    # --- resumable state: kept for callers outside ffcore; new code calls ffcore.checkpoint ------
-
-    def state_bytes(self) -> bytes:
-        """Same as `ffcore.checkpoint.save_training_state(self)`."""
-        from ffcore.checkpoint import save_training_state  # checkpoint.py imports this module
-
-        return save_training_state(self)
-
-    @classmethod
-    def from_state_bytes(
-        cls, data: bytes, dataset: Dataset | None = None, *, device: str | None = None, log_every: int = 50
-    ) -> Trainer:
-        """Same as `ffcore.checkpoint.load_training_state(...)`."""
-        from ffcore.checkpoint import load_training_state
-
-        return load_training_state(data, dataset, device=device, log_every=log_every)

@@ -15,7 +15,16 @@ from typing import Literal
 import redis
 import torch
 
-from ffcore import DataError, Dataset, RunConfig, Trainer, load_dataset, save_model
+from ffcore import (
+    DataError,
+    Dataset,
+    RunConfig,
+    Trainer,
+    load_dataset,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
 from fflab.store.attempts import LeaseLostError
 from fflab.store.keys import RunStatus
 from worker.context import WorkerContext
@@ -142,7 +151,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     state = attempts.load_state(run_id)
     if state is not None:
         checkpoint = attempts.load_checkpoint(run_id)
-        trainer = Trainer.from_state_bytes(
+        trainer = load_training_state(
             state, dataset=dataset, device=train_config.device, log_every=settings.metrics_every_steps
         )
         # The dead attempt's records after the checkpoint would repeat steps: drop them.
@@ -161,7 +170,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     def checkpoint(trainer: Trainer) -> None:
         monitor.flush()  # the checkpoint covers every record written so far
         attempts.save_checkpoint(
-            run_id, name, trainer.state_bytes(), save_model(trainer.model, run_config),
+            run_id, name, save_training_state(trainer), save_model(trainer.model, run_config),
             step=trainer.step, epoch=trainer.epoch,
         )  # fmt: skip
 

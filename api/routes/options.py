@@ -9,13 +9,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import SettingsDep
-from ffcore.config import PRESETS, RunConfig
+from ffcore.config import DEFAULT_PRESET, PRESETS, RunConfig
 from fflab.settings import Settings
 
 router = APIRouter(tags=["runs"])
-
-# The preset POST /runs starts from when a request names none (api/routes/runs.py, resolve_config).
-DEFAULT_PRESET = "reference"
 
 
 class RunOptionsOut(BaseModel):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from api.deps import CeleryDep, ModelCacheDep, SettingsDep, StoreDep, require_api_key
 from api.errors import describe_validation_errors
 from api.schemas import ErrorOut, RunCreate, RunList, RunRecord, RunStatus
-from ffcore.config import PRESETS, RunConfig
+from ffcore.config import DEFAULT_PRESET, PRESETS, RunConfig
 from fflab.queue import enqueue_run
 from fflab.settings import Settings
 from fflab.store.keys import FINISHED
@@ -43,7 +43,7 @@ def resolve_config(body: RunCreate, settings: Settings) -> tuple[RunConfig, str 
     if body.config is not None:
         config, preset = body.config, None
     else:
-        preset = body.preset or "reference"
+        preset = body.preset or DEFAULT_PRESET
         if preset not in PRESETS:
             raise _invalid(f"preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         overrides: dict[str, Any] = body.overrides or {}

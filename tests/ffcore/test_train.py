@@ -183,15 +183,6 @@ def test_training_states_are_safetensors_not_pickle(mnist_slice):
         load_training_state(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", mnist_slice)
 
 
-def test_the_trainers_state_methods_delegate_to_the_checkpoint_functions(mnist_slice):
-    # worker/training.py still calls Trainer.state_bytes / Trainer.from_state_bytes.
-    trainer = Trainer(RunConfig(hidden=[20, 20], epochs=1), mnist_slice)
-    trainer.fit(max_steps=3)
-    again = Trainer.from_state_bytes(trainer.state_bytes(), mnist_slice, log_every=7)
-    assert (again.step, again.next_batch, again.log_every) == (3, 3, 7)
-    assert torch.equal(again.model.layers[1].weight, trainer.model.layers[1].weight)
-
-
 def test_evaluate_counts_the_errors_of_both_classifiers(mnist_slice):
     trainer = Trainer(RunConfig(hidden=[20, 20], epochs=1), mnist_slice)
     trainer.fit(max_steps=5)
