@@ -50,6 +50,7 @@ class DigitPrediction:
     goodness: np.ndarray  # (10 labels, L layers)
     scan_scores: np.ndarray  # (10,)
     scan_label: int
+    head_label: int
     head_probs: np.ndarray  # (10,)
 
 
@@ -89,6 +90,7 @@ class PredictionBatcher:
                             goodness=result.goodness[i],
                             scan_scores=result.scan_scores[i],
                             scan_label=int(result.scan_label[i]),
+                            head_label=int(result.head_label[i]),
                             head_probs=result.head_probs[i],
                         )
                     )

@@ -6,9 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ffcore.config import RunConfig
-
-IMAGE_SIZE = 28
+from ffcore.config import IMAGE_SIZE, RunConfig
 
 # One pixel of a digit: a finite value in [0, 1] (1 = ink), as in MNIST scaled to [0, 1].
 Pixel = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -110,7 +108,7 @@ class PredictRequest(BaseModel):
 
 class PredictionOut(BaseModel):
     run_id: str
-    label: int = Field(description="The label scan's prediction: the label with the most goodness.")
+    scan_label: int = Field(description="The label scan's prediction: the label with the most goodness.")
     scan_scores: list[float] = Field(description="Goodness summed over the scan layers, for each label 0-9.")
     scan_layers: list[int] = Field(description="The 0-based layers the label scan sums.")
     goodness: list[list[float]] = Field(

@@ -116,10 +116,10 @@ class Prediction(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    label: int
+    scan_label: int
     goodness: list[list[float]] = Field(description="Per label (10), the goodness of every layer.")
     scan_scores: list[float] = Field(default_factory=list)
-    head_label: int | None = None
+    head_label: int
     head_probs: list[float] = Field(default_factory=list)
     thresholds: list[float] = Field(default_factory=list)
     scan_layers: list[int] = Field(default_factory=list)

@@ -159,12 +159,12 @@ async def predict_digit(
     config = loaded.config
     return PredictionOut(
         run_id=run_id,
-        label=result.scan_label,
+        scan_label=result.scan_label,
         scan_scores=result.scan_scores.tolist(),
         scan_layers=config.scan_layer_indices,
         goodness=result.goodness.tolist(),
         thresholds=[config.layer_threshold(width) for width in config.hidden],
-        head_label=int(result.head_probs.argmax()),
+        head_label=result.head_label,
         head_probs=result.head_probs.tolist(),
         image=np.round(image, 4).tolist(),
         model_step=loaded.step,

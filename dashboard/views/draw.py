@@ -120,12 +120,12 @@ def seen_image(pixels: list[list[float]]) -> Image.Image:
 def show_prediction(prediction: Prediction) -> None:
     label_column, image_column = st.columns([1, 1])
     with label_column:
-        st.metric("Predicted digit", prediction.label, border=True, help="The label scan: highest goodness")
+        st.metric(
+            "Predicted digit", prediction.scan_label, border=True, help="The label scan: highest goodness"
+        )
         if prediction.head_probs:
             head_label = prediction.head_label
-            if head_label is None:
-                head_label = int(np.argmax(prediction.head_probs))
-            agreement = "agrees" if head_label == prediction.label else "disagrees"
+            agreement = "agrees" if head_label == prediction.scan_label else "disagrees"
             confidence = prediction.head_probs[head_label] * 100
             st.caption(f"Softmax head: **{head_label}** ({confidence:.1f}%), {agreement}.")
         if prediction.model_step is not None:
@@ -135,7 +135,7 @@ def show_prediction(prediction: Prediction) -> None:
             st.image(seen_image(prediction.image), caption="What the model sees (28x28)")
     st.markdown("**Goodness for each label, by layer**")
     st.altair_chart(
-        charts.goodness_by_label_chart(prediction.goodness, prediction.label, prediction.scan_layers),
+        charts.goodness_by_label_chart(prediction.goodness, prediction.scan_label, prediction.scan_layers),
         width="stretch",
         height=320,
         key="chart_goodness_by_label",

@@ -46,7 +46,7 @@ def test_json_pixels_get_the_models_prediction(
     assert response.status_code == 200, response.text
     body = response.json()
     expected = direct_prediction(store.load_model(finished_run), image)
-    assert body["label"] == int(expected.scan_label[0])
+    assert body["scan_label"] == int(expected.scan_label[0])
     np.testing.assert_allclose(body["goodness"], expected.goodness[0], rtol=1e-5)
     np.testing.assert_allclose(body["scan_scores"], expected.scan_scores[0], rtol=1e-5)
     np.testing.assert_allclose(body["head_probs"], expected.head_probs[0], rtol=1e-5, atol=1e-7)
@@ -76,7 +76,7 @@ def test_a_picture_is_preprocessed_as_mnist_was(
     rows, cols = np.indices(seen.shape)
     assert abs((rows * seen).sum() / seen.sum() - 14) < 0.6  # centred by centre of mass
     expected = direct_prediction(store.load_model(finished_run), expected_image)
-    assert response.json()["label"] == int(expected.scan_label[0])
+    assert response.json()["scan_label"] == int(expected.scan_label[0])
 
 
 def test_a_drawn_canvas_and_a_jpeg_work_too(client: TestClient, finished_run: str) -> None:

@@ -105,7 +105,7 @@ def test_a_quick_run_trains_streams_its_metrics_and_reads_mnist_digits(
     # The trained model reads real MNIST test digits, sent as pixels and as a picture file.
     digits, labels = mnist_test_digits(mnist_dir, 20), mnist_test_labels(mnist_dir, 20)
     predicted = [
-        http.post(f"/runs/{run_id}/predict", json={"image": (d / 255.0).tolist()}).json()["label"]
+        http.post(f"/runs/{run_id}/predict", json={"image": (d / 255.0).tolist()}).json()["scan_label"]
         for d in digits
     ]
     assert np.mean(np.array(predicted) == labels) >= 0.85, (predicted, labels.tolist())
@@ -117,5 +117,5 @@ def test_a_quick_run_trains_streams_its_metrics_and_reads_mnist_digits(
         f"/runs/{run_id}/predict", files={"image": ("seven.png", buffer.getvalue(), "image/png")}
     )
     assert answer.status_code == 200
-    assert answer.json()["label"] == labels[0]
+    assert answer.json()["scan_label"] == labels[0]
     assert answer.json()["model_step"] == record.step

@@ -119,7 +119,7 @@ def test_train_watch_and_draw_in_a_browser(tmp_path, mnist_dir):
             drawing = page.locator("canvas").first.screenshot()
             answer = api.post(f"/runs/{run['id']}/predict", files={"image": ("d.png", drawing, "image/png")})
             assert answer.status_code == 200, answer.text
-            assert shown_label == answer.json()["label"]
+            assert shown_label == answer.json()["scan_label"]
             expect(page.get_by_text("What the model sees (28x28)")).to_be_visible()
             screenshot(page, "draw", height=1150)
 

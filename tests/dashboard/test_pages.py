@@ -171,7 +171,7 @@ class TestWithTheRealApi:
         assert not at.exception and not at.error
         expected = ApiClient(stack.api_url).predict_file(stack.trained_run, image)
         shown = {metric.label: metric.value for metric in at.metric}
-        assert shown["Predicted digit"] == str(expected.label)
+        assert shown["Predicted digit"] == str(expected.scan_label)
         assert len(at.image) == 1
         assert len(at.get("vega_lite_chart")) == 2  # goodness per label and layer, head probabilities
 
