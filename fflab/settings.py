@@ -55,6 +55,13 @@ class Settings(BaseSettings):
         description="CPU threads PyTorch may use for training; unset: PyTorch's choice (all cores).",
     )
 
+    # The local stack without Docker (`make up`, scripts/local_redis.py).
+    redis_data_dir: str | None = Field(
+        None,
+        description="Where the local redis-server keeps its append-only files; unset: "
+        "~/.local/state/fflab/redis-PORT.",
+    )
+
     # HTTP
     api_host: str = Field("127.0.0.1", description="Address `python -m api` listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `python -m api` listens on.")

@@ -73,11 +73,12 @@ def wait(url: str, timeout_s: float) -> bool:
         time.sleep(0.2)
 
 
-def server_args(url: str) -> list[str]:
+def server_args(url: str, data_dir: str | None = None) -> list[str]:
     """The redis-server options that make a local server answer at `url`.
 
-    Only plain redis:// URLs can be served locally; the data directory is FF_REDIS_DATA_DIR or
-    a per-port folder under the user's state directory (so two local stacks never share files).
+    Only plain redis:// URLs can be served locally; the data directory is `data_dir`
+    (FF_REDIS_DATA_DIR) or, when that is unset, a per-port folder under the user's state
+    directory (so two local stacks never share files).
     """
     parts = urlsplit(url)
     if parts.scheme != "redis":
@@ -87,9 +88,9 @@ def server_args(url: str) -> list[str]:
     # redis-server binds to addresses, not names.
     address = "127.0.0.1" if host == "localhost" else socket.gethostbyname(host)
     state_home = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    data_dir = Path(os.environ.get("FF_REDIS_DATA_DIR") or state_home / "fflab" / f"redis-{port}")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    args = ["--bind", address, "--port", str(port), "--dir", str(data_dir)]
+    folder = Path(data_dir) if data_dir else state_home / "fflab" / f"redis-{port}"
+    folder.mkdir(parents=True, exist_ok=True)
+    args = ["--bind", address, "--port", str(port), "--dir", str(folder)]
     # Runs, metrics and models must survive a restart and never be evicted to make room.
     args += ["--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]
     if parts.password:
@@ -103,7 +104,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def serve(url: str) -> int:
+def serve(url: str, data_dir: str | None = None) -> int:
     """Serve `url` with a local redis-server until SIGTERM/SIGINT, unless a server already answers
     there (a system service, a team server): then use it and just stay alive, because honcho stops
     the whole stack as soon as one of its processes exits."""
@@ -119,7 +120,7 @@ def serve(url: str) -> int:
     # redis-server runs in its own process group so that honcho's SIGTERM to ours does not reach
     # it: we stop it ourselves once its clients are gone. It dies with us whatever happens.
     server = subprocess.Popen(
-        ["redis-server", *server_args(url)], start_new_session=True, preexec_fn=_die_with_parent
+        ["redis-server", *server_args(url, data_dir)], start_new_session=True, preexec_fn=_die_with_parent
     )
     while not stop.wait(0.2):
         if server.poll() is not None:
@@ -159,13 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-    url = Settings().redis_url
+    settings = Settings()
+    url = settings.redis_url
     if args.command == "answers":
         return 0 if probe(url) != "down" else 1
     if args.command == "wait":
         return 0 if wait(url, args.timeout) else 1
     try:
-        return serve(url)
+        return serve(url, settings.redis_data_dir)
     except (ValueError, OSError) as error:
         log.error("cannot serve FF_REDIS_URL=%s: %s", redact(url), error)
         return 1
