@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from pytest_redis import factories
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.settings import TestSettings
 
 # pytest-redis starts its own redis-server on a free port, once per session.
 redis_server = factories.redis_proc(port=None)
@@ -28,11 +25,11 @@ def redis_url(redis_server) -> str:
 def mnist_dir(tmp_path_factory) -> str:
     """A torchvision root holding MNIST/raw and nothing else.
 
-    MNIST comes from FF_TEST_DATA_DIR, else ../shared/datasets. That folder may hold other data sets
-    too (Fashion-MNIST); the tests see MNIST alone, so that a run on a missing data set fails the same
-    way wherever they run.
+    MNIST comes from FF_TEST_DATA_DIR (TestSettings.data_dir), else ../shared/datasets. That folder may
+    hold other data sets too (Fashion-MNIST); the tests see MNIST alone, so that a run on a missing
+    data set fails the same way wherever they run.
     """
-    source = Path(os.environ.get("FF_TEST_DATA_DIR", REPO.parent / "shared" / "datasets"))
+    source = TestSettings().data_dir
     if not (source / "MNIST" / "raw").is_dir():
         pytest.fail(f"MNIST not found under {source}; set FF_TEST_DATA_DIR to a torchvision root")
     root = tmp_path_factory.mktemp("datasets")

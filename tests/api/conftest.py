@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from api import deps
 from api.main import create_app
-from ffcore.checkpoint import save_model
 from ffcore.config import RunConfig
-from ffcore.model import FFNetwork
 from fflab.settings import Settings
 from tests.support.api import RunningApi, start_api
+from tests.support.fakes import RecordingCelery, tiny_model_bytes
 from tests.support.store import TestStore
-
-API = "/api/v1"
-
-
-@dataclass
-class RecordingCelery:
-    """Stands in for the Celery app in unit tests: records what would go to the broker."""
-
-    sent: list[tuple[str, list, str]] = field(default_factory=list)
-    revoked: list[str] = field(default_factory=list)
-
-    def send_task(self, name: str, args: list, task_id: str) -> None:
-        self.sent.append((name, args, task_id))
-
-    @property
-    def control(self) -> RecordingCelery:
-        return self
-
-    def revoke(self, task_id: str) -> None:
-        self.revoked.append(task_id)
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +48,6 @@ def client(settings: Settings, celery: RecordingCelery) -> Iterator[TestClient]:
 @pytest.fixture
 def store(redis_url: str) -> TestStore:
     return TestStore.from_url(redis_url)
-
-
-def tiny_model_bytes(hidden: tuple[int, ...] = (40, 30), seed: int = 0) -> bytes:
-    """An untrained small network as ffcore saves models (safetensors)."""
-    config = RunConfig.from_preset("quick", hidden=list(hidden), scan_layers=None, head_layers=None)
-    model = FFNetwork(config)
-    model.reset_parameters(torch.Generator().manual_seed(seed))
-    with torch.no_grad():  # a head that is not all zeros, so that its probabilities differ
-        model.head.weight.normal_(generator=torch.Generator().manual_seed(seed + 1))
-    return save_model(model, config)
 
 
 @pytest.fixture

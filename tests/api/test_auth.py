@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 from api import deps
 from api.main import create_app
 from fflab.settings import Settings
-from tests.api.conftest import API, RecordingCelery
+from tests.support.api import API
+from tests.support.fakes import RecordingCelery
 from tests.support.store import TestStore
 
 KEY = "s3cret-key"

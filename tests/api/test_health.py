@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from fflab.settings import Settings
-from tests.api.conftest import API
-from tests.support.api import free_port
+from tests.support.api import API
+from tests.support.ports import free_port
 from tests.support.store import TestStore
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from ffcore.config import RunConfig
-from tests.api.conftest import API
-from tests.support.api import RunningApi
+from tests.support.api import API, RunningApi
+from tests.support.events import read_events
 from tests.support.store import TestStore
 
 
@@ -117,19 +116,6 @@ def test_a_cursor_at_the_end_of_the_id_space_reads_nothing(client: TestClient, s
 
 
 # --- Server-Sent Events, through the real uvicorn server -------------------------------------------
-
-
-def read_events(response: httpx.Response) -> Iterator[dict]:
-    """Parse a text/event-stream into {'event', 'id', 'data'} dicts (comments/pings skipped)."""
-    event: dict = {}
-    for line in response.iter_lines():
-        if not line:
-            if "data" in event:
-                yield event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            event[name] = value.removeprefix(" ")
 
 
 @pytest.fixture

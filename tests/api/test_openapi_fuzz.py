@@ -18,8 +18,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from tests.api.conftest import tiny_model_bytes
 from tests.support.api import RunningApi, start_api
+from tests.support.fakes import tiny_model_bytes
 from tests.support.store import TestStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from ffcore.config import PRESETS, RunConfig
 from fflab.settings import Settings
-from tests.api.conftest import API
+from tests.support.api import API
 
 MAX_LAYERS, MAX_UNITS, MAX_EPOCHS = 3, 300, 5
 

@@ -13,7 +13,8 @@ from ffcore.checkpoint import load_model
 from ffcore.config import RunConfig
 from ffcore.images import preprocess_digit
 from ffcore.model import predict
-from tests.api.conftest import API, tiny_model_bytes
+from tests.support.api import API
+from tests.support.fakes import tiny_model_bytes
 from tests.support.store import TestStore
 
 

@@ -6,7 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fflab.queue import TRAIN_TASK_NAME
-from tests.api.conftest import API, RecordingCelery
+from tests.support.api import API
+from tests.support.fakes import RecordingCelery
 from tests.support.store import TestStore
 
 

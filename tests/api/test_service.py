@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.api.test_metrics import read_events
-from tests.ffcore.test_images import mnist_test_digits
 from tests.support.api import RunningApi
+from tests.support.events import read_events
+from tests.support.mnist import mnist_test_images, mnist_test_labels
 from tests.support.store import TestStore
-from tests.support.worker import WorkerProcess, start_worker, wait_for, wait_for_status
+from tests.support.waiting import wait_for
+from tests.support.worker import WorkerProcess, start_worker, wait_for_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -26,11 +27,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 def worker(redis_url: str, mnist_dir: str) -> Iterator[WorkerProcess]:
     with start_worker(redis_url, mnist_dir, metrics_every_steps=25) as running:
         yield running
-
-
-def mnist_test_labels(mnist_dir: str, count: int) -> np.ndarray:
-    raw = open(f"{mnist_dir}/MNIST/raw/t10k-labels-idx1-ubyte", "rb").read()  # noqa: SIM115
-    return np.frombuffer(raw, np.uint8, offset=8, count=count)
 
 
 def test_cancel_a_running_and_a_queued_run(
@@ -103,7 +99,7 @@ def test_a_quick_run_trains_streams_its_metrics_and_reads_mnist_digits(
     assert len(final) == 1 and final[0]["split"] == "test" and final[0]["error_scan"] < 0.15
 
     # The trained model reads real MNIST test digits, sent as pixels and as a picture file.
-    digits, labels = mnist_test_digits(mnist_dir, 20), mnist_test_labels(mnist_dir, 20)
+    digits, labels = mnist_test_images(mnist_dir, 20), mnist_test_labels(mnist_dir, 20)
     predicted = [
         http.post(f"/runs/{run_id}/predict", json={"image": (d / 255.0).tolist()}).json()["scan_label"]
         for d in digits

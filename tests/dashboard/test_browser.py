@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.browser import launch_chromium
+from tests.support.paths import REPO
 from tests.support.stack import start_stack
-from tests.support.worker import wait_for
+from tests.support.waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
 UI_TIMEOUT_MS = 60_000
@@ -81,10 +80,12 @@ def test_train_watch_and_draw_in_a_browser(tmp_path, mnist_dir):
             ).to_be_visible(timeout=TRAIN_TIMEOUT_S * 1000)
             page.evaluate("window.__same_page = true")
             counts = [records_loaded(page)]
-            deadline = time.monotonic() + 120
-            while len(set(counts)) < 4 and time.monotonic() < deadline:
-                time.sleep(1.0)
+
+            def grew() -> bool:
                 counts.append(records_loaded(page))
+                return len(set(counts)) >= 4
+
+            wait_for(grew, 120, lambda: f"the live page to grow: {counts}", interval_s=1.0)
             assert len(set(counts)) >= 4, f"the live page did not grow: {counts}"
             assert counts == sorted(counts)
             assert page.evaluate("window.__same_page === true"), "the page was reloaded"

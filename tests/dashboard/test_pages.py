@@ -11,7 +11,11 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.client import ApiClient
 from dashboard.live_feed import MetricsFeed
-from tests.dashboard.conftest import APP, mnist_test_digits, png_bytes, submit, wait_for_status
+from tests.support.api import post_run, wait_for_run_status
+from tests.support.mnist import mnist_test_images, png_bytes
+from tests.support.paths import REPO
+
+APP = REPO / "dashboard" / "app.py"
 
 PAGE_TIMEOUT_S = 60
 
@@ -109,7 +113,7 @@ class TestWithTheRealApi:
         next(button for button in at.button if button.label == "Cancel").click().run()
         assert not at.error
         with stack.http() as http:
-            assert wait_for_status(http, run_id, {"cancelled"}, timeout_s=30)["status"] == "cancelled"
+            assert wait_for_run_status(http, run_id, {"cancelled"}, timeout_s=30)["status"] == "cancelled"
 
         at.run()  # the page now knows the run stopped: Delete asks for confirmation first
         next(button for button in at.button if button.label == "Delete").click().run()
@@ -133,9 +137,9 @@ class TestWithTheRealApi:
     def test_the_live_page_grows_while_the_run_trains(self, stack, point_dashboard_at):
         point_dashboard_at(stack.api_url)
         with stack.http() as http:
-            run_id = submit(http, {"preset": "quick", "overrides": {"hidden": [100, 100], "epochs": 2,
+            run_id = post_run(http, {"preset": "quick", "overrides": {"hidden": [100, 100], "epochs": 2,
                                                                      "batch_size": 250}})  # fmt: skip
-            wait_for_status(http, run_id, {"running"}, timeout_s=60)
+            wait_for_run_status(http, run_id, {"running"}, timeout_s=60)
         at = open_app("views/live.py", live_run_id=run_id)
         feed = at.session_state["live_feeds"][run_id]
         first_records = list(feed.records)
@@ -158,13 +162,13 @@ class TestWithTheRealApi:
         assert "positive data" in charts[0].proto.spec and "negative data" in charts[0].proto.spec
         with stack.http() as http:
             http.post(f"/runs/{run_id}/cancel")
-            wait_for_status(http, run_id, {"cancelled", "succeeded"}, timeout_s=30)
+            wait_for_run_status(http, run_id, {"cancelled", "succeeded"}, timeout_s=30)
 
     def test_the_draw_page_predicts_an_uploaded_mnist_digit(self, stack, point_dashboard_at, mnist_dir):
         point_dashboard_at(stack.api_url)
         at = open_app("views/draw.py", draw_run_id=stack.trained_run)
         assert any("Draw a digit" in text for text in texts(at.info))  # the empty canvas: a hint
-        (digit, _label), *_ = mnist_test_digits(mnist_dir, 1)
+        digit = mnist_test_images(mnist_dir, 1)[0]
         image = png_bytes(digit, size=112)
         at.segmented_control(key="draw_mode").set_value("Upload").run()
         at.file_uploader(key="digit_upload").set_value(("seven.png", image, "image/png")).run()

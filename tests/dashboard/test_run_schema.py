@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from dashboard import run_schema
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 DASHBOARD = REPO / "dashboard"
 

@@ -7,7 +7,6 @@ and merges the CPU override the way `docker compose` does.
 
 from __future__ import annotations
 
-import ast
 import copy
 import inspect
 import os
@@ -25,13 +24,18 @@ from pydantic_settings import BaseSettings
 
 import dashboard.settings
 from fflab.settings import Settings
-from tests.support.stack import REPO
+from tests.support.dockerfiles import dockerfile_env, dockerfile_instructions, final_stage
+from tests.support.packages import absolute_imports, canonical
+from tests.support.paths import REPO
+from tests.support.settings import TestSettings
 
 GPU_FILES = ["docker-compose.yml"]
 CPU_FILES = ["docker-compose.yml", "docker-compose.cpu.yml"]
 FF_NAME = re.compile(r"\bFF_[A-Z][A-Z0-9_]*")
 # Where the application reads its settings: the packages, the local-stack scripts, the test setup.
-CODE_PATHS = ["ffcore", "fflab", "api", "worker", "dashboard", "scripts", "Procfile", "tests/conftest.py"]
+CODE_PATHS = [
+    "ffcore", "fflab", "api", "worker", "dashboard", "scripts", "Procfile", "tests/support/settings.py",
+]  # fmt: skip
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ def code_files() -> list[Path]:
 def known_variables() -> set[str]:
     """Every FF_* variable the code reads: settings fields (prefix + name) and names in the code."""
     known = set()
-    for cls in settings_classes():
+    for cls in [*settings_classes(), TestSettings]:
         prefix = cls.model_config.get("env_prefix", "")
         known |= {f"{prefix}{name}".upper() for name in cls.model_fields}
     for path in code_files():
@@ -106,32 +110,6 @@ def service_settings(service: dict, settings_class: type[BaseSettings], monkeypa
         if value is not None:
             monkeypatch.setenv(name, str(value))
     return settings_class()
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    instructions = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            instructions.append((keyword.upper(), rest.strip()))
-    return instructions
-
-
-def final_stage(path: Path) -> list[tuple[str, str]]:
-    instructions = dockerfile_instructions(path)
-    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
-    return instructions[last_from:]
-
-
-def dockerfile_env(path: Path) -> dict[str, str]:
-    env = {}
-    for keyword, rest in final_stage(path):
-        if keyword == "ENV":
-            env.update(item.split("=", 1) for item in shlex.split(rest))
-    return env
 
 
 def port_target(service: dict) -> list[tuple[int, int]]:
@@ -291,17 +269,9 @@ def test_the_dashboard_extra_and_code_need_no_pytorch_redis_or_service_code():
 
     forbidden = {"torch", "torchvision", "safetensors", "redis", "celery", "ffcore", "fflab", "api", "worker"}
     for path in sorted((REPO / "dashboard").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            bad = {name.split(".")[0] for name in names} & forbidden
-            assert not bad, (
-                f"{path.relative_to(REPO)}:{node.lineno} imports {bad}: not in the dashboard image"
-            )
+        for module, line in absolute_imports(path):
+            bad = {module.split(".")[0]} & forbidden
+            assert not bad, f"{path.relative_to(REPO)}:{line} imports {bad}: not in the dashboard image"
 
 
 def test_dockerignore_admits_exactly_what_the_dockerfiles_copy():
@@ -351,10 +321,6 @@ def installed_version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_the_redis_override_shown_in_the_compose_comments_is_valid(tmp_path):

@@ -9,9 +9,7 @@ module the image lacks made unimportable. Its third-party imports are checked ag
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -23,8 +21,10 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.deploy.test_compose import final_stage
-from tests.support.stack import REPO, free_port
+from tests.support.dockerfiles import final_stage
+from tests.support.packages import absolute_imports, canonical
+from tests.support.paths import REPO
+from tests.support.ports import free_port
 
 DOCKERFILE = REPO / "docker" / "dashboard.Dockerfile"
 # What the image does not have: PyTorch, the Redis client, Celery, and the service and training code.
@@ -122,24 +122,15 @@ def requirement_closure(project: dict, extra: str) -> set[str]:
     return {name for name, _ in seen}
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def third_party_imports(paths: list[Path], local: set[str]) -> dict[str, str]:
     """Top-level modules imported by the files, other than the standard library's and `local`:
     module -> where (file:line) it is first imported."""
     found: dict[str, str] = {}
     for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for top in {name.split(".")[0] for name in names} - local - set(sys.stdlib_module_names):
-                found.setdefault(top, f"{path.relative_to(REPO)}:{node.lineno}")
+        for module, line in absolute_imports(path):
+            top = module.split(".")[0]
+            if top not in local and top not in sys.stdlib_module_names:
+                found.setdefault(top, f"{path.relative_to(REPO)}:{line}")
     return found
 
 

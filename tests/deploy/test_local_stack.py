@@ -13,7 +13,11 @@ import pytest
 import redis
 from honcho.environ import parse_procfile
 
-from tests.support.stack import REPO, VENV_BIN, free_port, port_open, start_stack
+from tests.support.paths import REPO, VENV_BIN
+from tests.support.ports import free_port, port_open
+from tests.support.processes import Process, launch
+from tests.support.stack import start_stack
+from tests.support.waiting import wait_for
 
 PROCESSES = ("redis", "worker", "api", "dashboard")
 
@@ -44,36 +48,24 @@ def test_procfile_has_the_four_processes_and_make_up_runs_it_with_the_venv():
     assert f'PATH="{REPO / ".venv" / "bin"}:$PATH"' in recipe
 
 
-def start_run_redis(url: str, tmp_path: Path) -> subprocess.Popen:
+def start_run_redis(url: str, tmp_path: Path) -> Process:
     """scripts/run-redis.sh as honcho starts it: in a session of its own; output in tmp_path/run-redis.log."""
-    with open(tmp_path / "run-redis.log", "wb") as log:
-        return subprocess.Popen(
-            [str(REPO / "scripts" / "run-redis.sh")],
-            env=script_env(url, tmp_path),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    script = str(REPO / "scripts" / "run-redis.sh")
+    return launch([script], env=script_env(url, tmp_path), log_path=tmp_path / "run-redis.log")
 
 
-def run_redis_log(tmp_path: Path) -> str:
-    return (tmp_path / "run-redis.log").read_text(errors="replace")
+def wait_for_port(port: int, process: Process, timeout_s: float = 30) -> None:
+    def listening() -> bool:
+        assert process.poll() is None, process.log()
+        return port_open(port)
 
-
-def wait_for_port(port: int, process: subprocess.Popen, tmp_path: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not port_open(port):
-        assert process.poll() is None, run_redis_log(tmp_path)
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.1)
+    wait_for(listening, timeout_s, lambda: f"redis-server to listen on port {port}:\n{process.log()}")
 
 
 def wait_until_closed(port: int, timeout_s: float) -> float:
     """Seconds until nothing listens on the port any more."""
     start = time.monotonic()
-    while port_open(port):
-        assert time.monotonic() - start < timeout_s, f"port {port} still open after {timeout_s} s"
-        time.sleep(0.05)
+    wait_for(lambda: not port_open(port), timeout_s, f"port {port} to close", interval_s=0.05)
     return time.monotonic() - start
 
 
@@ -83,7 +75,7 @@ def test_run_redis_starts_a_persistent_noeviction_server_that_outlives_its_clien
     url = f"redis://:s3cret@127.0.0.1:{port}/0"
     process = start_run_redis(url, tmp_path)
     try:
-        wait_for_port(port, process, tmp_path)
+        wait_for_port(port, process)
         client = redis.Redis.from_url(url, retry_on_timeout=False)
         time.sleep(0.2)
         assert client.ping()
@@ -97,7 +89,7 @@ def test_run_redis_starts_a_persistent_noeviction_server_that_outlives_its_clien
 
         # Ctrl-C (honcho's SIGTERM to the process group): Redis waits for its last client...
         client.set("run", "handed back")
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send(signal.SIGTERM)
         time.sleep(1.0)
         assert client.get("run") == b"handed back"
         client.close()
@@ -106,8 +98,7 @@ def test_run_redis_starts_a_persistent_noeviction_server_that_outlives_its_clien
         assert process.wait(timeout=5) == 0
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+            process.kill()
     assert (tmp_path / "redis" / "appendonlydir").is_dir()
 
 
@@ -116,10 +107,9 @@ def test_redis_server_dies_with_run_redis_even_on_sigkill(tmp_path):
     port = free_port()
     process = start_run_redis(f"redis://127.0.0.1:{port}/0", tmp_path)
     try:
-        wait_for_port(port, process, tmp_path)
+        wait_for_port(port, process)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # what honcho does 5 s after Ctrl-C to stragglers
-        process.wait(timeout=10)
+        process.kill()  # SIGKILL to the group: what honcho does 5 s after Ctrl-C to stragglers
     wait_until_closed(port, timeout_s=5)
 
 
@@ -128,17 +118,17 @@ def test_run_redis_uses_a_server_that_already_answers_and_stays_alive(redis_url,
     before = redis.Redis.from_url(redis_url).info("server")["process_id"]
     process = start_run_redis(redis_url, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while "already answers" not in run_redis_log(tmp_path):
-            assert process.poll() is None, run_redis_log(tmp_path)
-            assert time.monotonic() < deadline, run_redis_log(tmp_path)
-            time.sleep(0.1)
+
+        def decided() -> bool:
+            assert process.poll() is None, process.log()
+            return "already answers" in process.log()
+
+        wait_for(decided, 30, lambda: f"run-redis.sh to find the server:\n{process.log()}")
         with pytest.raises(subprocess.TimeoutExpired):
             process.wait(timeout=2)  # it must not exit: honcho would stop the stack
         assert not (tmp_path / "redis").exists()  # no second server was started
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
+        process.stop()
     assert redis.Redis.from_url(redis_url).info("server")["process_id"] == before
 
 
@@ -192,29 +182,20 @@ def test_honcho_starts_the_stack_and_ctrl_c_stops_every_process(tmp_path):
 
         assert stack.interrupt() is not None
         # honcho returns once its children are gone; give the kernel a moment to reap grandchildren.
-        deadline = time.monotonic() + 10
-        while stack.survivors() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(lambda: not stack.survivors(), 10, lambda: f"none left: {stack.survivors()}", interval_s=0.2)
         assert stack.survivors() == {}
         for port in (redis_port, stack.api_port, stack.dashboard_port):
             assert not port_open(port), port
 
         # Redis stayed up until the worker had deregistered (it hands its run back the same way).
-        server = subprocess.Popen(
+        with launch(
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--appendonly", "yes",
              "--dir", str(tmp_path / "redis")],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
+        ):  # fmt: skip
             client = redis.Redis(port=redis_port)
-            deadline = time.monotonic() + 10
-            while not port_open(redis_port) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_for(lambda: port_open(redis_port), 10, "the restarted redis-server")
             assert client.get("deploy-test") == b"persisted"  # the append-only file was kept...
             assert client.hlen("ff:workers") == 0, client.hgetall("ff:workers")  # ...after the worker left
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
         log = stack.log()
         for name in PROCESSES:  # every process's output reached the log with its name as prefix

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from ffcore.images import EmptyImageError, preprocess_digit
-
-
-def mnist_test_digits(mnist_dir: str, count: int) -> np.ndarray:
-    """The first `count` MNIST test images, uint8 (count, 28, 28), read straight from the IDX file."""
-    raw = (Path(mnist_dir) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").read_bytes()
-    return np.frombuffer(raw, np.uint8, offset=16, count=count * 784).reshape(count, 28, 28)
+from tests.support.mnist import mnist_test_images
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,7 +28,7 @@ def ink_box(image: np.ndarray) -> tuple[int, int]:
 
 def test_mnist_digits_come_back_almost_unchanged(mnist_dir: str) -> None:
     # MNIST was made by this procedure, so redoing it must not move or rescale its digits.
-    digits = mnist_test_digits(mnist_dir, 300)
+    digits = mnist_test_images(mnist_dir, 300)
     scores = [correlation(preprocess_digit(d), d / 255.0) for d in digits]
     assert np.median(scores) > 0.99
     assert np.mean(np.array(scores) > 0.9) > 0.95
@@ -57,7 +50,7 @@ def test_output_is_28x28_float_in_unit_range_with_ink_fitted_and_centred() -> No
 
 
 def test_a_large_dark_on_light_picture_matches_the_mnist_digit(mnist_dir: str) -> None:
-    digit = mnist_test_digits(mnist_dir, 1)[0]
+    digit = mnist_test_images(mnist_dir, 1)[0]
     # Black ink on white paper, ten times the size, placed off-centre on a wide sheet.
     big = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BICUBIC)
     sheet = Image.new("L", (640, 400), 255)
@@ -74,7 +67,7 @@ def test_grey_paper_and_colour_photos_lose_their_background(mnist_dir: str) -> N
     paper = np.array([0.8, 0.78, 0.75], dtype=np.float32)
     ink = np.array([0.1, 0.1, 0.5], dtype=np.float32)
     scores = []
-    for digit in mnist_test_digits(mnist_dir, 5).astype(np.float32) / 255.0:
+    for digit in mnist_test_images(mnist_dir, 5).astype(np.float32) / 255.0:
         big = np.asarray(Image.fromarray(digit).resize((140, 140), Image.Resampling.BICUBIC))
         rgb = paper + np.clip(big, 0, 1)[..., None] * (ink - paper)
 

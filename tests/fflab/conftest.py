@@ -16,8 +16,3 @@ def store(redis_url) -> TestStore:
 @pytest.fixture
 def run_id(store) -> str:
     return store.runs.create_run(RunConfig.from_preset("quick"), preset="quick").id
-
-
-def statuses(store: TestStore, run_id: str) -> list[str]:
-    records, _ = store.runs.read_metrics(run_id)
-    return [r["status"] for _, r in records if r["kind"] == "status"]

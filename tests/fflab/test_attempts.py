@@ -8,7 +8,12 @@ import time
 import pytest
 
 from fflab.store.attempts import LeaseLostError
-from tests.fflab.conftest import statuses
+from tests.support.store import TestStore
+
+
+def statuses(store: TestStore, run_id: str) -> list[str]:
+    records, _ = store.runs.read_metrics(run_id)
+    return [r["status"] for _, r in records if r["kind"] == "status"]
 
 
 @pytest.fixture

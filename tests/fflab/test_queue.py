@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 from fflab.queue import TRAIN_QUEUE, TRAIN_TASK_NAME, enqueue_run, make_celery
 from fflab.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def test_importing_the_app_does_not_import_torch():

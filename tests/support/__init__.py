@@ -1,1 +1,1 @@
-"""Helpers several test packages share (real processes started for tests)."""
+"""What the test packages and the benchmarks share: processes they start, waiting, fakes, data readers."""

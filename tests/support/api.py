@@ -1,4 +1,4 @@
-"""Start the real API server (`python -m api`, uvicorn) in a subprocess for tests.
+"""The real API server (`python -m api`, uvicorn) for tests and benchmarks, and runs driven through it.
 
     with start_api(redis_url) as api:
         httpx.get(f"{api.base_url}/runs")
@@ -11,39 +11,31 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ports import free_port
+from tests.support.processes import Process, launched_with_log
+from tests.support.waiting import wait_for
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+API = "/api/v1"  # where the routes live (api.main.API_PREFIX), as a client writes it
 
 
 @dataclass
 class RunningApi:
     url: str  # http://127.0.0.1:PORT
-    process: subprocess.Popen
-    log_path: Path
+    process: Process
 
     @property
     def base_url(self) -> str:
         """Where the routes live: {url}/api/v1."""
-        return f"{self.url}/api/v1"
+        return f"{self.url}{API}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log()
 
 
 @contextlib.contextmanager
@@ -62,41 +54,36 @@ def start_api(
     if api_key is not None:
         child_env["FF_API_KEY"] = api_key
     child_env.update(env or {})
-    log_file = tempfile.NamedTemporaryFile(prefix="ff-api-", suffix=".log", delete=False)  # noqa: SIM115
-    log_path = Path(log_file.name)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api", "--log-level", "warning"],
-        cwd=REPO,
-        env=child_env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    api = RunningApi(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    try:
-        _wait_until_healthy(api, startup_timeout_s)
+    args = [sys.executable, "-m", "api", "--log-level", "warning"]
+    with launched_with_log(args, name="the API server", env=child_env) as process:
+        api = RunningApi(url=f"http://127.0.0.1:{port}", process=process)
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"the API exited with code {process.returncode}:\n{api.log()[-3000:]}")
+            return httpx.get(f"{api.base_url}/healthz", timeout=1.0).status_code == 200
+
+        wait_for(
+            healthy,
+            startup_timeout_s,
+            lambda: f"the API to become healthy; its log:\n{api.log()[-3000:]}",
+            ignore=(httpx.TransportError,),
+        )
         yield api
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        # pytest shows captured stderr only for failing tests: there the server's log helps most.
-        sys.stderr.write(f"--- log of the API server ---\n{api.log()[-20000:]}\n")
-        log_file.close()
-        log_path.unlink(missing_ok=True)
 
 
-def _wait_until_healthy(api: RunningApi, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if api.process.poll() is not None:
-            raise RuntimeError(f"the API exited with code {api.process.returncode}:\n{api.log()[-3000:]}")
-        try:
-            if httpx.get(f"{api.base_url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the API did not become healthy within {timeout_s} s:\n{api.log()[-3000:]}")
+def post_run(http: httpx.Client, body: dict) -> str:
+    """POST /runs with `body` on an API client (base_url: the API's base_url); the new run's id."""
+    response = http.post("/runs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def wait_for_run_status(http: httpx.Client, run_id: str, statuses: set[str], timeout_s: float) -> dict:
+    """GET /runs/{id} until its status is one of `statuses`; that answer."""
+
+    def reached() -> dict | None:
+        run = http.get(f"/runs/{run_id}").json()
+        return run if run["status"] in statuses else None
+
+    return wait_for(reached, timeout_s, f"run {run_id} to reach {sorted(statuses)}", interval_s=0.5)

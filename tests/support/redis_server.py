@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 
-from tests.support.api import free_port
+from tests.support.ports import free_port
+from tests.support.processes import launch
+from tests.support.waiting import wait_for
 
 
 @contextmanager
@@ -21,20 +21,15 @@ def redis_server() -> Iterator[str]:
     if executable is None:
         sys.exit("redis-server not found: install it (make system-deps)")
     port = free_port()
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    args = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     url = f"redis://127.0.0.1:{port}/0"
-    try:
+    with launch(args) as process:
         client = redis.Redis.from_url(url)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with code {process.returncode}")
+            return client.ping()
+
+        wait_for(answers, 10, f"redis-server on port {port} to answer", 0.05, ignore=(redis.ConnectionError,))
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,18 +23,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.api import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-# The venv the tests run in; `make up` puts the same bin folder first on PATH.
-VENV_BIN = Path(sys.executable).parent
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
+from tests.support.api import API
+from tests.support.paths import VENV_BIN
+from tests.support.ports import free_port
+from tests.support.processes import Process, launch
+from tests.support.waiting import wait_for
 
 # --- processes, read from /proc (no extra dependency) ---------------------------------------------
 
@@ -94,12 +85,11 @@ class RunningStack:
     redis_url: str
     api_port: int
     dashboard_port: int
-    honcho: subprocess.Popen
-    log_path: Path
+    honcho: Process
     seen: dict[int, int] = field(default_factory=dict)  # every process the stack ran: pid -> start
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.honcho.log()
 
     def processes(self) -> dict[int, str]:
         """The stack's live processes (honcho's descendants): pid -> command line."""
@@ -110,7 +100,7 @@ class RunningStack:
     def interrupt(self, timeout_s: float = 30.0) -> int:
         """Ctrl-C: SIGINT to honcho, then wait for it to stop everything; honcho's exit code."""
         self.processes()
-        self.honcho.send_signal(signal.SIGINT)
+        self.honcho.send(signal.SIGINT, group=False)
         return self.honcho.wait(timeout=timeout_s)
 
     def survivors(self) -> dict[int, str]:
@@ -158,25 +148,19 @@ def start_stack(
     if data_dir is not None:
         child_env["FF_DATA_DIR"] = data_dir
     child_env.update(env or {})
-    log_path = work_dir / "honcho.log"
-    with open(log_path, "wb") as log_file:
-        honcho = subprocess.Popen(
-            # -e /dev/null: a developer's .env must not change what the test runs.
-            [str(VENV_BIN / "honcho"), "start", "--no-colour", "-e", "/dev/null"],
-            cwd=REPO,
-            env=child_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the pytest terminal goes to pytest only
-        )
+    honcho = launch(
+        # -e /dev/null: a developer's .env must not change what the test runs.
+        [str(VENV_BIN / "honcho"), "start", "--no-colour", "-e", "/dev/null"],
+        env=child_env,
+        log_path=work_dir / "honcho.log",  # a session of its own: pytest's Ctrl-C stays with pytest
+    )
     stack = RunningStack(
-        api_url=f"http://127.0.0.1:{api_port}/api/v1",
+        api_url=f"http://127.0.0.1:{api_port}{API}",
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         redis_url=redis_url,
         api_port=api_port,
         dashboard_port=dashboard_port,
         honcho=honcho,
-        log_path=log_path,
     )
     try:
         _wait_until_ready(stack, startup_timeout_s, wait_for_worker)
@@ -197,20 +181,22 @@ def _wait_until_ready(stack: RunningStack, timeout_s: float, wait_for_worker: bo
         ),
     }
     for name, check in checks.items():
-        while True:
+
+        def running_and(check=check) -> bool:
             stack.processes()
             if stack.honcho.poll() is not None:
                 raise RuntimeError(
                     f"honcho exited with code {stack.honcho.returncode}:\n{stack.log()[-4000:]}"
                 )
-            try:
-                if check():
-                    break
-            except (httpx.TransportError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no answer from {name} within {timeout_s} s:\n{stack.log()[-4000:]}")
-            time.sleep(0.25)
+            return check()
+
+        wait_for(
+            running_and,
+            max(0.0, deadline - time.monotonic()),
+            lambda name=name: f"an answer from {name}; the stack's log:\n{stack.log()[-4000:]}",
+            interval_s=0.25,
+            ignore=(httpx.TransportError, ValueError, KeyError),
+        )
 
 
 def _stop(stack: RunningStack) -> None:
@@ -219,9 +205,7 @@ def _stop(stack: RunningStack) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             stack.interrupt(timeout_s=20)
     if stack.honcho.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(stack.honcho.pid, signal.SIGKILL)
-        stack.honcho.wait(timeout=10)
+        stack.honcho.kill()
     for pid in stack.survivors():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

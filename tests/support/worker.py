@@ -10,64 +10,38 @@ The worker is stopped (SIGTERM, then SIGKILL) when the block ends, also when the
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
 from ffcore.config import RunConfig
 from fflab.queue import enqueue_run, make_celery
 from fflab.settings import Settings
 from fflab.store.keys import RunRecord
+from tests.support.processes import Process, launched_with_log
 from tests.support.store import TestStore
+from tests.support.waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
+STOP_TIMEOUT_S = 20  # a warm shutdown hands the current run back first
 
 
 @dataclass
 class WorkerProcess:
     name: str
-    process: subprocess.Popen
-    log_path: Path
+    process: Process
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.process.log()
 
     def kill(self) -> None:
         """SIGKILL: the worker dies mid-whatever, as on a lost machine."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
+        self.process.kill()
 
-    def stop(self, timeout_s: float = 20) -> int:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM (a warm shutdown), then SIGKILL after `timeout_s`; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
-
-
-def wait_for(check: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
+        return self.process.stop(timeout_s)
 
 
 def wait_for_status(store: TestStore, run_id: str, statuses: set[str], timeout_s: float) -> RunRecord:
@@ -75,10 +49,11 @@ def wait_for_status(store: TestStore, run_id: str, statuses: set[str], timeout_s
         record = store.get_run(run_id)
         return record if record is not None and record.status in statuses else None
 
-    try:
-        return wait_for(reached, timeout_s, f"run {run_id} to reach {sorted(statuses)}")
-    except TimeoutError as error:
-        raise TimeoutError(f"{error}; it is {store.get_run(run_id)!r}") from None
+    return wait_for(
+        reached,
+        timeout_s,
+        lambda: f"run {run_id} to reach {sorted(statuses)}; it is {store.get_run(run_id)!r}",
+    )
 
 
 def submit_run(redis_url: str, config: RunConfig, preset: str | None = None) -> str:
@@ -119,13 +94,11 @@ def start_worker(
     if torch_threads is not None:
         child_env["FF_WORKER_THREADS"] = str(torch_threads)
     child_env |= env or {}
-    log_file = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker", "--name", name, "--device", device],
-        cwd=REPO, env=child_env, stdout=log_file, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    worker = WorkerProcess(name, process, Path(log_file.name))
-    try:
+    args = [sys.executable, "-m", "worker", "--name", name, "--device", device]
+    with launched_with_log(
+        args, name=f"worker {name}", env=child_env, stop_timeout_s=STOP_TIMEOUT_S
+    ) as process:
+        worker = WorkerProcess(name, process)
         workers = TestStore.from_url(redis_url).workers
 
         def registered() -> bool:
@@ -133,14 +106,10 @@ def start_worker(
                 raise RuntimeError(f"worker {name} exited with {process.returncode}:\n{worker.log()[-3000:]}")
             return any(w["name"] == name for w in workers.list(max_age_s=60))
 
-        try:
-            wait_for(registered, ready_timeout_s, f"worker {name} to register", interval_s=0.2)
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}; its log:\n{worker.log()[-3000:]}") from None
+        wait_for(
+            registered,
+            ready_timeout_s,
+            lambda: f"worker {name} to register; its log:\n{worker.log()[-3000:]}",
+            interval_s=0.2,
+        )
         yield worker
-    finally:
-        worker.stop()
-        # pytest shows captured stderr only for failing tests: there the worker's log helps most.
-        sys.stderr.write(f"--- log of worker {name} ---\n{worker.log()[-20000:]}\n")
-        log_file.close()
-        os.unlink(log_file.name)

@@ -13,12 +13,12 @@ import torch
 
 from ffcore import load_model
 from fflab.store.keys import lease_key
+from tests.support.tiny_data import tiny_config
+from tests.support.waiting import wait_for
 from worker.heartbeat import Heartbeat
 from worker.progress import RunMonitor
 from worker.reaper import Reaper
 from worker.training import DatasetCache, train_run, training_device
-
-from .conftest import tiny_config
 
 
 def stream(store, run_id) -> list[dict]:
@@ -39,13 +39,6 @@ def start_in_thread(context, run_id, datasets) -> tuple[threading.Thread, dict]:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, result
-
-
-def wait_until(check, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_run_trains_to_success_and_streams_its_metrics(store, make_context, datasets):
@@ -128,7 +121,7 @@ def test_a_killed_attempt_is_resumed_from_its_checkpoint_exactly(store, make_con
 def test_a_cancel_request_stops_a_running_run_within_two_seconds(store, make_context, datasets):
     run_id = store.create_run(tiny_config(epochs=10_000)).id
     thread, result = start_in_thread(make_context(), run_id, datasets)
-    wait_until(lambda: (store.get_run(run_id).step or 0) >= 20)
+    wait_for(lambda: (store.get_run(run_id).step or 0) >= 20, 20, "the run to reach step 20", interval_s=0.01)
     asked_at = time.monotonic()
     assert store.cancel_run(run_id) == "running"  # the API's call: it only sets the flag
     thread.join(timeout=10)
@@ -143,7 +136,7 @@ def test_a_cancel_request_stops_a_running_run_within_two_seconds(store, make_con
 def test_a_worker_that_lost_its_lease_stops_and_writes_nothing(store, make_context, datasets):
     run_id = store.create_run(tiny_config(epochs=10_000)).id
     thread, result = start_in_thread(make_context(), run_id, datasets)
-    wait_until(lambda: (store.get_run(run_id).step or 0) >= 20)
+    wait_for(lambda: (store.get_run(run_id).step or 0) >= 20, 20, "the run to reach step 20", interval_s=0.01)
     store.redis.set(lease_key(run_id), "thief")  # the lease expired and another worker took it
     thread.join(timeout=10)
     assert result["outcome"] == "lease_lost"
@@ -157,7 +150,7 @@ def test_a_warm_shutdown_hands_the_run_back_where_it_stands(store, make_context,
     run_id = store.create_run(tiny_config(epochs=6)).id
     context = make_context()
     thread, result = start_in_thread(context, run_id, datasets)
-    wait_until(lambda: (store.get_run(run_id).step or 0) >= 13)
+    wait_for(lambda: (store.get_run(run_id).step or 0) >= 13, 20, "the run to reach step 13", interval_s=0.01)
     context.shutting_down.set()
     thread.join(timeout=10)
     assert result["outcome"] == "requeued" and enqueued == [run_id]
@@ -227,7 +220,7 @@ def test_heartbeat_registers_the_worker_and_renews_or_loses_the_lease(store, mak
         (registered,) = store.workers.list(max_age_s=5)
         assert (registered["name"], registered["run_id"], registered["device"]) == ("w1", run_id, "cpu")
         store.redis.set(lease_key(run_id), "thief")
-        wait_until(context.lease_lost.is_set, timeout_s=2)
+        wait_for(context.lease_lost.is_set, 2, "the lease to be lost", interval_s=0.01)
     finally:
         heartbeat.stop()
     assert store.get_run(run_id).status == "running"  # the thief's run: the reaper leaves it alone
@@ -247,15 +240,15 @@ def test_the_monitor_batches_records_flushes_at_evaluations_and_watches_the_flag
         time.sleep(0.2)
         assert store.count_metrics(run_id) == before  # buffered: the next flush is a minute away
         monitor({"kind": "eval", "step": 50, "split": "val", "error_scan": 0.1, "error_softmax": 0.2})
-        wait_until(lambda: store.count_metrics(run_id) == before + 4, timeout_s=5)
+        wait_for(lambda: store.count_metrics(run_id) == before + 4, 5, "4 more records", interval_s=0.01)
         record = store.get_run(run_id)
         assert (record.step, record.epoch, record.progress, record.val_error_scan) == (50, 1, 0.5, 0.1)
         assert record.samples_per_s == 100.0
         assert not monitor.cancel_requested.is_set() and not monitor.lease_lost.is_set()
         store.cancel_run(run_id)
-        wait_until(monitor.cancel_requested.is_set, timeout_s=2)
+        wait_for(monitor.cancel_requested.is_set, 2, "the cancel request", interval_s=0.01)
         store.redis.set(lease_key(run_id), "thief")
-        wait_until(monitor.lease_lost.is_set, timeout_s=2)
+        wait_for(monitor.lease_lost.is_set, 2, "the lost lease", interval_s=0.01)
     finally:
         monitor.close()
     assert not monitor.is_alive()

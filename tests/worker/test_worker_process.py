@@ -14,7 +14,8 @@ from ffcore import RunConfig, load_model
 from fflab.queue import TRAIN_TASK_NAME, enqueue_run, make_celery
 from fflab.settings import Settings
 from tests.support.store import TestStore
-from tests.support.worker import start_worker, submit_run, wait_for, wait_for_status
+from tests.support.waiting import wait_for
+from tests.support.worker import start_worker, submit_run, wait_for_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -1,0 +1,18 @@
+"""The test suite's own settings, read from FF_TEST_* variables: FF_TEST_DATA_DIR, where MNIST is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tests.support.paths import REPO
+
+
+class TestSettings(BaseSettings):
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    model_config = SettingsConfigDict(env_prefix="FF_TEST_", extra="ignore")
+
+    # A torchvision root with MNIST/raw (it may hold other data sets too).
+    data_dir: Path = REPO.parent / "shared" / "datasets"
