@@ -12,8 +12,8 @@ dashboard (`python -m dashboard`), and measures:
 - browser_open_ms: a real Chromium opening /live?run=ID until all charts are drawn (a new tab, so
   Streamlit's frontend loads each time, from the browser's cache after the first).
 
-    .venv/bin/python bench/dashboard_live_load.py              # 5 repetitions of each
-    .venv/bin/python bench/dashboard_live_load.py --repeat 10
+    .venv/bin/python -m bench.dashboard_live_load              # 5 repetitions of each
+    .venv/bin/python -m bench.dashboard_live_load --repeat 10
 
 Prints the medians and writes bench/results/dashboard_live_load.json.
 """
@@ -26,24 +26,22 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from ffcore.config import RunConfig  # noqa: E402
-from tests.support.api import free_port, start_api  # noqa: E402
-from tests.support.browser import launch_chromium  # noqa: E402
-from tests.support.redis_server import redis_server  # noqa: E402
-from tests.support.store import TestStore  # noqa: E402
-from tests.support.worker import wait_for  # noqa: E402
+from ffcore.config import RunConfig
+from tests.support.api import start_api
+from tests.support.browser import launch_chromium
+from tests.support.paths import REPO
+from tests.support.ports import free_port
+from tests.support.processes import launch
+from tests.support.redis_server import redis_server
+from tests.support.store import TestStore
+from tests.support.waiting import wait_for
 
 RESULTS = REPO / "bench" / "results" / "dashboard_live_load.json"
 EPOCHS, STEPS_PER_EPOCH, LOG_EVERY, LAYERS = 100, 500, 25, 3
@@ -123,27 +121,14 @@ def dashboard(api_url: str) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
     env |= {"FF_API_URL": api_url, "FF_DASHBOARD_PORT": str(port), "FF_DASHBOARD_HOST": "127.0.0.1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dashboard"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        return httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200
 
-    try:
-        wait_for(healthy, 60, "the dashboard's health check", interval_s=0.2)
+    with launch([sys.executable, "-m", "dashboard"], env=env, stop_timeout_s=15):
+        wait_for(healthy, 60, "the dashboard's health check", interval_s=0.2, ignore=(httpx.TransportError,))
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def browser_times(dashboard_url: str, run_id: str, repeat: int) -> list[float]:

@@ -3,7 +3,7 @@
 Runs the first --epochs epochs of the 100-epoch recipe (same schedule), times each epoch
 (evaluation included, as a full run pays it), and extrapolates the 100-epoch wall time.
 
-    python bench/gpu_epoch.py --data-dir ../shared/datasets [--epochs 3] [--device cuda]
+    .venv/bin/python -m bench.gpu_epoch --data-dir ../shared/datasets [--epochs 3] [--device cuda]
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ spent in the two callbacks on the training thread and the monitor thread's time 
 shares of the training time. It prints the figures; the JSON goes to
 bench/results/metrics_overhead.json.
 
-    .venv/bin/python bench/metrics_overhead.py --data-dir ../shared/datasets   # quick preset
-    .venv/bin/python bench/metrics_overhead.py --pairs 40 --block-steps 200 --device cuda
+    .venv/bin/python -m bench.metrics_overhead --data-dir ../shared/datasets   # quick preset
+    .venv/bin/python -m bench.metrics_overhead --pairs 40 --block-steps 200 --device cuda
 
 A redis-server is started on a free 127.0.0.1 port unless --redis-url is given.
 """
@@ -33,18 +33,16 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from ffcore import RunConfig, Trainer, load_dataset  # noqa: E402
-from ffcore.config import parse_override  # noqa: E402
-from ffcore.device import resolve_device  # noqa: E402
-from fflab.settings import Settings  # noqa: E402
-from tests.support.redis_server import redis_server  # noqa: E402
-from tests.support.store import TestStore  # noqa: E402
-from worker.context import WorkerContext  # noqa: E402
-from worker.progress import RunMonitor  # noqa: E402
-from worker.training import StopCheck  # noqa: E402
+from ffcore import RunConfig, Trainer, load_dataset
+from ffcore.config import parse_override
+from ffcore.device import resolve_device
+from fflab.settings import Settings
+from tests.support.paths import REPO
+from tests.support.redis_server import redis_server
+from tests.support.store import TestStore
+from worker.context import WorkerContext
+from worker.progress import RunMonitor
+from worker.training import StopCheck
 
 RESULTS = REPO / "bench" / "results" / "metrics_overhead.json"
 

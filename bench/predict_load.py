@@ -12,8 +12,8 @@ digits (real MNIST test images when the data set is found, else random strokes):
 
 The load generator runs on the same machine as the server, so they share its cores.
 
-    .venv/bin/python bench/predict_load.py
-    .venv/bin/python bench/predict_load.py --clients 32 --rate 300 --duration 20
+    .venv/bin/python -m bench.predict_load
+    .venv/bin/python -m bench.predict_load --clients 32 --rate 300 --duration 20
 
 Prints the figures and writes bench/results/predict_load.json.
 """
@@ -27,7 +27,6 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -35,19 +34,18 @@ import httpx
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from ffcore.checkpoint import save_model  # noqa: E402
-from ffcore.config import RunConfig  # noqa: E402
-from ffcore.model import FFNetwork  # noqa: E402
-from tests.support.api import start_api  # noqa: E402
-from tests.support.redis_server import redis_server  # noqa: E402
-from tests.support.store import TestStore  # noqa: E402
+from ffcore.checkpoint import save_model
+from ffcore.config import RunConfig
+from ffcore.model import FFNetwork
+from tests.support.api import start_api
+from tests.support.mnist import mnist_test_images
+from tests.support.paths import REPO
+from tests.support.redis_server import redis_server
+from tests.support.settings import TestSettings
+from tests.support.store import TestStore
 
 log = logging.getLogger("predict_load")
 RESULTS = REPO / "bench" / "results" / "predict_load.json"
-MNIST_TEST_IMAGES = REPO.parent / "shared" / "datasets" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
 
 
 def seed_model_run(redis_url: str) -> str:
@@ -64,9 +62,9 @@ def seed_model_run(redis_url: str) -> str:
 
 def digit_payloads(count: int) -> list[bytes]:
     """JSON bodies of `count` digits: MNIST test images if present, else random pen strokes."""
-    if MNIST_TEST_IMAGES.is_file():
-        raw = MNIST_TEST_IMAGES.read_bytes()
-        images = np.frombuffer(raw, np.uint8, offset=16, count=count * 784).reshape(count, 28, 28) / 255.0
+    data_dir = TestSettings().data_dir  # FF_TEST_DATA_DIR, else ../shared/datasets
+    if (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
+        images = mnist_test_images(str(data_dir), count) / 255.0
     else:
         rng = np.random.default_rng(0)
         images = (rng.random((count, 28, 28)) > 0.85).astype(np.float64)

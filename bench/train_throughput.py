@@ -6,7 +6,8 @@ and negative forward (2B rows) and the weight gradient (out x 2B @ 2B x in), plu
 forward and gradient. Training rounds and matmul rounds alternate, so that the noise of a shared
 machine hits both; the ratio of medians is the figure.
 
-    python bench/train_throughput.py --data-dir ../shared/datasets [--preset reference] [--threads N]
+    .venv/bin/python -m bench.train_throughput --data-dir ../shared/datasets [--preset reference]
+    .venv/bin/python -m bench.train_throughput --data-dir ../shared/datasets --threads N
 """
 
 from __future__ import annotations

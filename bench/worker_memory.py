@@ -6,8 +6,8 @@ Starts a throwaway redis-server and one real worker (`python -m worker`, one thr
 metric buffers, data sets loaded again) grows by about the same amount every run; one that only
 caches what the next run reuses levels off after the first.
 
-    .venv/bin/python bench/worker_memory.py --data-dir ../shared/datasets
-    .venv/bin/python bench/worker_memory.py --data-dir DIR --runs 8 --set hidden=[1000,1000,1000]
+    .venv/bin/python -m bench.worker_memory --data-dir ../shared/datasets
+    .venv/bin/python -m bench.worker_memory --data-dir DIR --runs 8 --set hidden=[1000,1000,1000]
 
 Prints RSS per run; the JSON goes to bench/results/worker_memory.json.
 """
@@ -22,14 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from ffcore import RunConfig  # noqa: E402
-from ffcore.config import parse_override  # noqa: E402
-from tests.support.redis_server import redis_server  # noqa: E402
-from tests.support.store import TestStore  # noqa: E402
-from tests.support.worker import start_worker, submit_run, wait_for_status  # noqa: E402
+from ffcore import RunConfig
+from ffcore.config import parse_override
+from tests.support.paths import REPO
+from tests.support.redis_server import redis_server
+from tests.support.store import TestStore
+from tests.support.worker import start_worker, submit_run, wait_for_status
 
 RESULTS = REPO / "bench" / "results" / "worker_memory.json"
 
