@@ -38,7 +38,7 @@ from tests.support.api import start_api
 from tests.support.browser import launch_chromium
 from tests.support.paths import REPO
 from tests.support.ports import free_port
-from tests.support.processes import launch
+from tests.support.processes import environment_without, launch
 from tests.support.redis_server import redis_server
 from tests.support.store import TestStore
 from tests.support.waiting import wait_for
@@ -119,7 +119,7 @@ def page_script_times(api_url: str, run_id: str, repeat: int) -> list[float]:
 @contextmanager
 def dashboard(api_url: str) -> Iterator[str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
+    env = environment_without("FF_")
     env |= {"FF_API_URL": api_url, "FF_DASHBOARD_PORT": str(port), "FF_DASHBOARD_HOST": "127.0.0.1"}
     url = f"http://127.0.0.1:{port}"
 

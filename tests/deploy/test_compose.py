@@ -27,6 +27,7 @@ from fflab.settings import Settings
 from tests.support.dockerfiles import dockerfile_env, dockerfile_instructions, final_stage
 from tests.support.packages import absolute_imports, canonical
 from tests.support.paths import REPO
+from tests.support.processes import environment_without
 from tests.support.settings import TestSettings
 
 GPU_FILES = ["docker-compose.yml"]
@@ -50,7 +51,7 @@ def compose_config(files: list[str], tmp_path: Path, env_file_text: str = "") ->
             pytest.fail("docker-compose is not installed (make system-deps installs Debian's docker-compose)")
         env_file = tmp_path / "compose.env"
         env_file.write_text(env_file_text)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FF_", "COMPOSE_"))}
+        env = environment_without("FF_", "COMPOSE_")
         args = [binary, "--project-directory", str(REPO), "--env-file", str(env_file)]
         for name in files:
             args += ["-f", str(REPO / name)]

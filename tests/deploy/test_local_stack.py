@@ -15,7 +15,7 @@ from honcho.environ import parse_procfile
 
 from tests.support.paths import REPO, VENV_BIN
 from tests.support.ports import free_port, port_open
-from tests.support.processes import Process, launch
+from tests.support.processes import Process, environment_without, launch
 from tests.support.stack import start_stack
 from tests.support.waiting import wait_for
 
@@ -23,7 +23,7 @@ PROCESSES = ("redis", "worker", "api", "dashboard")
 
 
 def script_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
+    env = environment_without("FF_")
     env.update(
         {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -86,7 +86,7 @@ def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
         assert re.search(r"^run [0-9a-f]+ queued$", out, flags=re.MULTILINE), out
         assert "status running" in out and "status succeeded" in out, out
         assert re.search(r"^epoch 1: val error \d+\.\d\d%$", out, flags=re.MULTILINE), out
-        assert re.search(r"^predicted \d - softmax head: \d$", out, flags=re.MULTILINE), out
+        assert re.search(r"^label scan: \d - softmax head: \d$", out, flags=re.MULTILINE), out
 
         curl_example = code_block("bash", "curl -sN").replace(README_API, stack.api_url)
         assert README_RUN in curl_example
@@ -102,7 +102,7 @@ def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
         out = result.stdout
         assert "event: metric" in out and "event: end" in out, out[-2000:]
         assert '"kind":"eval"' in out.replace(" ", ""), out[-2000:]
-        assert re.search(r'"label":\s*\d,', out), out[-2000:]
+        assert re.search(r'"scan_label":\s*\d,', out), out[-2000:]
         assert re.search(r'"head_probs":\s*\[', out), out[-2000:]
 
 

@@ -10,7 +10,6 @@ killed if it does not stop) when the block ends, also when the test fails.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from tests.support.ports import free_port
-from tests.support.processes import Process, launched_with_log
+from tests.support.processes import Process, environment_without, launched_with_log
 from tests.support.waiting import wait_for
 
 API = "/api/v1"  # where the routes live (api.main.API_PREFIX), as a client writes it
@@ -49,7 +48,7 @@ def start_api(
 ) -> Iterator[RunningApi]:
     """Run `python -m api` against `redis_url` until the block ends; `env` adds FF_* settings."""
     port = port or free_port()
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
+    child_env = environment_without("FF_")
     child_env.update({"FF_REDIS_URL": redis_url, "FF_API_HOST": "127.0.0.1", "FF_API_PORT": str(port)})
     if api_key is not None:
         child_env["FF_API_KEY"] = api_key

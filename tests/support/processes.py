@@ -78,6 +78,11 @@ class Process:
         self.stop()
 
 
+def environment_without(*prefixes: str) -> dict[str, str]:
+    """This process's environment less the variables named with `prefixes` (a developer's FF_* settings)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith(prefixes)}
+
+
 def launch(
     args: Sequence[str],
     *,

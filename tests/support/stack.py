@@ -26,7 +26,7 @@ import httpx
 from tests.support.api import API
 from tests.support.paths import VENV_BIN
 from tests.support.ports import free_port
-from tests.support.processes import Process, launch
+from tests.support.processes import Process, environment_without, launch
 from tests.support.waiting import wait_for
 
 # --- processes, read from /proc (no extra dependency) ---------------------------------------------
@@ -129,7 +129,7 @@ def start_stack(
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="ff-stack-"))
     api_port, dashboard_port = free_port(), free_port()
     redis_url = redis_url or f"redis://127.0.0.1:{free_port()}/0"
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
+    child_env = environment_without("FF_")
     child_env.update(
         {
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
