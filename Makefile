@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint system-deps up bench clean
+.PHONY: venv test lint system-deps up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

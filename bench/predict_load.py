@@ -62,7 +62,7 @@ def seed_model_run(redis_url: str) -> str:
 
 def digit_payloads(count: int) -> list[bytes]:
     """JSON bodies of `count` digits: MNIST test images if present, else random pen strokes."""
-    data_dir = TestSettings().data_dir  # FF_TEST_DATA_DIR, else ../shared/datasets
+    data_dir = TestSettings().data_root  # FF_TEST_DATA_DIR, else ../shared/datasets
     if (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
         images = mnist_test_images(str(data_dir), count) / 255.0
     else:

@@ -29,7 +29,7 @@ def mnist_dir(tmp_path_factory) -> str:
     hold other data sets too (Fashion-MNIST); the tests see MNIST alone, so that a run on a missing
     data set fails the same way wherever they run.
     """
-    source = TestSettings().data_dir
+    source = TestSettings().data_root
     if not (source / "MNIST" / "raw").is_dir():
         pytest.fail(f"MNIST not found under {source}; set FF_TEST_DATA_DIR to a torchvision root")
     root = tmp_path_factory.mktemp("datasets")

@@ -13,6 +13,7 @@ import pytest
 from dashboard.settings import DashboardSettings
 from fflab.settings import Settings
 from tests.support.paths import REPO
+from tests.support.settings import TestSettings
 from tests.support.stack import start_stack
 
 README = (REPO / "README.md").read_text()
@@ -34,13 +35,17 @@ def code_block(language: str, containing: str) -> str:
 
 def test_settings_table_gives_the_code_defaults():
     rows = dict(re.findall(r"^\| `(FF_[A-Z0-9_]+)` \| ([^|]+) \|", README, flags=re.MULTILINE))
-    for settings_class in (Settings, DashboardSettings):
+    fields = set()
+    for settings_class in (Settings, DashboardSettings, TestSettings):
         prefix = settings_class.model_config["env_prefix"]
         for name, field in settings_class.model_fields.items():
             variable = f"{prefix}{name}".upper()
+            fields.add(variable)
             assert variable in rows, f"{variable} is missing from the README's settings table"
             expected = "unset" if field.default is None else f"`{field.default}`"
             assert rows[variable].strip() == expected, variable
+    # And the other way round: every variable the table lists is read through a settings class.
+    assert not set(rows) - fields, f"the README lists variables no settings class reads: {set(rows) - fields}"
 
 
 def test_local_links_and_files_in_the_readme_exist():

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ffcore import RunConfig, Trainer, evaluate, load_training_state, save_training_state
+from ffcore import RunConfig, Trainer, load_training_state, save_training_state
 from ffcore.data import shift_images
 from ffcore.model import embed_labels, rms_normalize
 from ffcore.train import lr_factor
@@ -181,15 +181,3 @@ def test_training_states_are_safetensors_not_pickle(mnist_slice):
     assert b"__metadata__" in state[:4096] and not state.startswith(b"\x80")
     with pytest.raises(ValueError, match="not an ffcore training state"):
         load_training_state(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", mnist_slice)
-
-
-def test_evaluate_counts_the_errors_of_both_classifiers(mnist_slice):
-    trainer = Trainer(RunConfig(hidden=[20, 20], epochs=1), mnist_slice)
-    trainer.fit(max_steps=5)
-    split = mnist_slice.split("val")
-    errors = evaluate(trainer.model, split, batch_size=128)  # a last batch shorter than the others
-    label_goodness, head_logits = trainer.model.probe(split.images)
-    scan = trainer.model.scan_scores(label_goodness).argmax(dim=1)
-    assert errors["error_scan"] == int((scan != split.labels).sum()) / len(split)
-    assert errors["error_softmax"] == int((head_logits.argmax(dim=1) != split.labels).sum()) / len(split)
-    assert trainer.evaluate("val") == evaluate(trainer.model, split)

@@ -14,5 +14,11 @@ class TestSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FF_TEST_", extra="ignore")
 
-    # A torchvision root with MNIST/raw (it may hold other data sets too).
-    data_dir: Path = REPO.parent / "shared" / "datasets"
+    # A torchvision root with MNIST/raw (it may hold other data sets too); a relative path is taken
+    # from the repository root, wherever the tests are started.
+    data_dir: Path = Path("../shared/datasets")
+
+    @property
+    def data_root(self) -> Path:
+        """`data_dir` as an absolute path."""
+        return (REPO / self.data_dir).resolve()
