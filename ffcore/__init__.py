@@ -12,6 +12,8 @@ from ffcore.config import PRESETS, RunConfig
 from ffcore.data import DataError, Dataset, load_dataset
 from ffcore.device import DeviceError, resolve_device
 from ffcore.evaluation import evaluate
+from ffcore.experiment import ExperimentSpec
+from ffcore.experiment_table import ExperimentTable
 from ffcore.model import FFNetwork, Prediction, predict
 from ffcore.train import Trainer, TrainResult
 
@@ -20,6 +22,8 @@ __all__ = [
     "DataError",
     "Dataset",
     "DeviceError",
+    "ExperimentSpec",
+    "ExperimentTable",
     "FFNetwork",
     "Prediction",
     "RunConfig",
@@ -32,7 +36,17 @@ __all__ = [
     "load_training_state",
     "predict",
     "resolve_device",
+    "run_sweep",
     "save_model",
     "save_model_dir",
     "save_training_state",
 ]
+
+
+def __getattr__(name: str):
+    # run_sweep needs Optuna; imported on first use, so that `import ffcore` does not load it.
+    if name == "run_sweep":
+        from ffcore.sweep import run_sweep
+
+        return run_sweep
+    raise AttributeError(f"module 'ffcore' has no attribute {name!r}")

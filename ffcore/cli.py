@@ -1,4 +1,4 @@
-"""The command line: `python -m ffcore train | predict | eval`."""
+"""The command line: `python -m ffcore train | predict | eval | sweep`."""
 
 from __future__ import annotations
 
@@ -95,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", help="torchvision root holding MNIST/raw (default: the model's)")
     evaluate.add_argument("--split", choices=["test", "val"], default="test", help="default: %(default)s")
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="run an experiment (seed group or sweep) here, one run at a time",
+        description="Validate the experiment spec SPEC.json (see ffcore/experiment.py), train each setting "
+        "it tries once per seed, one run after another (the spec's max_parallel is for the service), and "
+        "write table.json and table.csv into --out. Prints the best setting (the lowest mean objective "
+        "among settings whose seeds all succeeded) with its mean ± standard deviation over the seeds.",
+    )
+    sweep.add_argument("spec", metavar="SPEC.json", help="the experiment spec (JSON)")
+    sweep.add_argument(
+        "--data-dir", help="torchvision root holding MNIST/raw, for every run (default: the spec's base)"
+    )
+    sweep.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (default: auto)"
+    )
+    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
+    sweep.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     return parser
 
 
@@ -237,6 +255,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ffcore import sweep
+
+    try:
+        spec = sweep.load_spec(args.spec)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    return sweep.cmd_sweep(spec, args)
+
+
 def _load(path: str, loader):
     try:
         return loader(path)
@@ -250,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval}
+    commands = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "sweep": cmd_sweep}
     try:
         return commands[args.command](args)
     except (CliError, DataError, DeviceError) as error:

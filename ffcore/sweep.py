@@ -1,0 +1,252 @@
+"""Run an ExperimentSpec locally: one Optuna trial per setting, its seeds trained one after another.
+
+The sampler follows the spec's `search`: GridSampler over the listed values, RandomSampler or
+TPESampler (seeded, so that a sweep is reproducible). Listed values reach Optuna as categorical
+choices of their JSON text, so that any value (a list of widths too) can be listed. A setting's
+value for Optuna is the mean over its seeds of the objective's last validation error.
+
+Pruning (the rule the service follows too): the first seed's validation error at each evaluation
+is reported to Optuna's MedianPruner; when it says prune, that run stops, the setting's remaining
+seeds are not run and the setting stays in the table marked 'pruned'. A setting drawn again (random
+and tpe draw listed values with replacement) is not trained again: its trial takes the first
+outcome. `max_parallel` is the service's; a local sweep runs one run at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from ffcore.config import RunConfig
+from ffcore.data import DataError, Dataset, load_dataset
+from ffcore.device import resolve_device
+from ffcore.experiment import PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_EPOCHS, ExperimentSpec, numeric_kind
+from ffcore.experiment_table import ExperimentTable, RunOutcome, SettingResult
+from ffcore.train import Trainer
+
+log = logging.getLogger(__name__)
+
+SAMPLER_SEED = 0
+TABLE_JSON = "table.json"
+TABLE_CSV = "table.csv"
+
+RunEndCallback = Callable[[SettingResult, RunOutcome], None]
+
+
+class _SettingFailed(Exception):
+    """A run of the setting failed; the trial is marked failed and the sweep goes on."""
+
+
+def make_sampler(spec: ExperimentSpec, seed: int = SAMPLER_SEED) -> optuna.samplers.BaseSampler:
+    if spec.search == "grid":
+        space = {name: [_encode(v) for v in p.values or []] for name, p in spec.params.items()}
+        return optuna.samplers.GridSampler(space, seed=seed)
+    if spec.search == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(
+    spec: ExperimentSpec, startup_trials: int = PRUNE_STARTUP_TRIALS, warmup_epochs: int = PRUNE_WARMUP_EPOCHS
+) -> optuna.pruners.BasePruner:
+    if not spec.prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs)
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value)
+
+
+def suggest_setting(spec: ExperimentSpec, trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's setting: a listed value (chosen among the values' JSON texts) or a range's value."""
+    setting: dict[str, Any] = {}
+    for name, param in spec.params.items():
+        if param.values is not None:
+            setting[name] = json.loads(trial.suggest_categorical(name, [_encode(v) for v in param.values]))
+            continue
+        assert param.low is not None and param.high is not None
+        if numeric_kind(name) is int:
+            step = int(param.step) if param.step is not None else 1
+            setting[name] = trial.suggest_int(name, int(param.low), int(param.high), step=step, log=param.log)
+        else:
+            setting[name] = trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
+    return setting
+
+
+def run_sweep(
+    spec: ExperimentSpec,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    dataset: Dataset | None = None,
+    on_run_end: RunEndCallback | None = None,
+    prune_startup_trials: int = PRUNE_STARTUP_TRIALS,
+    prune_warmup_epochs: int = PRUNE_WARMUP_EPOCHS,
+    sampler_seed: int = SAMPLER_SEED,
+) -> ExperimentTable:
+    """Run `spec` here, one run at a time, and return its table.
+
+    `data_dir` and `device` replace the base configuration's; `dataset` (already loaded) replaces
+    loading the data (tests). Without it, each (dataset, validation) pair is loaded once and shared
+    by the runs. `on_run_end(setting, run)` is called after each run.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    updates: dict[str, Any] = {"device": device}
+    if data_dir is not None:
+        updates["data_dir"] = data_dir
+    torch_device = resolve_device(device)
+    datasets: dict[tuple[str, str], Dataset] = {}
+    table = ExperimentTable(spec=spec)
+    by_key: dict[str, SettingResult] = {}
+
+    def data_for(config: RunConfig) -> Dataset:
+        if dataset is not None:
+            return dataset
+        key = (config.dataset, config.validation)
+        if key not in datasets:
+            datasets[key] = load_dataset(config, torch_device)
+        return datasets[key]
+
+    def objective(trial: optuna.Trial) -> float:
+        setting = suggest_setting(spec, trial)
+        key = json.dumps(setting, sort_keys=True)
+        if key in by_key:  # drawn again: take the first outcome
+            return _outcome(by_key[key], spec)
+        result = SettingResult(trial=trial.number, params=setting, status="succeeded")
+        by_key[key] = result
+        table.settings.append(result)
+        log.info("trial %d: %s", trial.number, setting)
+        for i, seed in enumerate(spec.seeds):
+            run = _train(spec, setting, seed, updates, data_for, trial if i == 0 else None)
+            result.runs.append(run)
+            if on_run_end is not None:
+                on_run_end(result, run)
+            if run.status != "succeeded" or (i == 0 and trial.should_prune() and spec.prune):
+                result.status = "failed" if run.status == "failed" else "pruned"
+                break
+        if result.status == "succeeded":
+            stat = result.stats[spec.objective]
+            log.info("trial %d: %s %.4f ± %s", trial.number, spec.objective, stat.mean, _fmt(stat.std))
+        else:
+            log.info("trial %d: %s", trial.number, result.status)
+        return _outcome(result, spec)
+
+    study = optuna.create_study(
+        direction="minimize",
+        sampler=make_sampler(spec, sampler_seed),
+        pruner=make_pruner(spec, prune_startup_trials, prune_warmup_epochs),
+    )
+    for setting in spec.start_with:
+        study.enqueue_trial(
+            {n: (_encode(v) if spec.params[n].values is not None else v) for n, v in setting.items()}
+        )
+    study.optimize(objective, n_trials=spec.planned_trials(), catch=(_SettingFailed,))
+    return table
+
+
+def _outcome(result: SettingResult, spec: ExperimentSpec) -> float:
+    """The trial's value, or the exception that marks it pruned or failed."""
+    if result.status == "pruned":
+        raise optuna.TrialPruned()
+    if result.status == "failed":
+        raise _SettingFailed(next(r.error for r in result.runs if r.status == "failed"))
+    mean = result.stats[spec.objective].mean
+    assert mean is not None
+    return mean
+
+
+def _train(
+    spec: ExperimentSpec,
+    setting: dict[str, Any],
+    seed: int,
+    updates: dict[str, Any],
+    data_for: Callable[[RunConfig], Dataset],
+    trial: optuna.Trial | None,
+) -> RunOutcome:
+    """Train one run; with `trial`, report its validation errors to the pruner and stop when told."""
+    latest: dict[str, float] = {}
+    prune = False
+
+    def on_metrics(record: dict[str, Any]) -> None:
+        nonlocal prune
+        if record["kind"] != "eval" or record["split"] != "val":
+            return
+        latest["val_error_scan"] = record["error_scan"]
+        latest["val_error_softmax"] = record["error_softmax"]
+        if trial is not None and spec.prune:
+            trial.report(latest[spec.objective], step=record["epoch"])
+            prune = trial.should_prune()
+
+    try:
+        config = spec.run_config(setting, seed, **updates)
+        trainer = Trainer(config, dataset=data_for(config))
+        result = trainer.fit(on_metrics=on_metrics, should_stop=lambda: prune)
+    except DataError:  # no data, no sweep: the caller says so (the CLI: one line, exit status 2)
+        raise
+    except Exception as error:  # one bad run must not end the sweep; the table says what happened
+        log.exception("setting %s, seed %d failed", setting, seed)
+        return RunOutcome(seed=seed, status="failed", error=f"{type(error).__name__}: {error}")
+    return RunOutcome(
+        seed=seed,
+        status="pruned" if result.stopped else "succeeded",
+        test_error_scan=result.test_error_scan,
+        test_error_softmax=result.test_error_softmax,
+        epochs=result.epochs,
+        **latest,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def load_spec(path: str) -> ExperimentSpec:
+    """Read and validate a spec file; ValueError with one readable line when it is not valid."""
+    from pydantic import ValidationError
+
+    from ffcore.experiment import describe_spec_error
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as error:
+        raise ValueError(f"{path}: invalid experiment spec: {describe_spec_error(error)}") from None
+
+
+def cmd_sweep(spec: ExperimentSpec, args: Any) -> int:
+    """The `sweep` command's work, once ffcore.cli has read the spec (with `load_spec`)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trials, seeds = spec.planned_trials(), len(spec.seeds)
+    log.info("sweep: %s search, up to %d settings x %d seeds", spec.search, trials, seeds)
+    table = run_sweep(spec, data_dir=args.data_dir, device=args.device)
+    (out / TABLE_JSON).write_text(table.to_json() + "\n")
+    (out / TABLE_CSV).write_text(table.to_csv())
+    best = table.best_setting
+    counts = {s: sum(r.status == s for r in table.settings) for s in ("succeeded", "pruned", "failed")}
+    summary: dict[str, Any] = {"settings": len(table.settings), **counts, "out": str(out)}
+    if best is not None:
+        stat = best.stats[spec.objective]
+        summary |= {"best": best.params, spec.objective: stat.mean, f"{spec.objective}_std": stat.std}
+        print(f"best {best.params}: {spec.objective} {stat.mean:.4f} ± {_fmt(stat.std)} over {stat.n} seeds")
+    else:
+        print("no setting had all its seeds succeed")
+    print(json.dumps(summary))
+    return 0
