@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="torchvision root holding MNIST/raw, for every run (default: the spec's base)"
     )
     sweep.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (default: auto)"
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="where to train (default: the spec's base configuration's, auto unless it says otherwise)",
     )
     sweep.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
     sweep.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")

@@ -40,6 +40,7 @@ NOT_SEARCHABLE = {
     "seed": "use `seeds` to train every setting with several seeds",
     "data_dir": "the runner decides where the data lives",
     "device": "the runner decides where to train",
+    "validation": "the objective is a validation error, so every run keeps validation='holdout'",
 }
 # The pruner's patience (Optuna's MedianPruner): no setting is pruned before this many settings have
 # completed, nor before its first seed has been evaluated after this many epochs.
@@ -134,7 +135,12 @@ class ParamSpec(BaseModel):
 
 
 class ExperimentSpec(BaseModel):
-    """Seed groups and sweeps: every setting of `params`, trained once per seed."""
+    """Seed groups and sweeps: every setting of `params`, trained once per seed.
+
+    Every listed value and both ends of every range are checked against RunConfig on top of the
+    base, and so is every setting of a grid; a random or tpe combination that RunConfig refuses
+    (e.g. widths and scan_layers that do not fit) fails as a setting when it is drawn.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -264,6 +270,8 @@ class ExperimentSpec(BaseModel):
                 isinstance(value, int | float) and param.low <= value <= param.high  # type: ignore[operator]
             ):
                 raise ValueError(f"{where}.{name}: {value!r} is outside {param.low}..{param.high}")
+            if param.is_range and numeric_kind(name) is int and value != int(value):
+                raise ValueError(f"{where}.{name}: {name} takes whole numbers, got {value!r}")
         self._check_setting(base, setting, where)
 
     # --- what to run --------------------------------------------------------------------------

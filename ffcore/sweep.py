@@ -64,6 +64,13 @@ def _encode(value: Any) -> str:
     return json.dumps(value)
 
 
+def _enqueued(spec: ExperimentSpec, name: str, value: Any) -> Any:
+    """A start_with value as the trial's suggest call will see it."""
+    if spec.params[name].values is not None:
+        return _encode(value)
+    return int(value) if numeric_kind(name) is int else float(value)
+
+
 def suggest_setting(spec: ExperimentSpec, trial: optuna.Trial) -> dict[str, Any]:
     """The trial's setting: a listed value (chosen among the values' JSON texts) or a range's value."""
     setting: dict[str, Any] = {}
@@ -84,7 +91,7 @@ def run_sweep(
     spec: ExperimentSpec,
     *,
     data_dir: str | None = None,
-    device: str = "auto",
+    device: str | None = "auto",
     dataset: Dataset | None = None,
     on_run_end: RunEndCallback | None = None,
     prune_startup_trials: int = PRUNE_STARTUP_TRIALS,
@@ -93,15 +100,19 @@ def run_sweep(
 ) -> ExperimentTable:
     """Run `spec` here, one run at a time, and return its table.
 
-    `data_dir` and `device` replace the base configuration's; `dataset` (already loaded) replaces
-    loading the data (tests). Without it, each (dataset, validation) pair is loaded once and shared
-    by the runs. `on_run_end(setting, run)` is called after each run.
+    `data_dir` and `device` replace the base configuration's (None keeps it); `dataset` (already
+    loaded) replaces loading the data (tests). Without it, each (dataset, validation) pair is loaded
+    once and shared by the runs. `on_run_end(setting, run)` is called after each run. The pruner's
+    patience and the sampler's seed can be changed for tests; a pruned setting's runs after the
+    first seed are not run.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    updates: dict[str, Any] = {"device": device}
+    updates: dict[str, Any] = {}
+    if device is not None:
+        updates["device"] = device
     if data_dir is not None:
         updates["data_dir"] = data_dir
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(updates.get("device", spec.base_config().device))
     datasets: dict[tuple[str, str], Dataset] = {}
     table = ExperimentTable(spec=spec)
     by_key: dict[str, SettingResult] = {}
@@ -144,9 +155,7 @@ def run_sweep(
         pruner=make_pruner(spec, prune_startup_trials, prune_warmup_epochs),
     )
     for setting in spec.start_with:
-        study.enqueue_trial(
-            {n: (_encode(v) if spec.params[n].values is not None else v) for n, v in setting.items()}
-        )
+        study.enqueue_trial({name: _enqueued(spec, name, value) for name, value in setting.items()})
     study.optimize(objective, n_trials=spec.planned_trials(), catch=(_SettingFailed,))
     return table
 

@@ -111,6 +111,32 @@ def refusal(data: dict, **context) -> str:
             "start_with[0].lr: 0.005 is not one of the listed values [0.001, 0.01]",
         ),
         ({"params": LR, "start_with": [{"lr": 1e-3}]}, "start_with: grid search tries every setting"),
+        (
+            {
+                "params": {"epochs": {"low": 1, "high": 4}},
+                "search": "tpe",
+                "max_trials": 4,
+                "start_with": [{"epochs": 9}],
+            },
+            "start_with[0].epochs: 9 is outside 1.0..4.0",
+        ),
+        (
+            {
+                "params": {"epochs": {"low": 1, "high": 4}},
+                "search": "tpe",
+                "max_trials": 4,
+                "start_with": [{"epochs": 2.5}],
+            },
+            "start_with[0].epochs: epochs takes whole numbers, got 2.5",
+        ),
+        (
+            {"params": LR, "search": "tpe", "max_trials": 1, "start_with": [{"lr": 1e-3}, {"lr": 1e-2}]},
+            "start_with: 2 settings, more than max_trials=1",
+        ),
+        (
+            {"params": {"validation": {"values": ["holdout"]}}},
+            "params.validation: may not be varied (the objective",
+        ),
     ],
 )
 def test_refusals_say_what_is_wrong_and_what_is_allowed(data, message):

@@ -93,6 +93,18 @@ def test_a_hopeless_setting_is_pruned_after_the_first_seeds_first_evaluation(mni
     assert hopeless.stats["val_error_scan"].n == 0 and table.best == 0
 
 
+def test_random_search_trains_a_setting_drawn_twice_only_once(mnist_slice):
+    spec = tiny_spec(
+        search="random", params={"lr": {"values": [3e-3, 1e-2]}}, seeds=[0, 1], max_trials=5, prune=False
+    )
+    runs = []
+    table = run_sweep(spec, dataset=mnist_slice, device="cpu", on_run_end=lambda s, r: runs.append(r))
+    # Five draws from two values repeat one: each value drawn is trained once per seed and listed once.
+    values = [s.params["lr"] for s in table.settings]
+    assert len(set(values)) == len(values) <= 2
+    assert len(runs) == 2 * len(values) and all(len(s.runs) == 2 for s in table.settings)
+
+
 def test_a_failed_run_marks_its_setting_failed_and_the_sweep_goes_on(mnist_slice, monkeypatch):
     spec = tiny_spec(
         params={"jitter": {"values": [0, 1]}}, seeds=[0, 1], prune=False, objective="val_error_softmax"
