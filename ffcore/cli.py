@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an experiment (seed group or sweep) here, one run at a time",
         description="Validate the experiment spec SPEC.json (see ffcore/experiment.py), train each setting "
         "it tries once per seed, one run after another (the spec's max_parallel is for the service), and "
-        "write table.json and table.csv into --out. Prints the best setting (the lowest mean objective "
-        "among settings whose seeds all succeeded) with its mean ± standard deviation over the seeds.",
+        "write table.json and table.csv into --out (rewritten after every run). Prints the best setting "
+        "(the lowest mean objective among settings whose seeds all succeeded) with its mean ± standard "
+        "deviation over the seeds.",
     )
     sweep.add_argument("spec", metavar="SPEC.json", help="the experiment spec (JSON)")
     sweep.add_argument(

@@ -36,7 +36,7 @@ SAMPLER_SEED = 0
 TABLE_JSON = "table.json"
 TABLE_CSV = "table.csv"
 
-RunEndCallback = Callable[[SettingResult, RunOutcome], None]
+RunEndCallback = Callable[[ExperimentTable, SettingResult, RunOutcome], None]
 
 
 class _SettingFailed(Exception):
@@ -102,7 +102,7 @@ def run_sweep(
 
     `data_dir` and `device` replace the base configuration's (None keeps it); `dataset` (already
     loaded) replaces loading the data (tests). Without it, each (dataset, validation) pair is loaded
-    once and shared by the runs. `on_run_end(setting, run)` is called after each run. The pruner's
+    once and shared by the runs. `on_run_end(table, setting, run)` is called after each run. The pruner's
     patience and the sampler's seed can be changed for tests; a pruned setting's runs after the
     first seed are not run.
     """
@@ -138,7 +138,7 @@ def run_sweep(
             run = _train(spec, setting, seed, updates, data_for, trial if i == 0 else None)
             result.runs.append(run)
             if on_run_end is not None:
-                on_run_end(result, run)
+                on_run_end(table, result, run)
             if run.status != "succeeded" or (i == 0 and trial.should_prune() and spec.prune):
                 result.status = "failed" if run.status == "failed" else "pruned"
                 break
@@ -245,9 +245,13 @@ def cmd_sweep(spec: ExperimentSpec, args: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     trials, seeds = spec.planned_trials(), len(spec.seeds)
     log.info("sweep: %s search, up to %d settings x %d seeds", spec.search, trials, seeds)
-    table = run_sweep(spec, data_dir=args.data_dir, device=args.device)
-    (out / TABLE_JSON).write_text(table.to_json() + "\n")
-    (out / TABLE_CSV).write_text(table.to_csv())
+
+    def write(table: ExperimentTable, *_: Any) -> None:  # after every run: a stopped sweep keeps its results
+        (out / TABLE_JSON).write_text(table.to_json() + "\n")
+        (out / TABLE_CSV).write_text(table.to_csv())
+
+    table = run_sweep(spec, data_dir=args.data_dir, device=args.device, on_run_end=write)
+    write(table)
     best = table.best_setting
     counts = {s: sum(r.status == s for r in table.settings) for s in ("succeeded", "pruned", "failed")}
     summary: dict[str, Any] = {"settings": len(table.settings), **counts, "out": str(out)}

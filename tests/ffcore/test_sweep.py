@@ -39,7 +39,7 @@ def test_a_grid_trains_every_setting_once_per_seed_as_a_lone_trainer_would(mnist
     spec = tiny_spec(params={"lr": {"values": [3e-3, 1e-2]}}, seeds=[0, 1], prune=False)
     ended = []
     table = run_sweep(
-        spec, dataset=mnist_slice, device="cpu", on_run_end=lambda s, r: ended.append((s.trial, r.seed))
+        spec, dataset=mnist_slice, device="cpu", on_run_end=lambda t, s, r: ended.append((s.trial, r.seed))
     )
 
     assert sorted(s.params["lr"] for s in table.settings) == [3e-3, 1e-2]
@@ -98,7 +98,7 @@ def test_random_search_trains_a_setting_drawn_twice_only_once(mnist_slice):
         search="random", params={"lr": {"values": [3e-3, 1e-2]}}, seeds=[0, 1], max_trials=5, prune=False
     )
     runs = []
-    table = run_sweep(spec, dataset=mnist_slice, device="cpu", on_run_end=lambda s, r: runs.append(r))
+    table = run_sweep(spec, dataset=mnist_slice, device="cpu", on_run_end=lambda t, s, r: runs.append(r))
     # Five draws from two values repeat one: each value drawn is trained once per seed and listed once.
     values = [s.params["lr"] for s in table.settings]
     assert len(set(values)) == len(values) <= 2
