@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 from dashboard.settings import DashboardSettings
+from ffcore.experiment import ExperimentSpec
 from fflab.settings import Settings
 from tests.support.paths import REPO
 from tests.support.settings import TestSettings
@@ -141,3 +143,9 @@ def test_presets_table_matches_the_presets():
         assert f"{config.epochs} epochs" in recipe, name
         if "negatives" in recipe:
             assert f"{config.negatives} negatives" in recipe, name
+
+
+def test_the_experiment_example_is_a_valid_spec():
+    spec = ExperimentSpec.model_validate(json.loads(code_block("json", '"search": "tpe"')))
+    assert (spec.search, spec.seeds, spec.objective) == ("tpe", [0, 1, 2], "val_error_scan")
+    assert spec.params["lr"].log and spec.params["negatives"].values == ["random", "hard"]
