@@ -211,6 +211,41 @@ PRESETS: dict[str, dict[str, Any]] = {
 DEFAULT_PRESET = "reference"
 
 
+class RunRequestError(ValueError):
+    """A request's `preset`, `overrides` or `config` do not make a run configuration.
+
+    `part` names what is wrong ('preset', 'overrides', or '' for the request as a whole), so that
+    each caller can say where in its own input (the API's body, an experiment's base) the problem is.
+    """
+
+    def __init__(self, part: str, message: str):
+        super().__init__(f"{part}: {message}" if part else message)
+        self.part = part
+        self.message = message
+
+
+def resolve_run_config(
+    preset: str | None, overrides: dict[str, Any] | None, config: RunConfig | None
+) -> tuple[RunConfig, str | None]:
+    """The configuration a request names, and its preset (None for a full config).
+
+    A request gives a full `config`, or a `preset` (default DEFAULT_PRESET) with `overrides` on top:
+    POST /runs and an experiment's base both ask this way. Raises RunRequestError for the request's
+    shape, and pydantic's ValidationError for values RunConfig refuses.
+    """
+    if config is not None:
+        if preset is not None or overrides is not None:
+            raise RunRequestError("", "give either `config` or `preset` with `overrides`, not both")
+        return config, None
+    preset = preset or DEFAULT_PRESET
+    if preset not in PRESETS:
+        raise RunRequestError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    try:
+        return RunConfig.from_preset(preset, **(overrides or {})), preset
+    except TypeError as error:  # a key that is not a valid identifier for **overrides
+        raise RunRequestError("overrides", str(error)) from None
+
+
 def format_validation_error(error: ValidationError) -> str:
     """One readable line per problem: 'field: message'."""
     lines = []

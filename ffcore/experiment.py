@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from ffcore.config import DEFAULT_PRESET, PRESETS, RunConfig
+from ffcore.config import PRESETS, RunConfig, RunRequestError, resolve_run_config
 
 # The most settings one experiment may try, whoever runs it; callers can pass a tighter limit
 # (`ExperimentSpec.model_validate(data, context={"max_trials": n})` or `check_limits(spec, n)`).
@@ -81,23 +81,16 @@ class BaseSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> BaseSpec:
-        if self.config is not None and (self.preset is not None or self.overrides is not None):
-            raise ValueError("base: give either `config` or `preset` with `overrides`, not both")
         self.resolve()
         return self
 
     def resolve(self) -> RunConfig:
-        if self.config is not None:
-            return self.config
-        preset = self.preset or DEFAULT_PRESET
-        if preset not in PRESETS:
-            raise ValueError(f"base.preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         try:
-            return RunConfig.from_preset(preset, **(self.overrides or {}))
+            return resolve_run_config(self.preset, self.overrides, self.config)[0]
         except ValidationError as error:
             raise ValueError(f"base.overrides: {describe_spec_error(error)}") from None
-        except TypeError as error:  # a key that is not a valid identifier for **overrides
-            raise ValueError(f"base.overrides: {error}") from None
+        except RunRequestError as error:
+            raise ValueError(f"base.{error}" if error.part else f"base: {error.message}") from None
 
 
 class ParamSpec(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import ValidationError
@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from api.deps import CeleryDep, ModelCacheDep, SettingsDep, StoreDep, require_api_key
 from api.errors import describe_validation_errors
 from api.schemas import ErrorOut, RunCreate, RunList, RunRecord, RunStatus
-from ffcore.config import DEFAULT_PRESET, PRESETS, RunConfig
+from ffcore.config import RunConfig, RunRequestError, resolve_run_config
 from fflab.queue import enqueue_run
 from fflab.settings import Settings
 from fflab.store.keys import FINISHED
@@ -38,21 +38,12 @@ def _invalid(message: str) -> HTTPException:
 
 def resolve_config(body: RunCreate, settings: Settings) -> tuple[RunConfig, str | None]:
     """The run configuration a request asks for, checked against the product limits."""
-    if body.config is not None and (body.preset is not None or body.overrides is not None):
-        raise _invalid("body: give either `config` or `preset` with `overrides`, not both")
-    if body.config is not None:
-        config, preset = body.config, None
-    else:
-        preset = body.preset or DEFAULT_PRESET
-        if preset not in PRESETS:
-            raise _invalid(f"preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        overrides: dict[str, Any] = body.overrides or {}
-        try:
-            config = RunConfig.from_preset(preset, **overrides)
-        except ValidationError as error:
-            raise _invalid(describe_validation_errors(error.errors())) from error
-        except TypeError as error:  # a key that is not a valid identifier for **overrides
-            raise _invalid(f"overrides: {error}") from error
+    try:
+        config, preset = resolve_run_config(body.preset, body.overrides, body.config)
+    except ValidationError as error:
+        raise _invalid(describe_validation_errors(error.errors())) from error
+    except RunRequestError as error:
+        raise _invalid(str(error) if error.part else f"body: {error.message}") from error
     if config.data_dir is not None:
         # A client must not point the worker at paths on its machine; the worker's FF_DATA_DIR decides.
         raise _invalid("data_dir: set by the server (FF_DATA_DIR); leave it out")

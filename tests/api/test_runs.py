@@ -43,7 +43,10 @@ def test_a_full_configuration_is_accepted(client: TestClient) -> None:
         ({"preset": "quick", "overrides": {"lr": -1}}, "lr: Input should be greater than 0"),
         ({"preset": "quick", "overrides": {"dropout": 0.5}}, "dropout: Extra inputs are not permitted"),
         ({"preset": "nope"}, "preset: unknown preset 'nope'; choose one of reference, paper, quick"),
-        ({"preset": "quick", "config": {}}, "give either `config` or `preset`"),
+        (
+            {"preset": "quick", "config": {}},
+            "body: give either `config` or `preset` with `overrides`, not both",
+        ),
         ({"config": {"epochs": 1, "scan_layers": [5]}}, "scan_layers: layers [5] do not exist"),
         ({"config": {"data_dir": "/etc"}}, "data_dir: set by the server"),
         ({"config": {"lr": "NaN"}}, "config.lr"),
