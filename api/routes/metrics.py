@@ -1,7 +1,10 @@
-"""Metrics of a run: pages of records by cursor, a thinned series, and a live Server-Sent Events stream."""
+"""Metrics of a run: pages of records by cursor, a thinned series, a CSV export, and a live Server-Sent
+Events stream."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import re
@@ -11,7 +14,7 @@ from typing import Annotated, Literal
 import numpy as np
 import redis
 from anyio import to_thread
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import StoreDep
@@ -62,6 +65,45 @@ def _read_page(store: RunStore, run_id: str, after: str | None, limit: int):
         return [], after
 
 
+def _read_all(store: RunStore, run_id: str, after: str | None) -> tuple[list[dict], str | None]:
+    """Every record after the cursor up to the newest, each with its `id`, and the next cursor.
+
+    Bounded by the stream's cap (FF_METRICS_MAXLEN records per run)."""
+    records: list[dict] = []
+    cursor = after
+    while True:
+        entries, cursor = _read_page(store, run_id, cursor, _READ_CHUNK)
+        records.extend({"id": eid, **record} for eid, record in entries)
+        if len(entries) < _READ_CHUNK:
+            return records, cursor
+
+
+def flat_record(record: dict) -> dict:
+    """A metric record as one CSV row: each layer's values become `layer{N}_{name}` columns."""
+    row = {}
+    for key, value in record.items():
+        if key == "layers" and isinstance(value, list):
+            for layer in value:
+                index = layer.get("layer")
+                row.update({f"layer{index}_{name}": v for name, v in layer.items() if name != "layer"})
+        elif isinstance(value, list | dict):
+            row[key] = json.dumps(value)
+        else:
+            row[key] = value
+    return row
+
+
+def records_csv(records: list[dict]) -> str:
+    """CSV text with one row per record and the union of their columns, in the order first seen."""
+    rows = [flat_record(record) for record in records]
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 def thin_train_records(records: list[dict], max_points: int) -> tuple[list[dict], bool]:
     """Keep at most `max_points` train records, evenly spaced, first and last included; all others."""
     train_positions = [i for i, r in enumerate(records) if r.get("kind") == "train"]
@@ -107,16 +149,43 @@ def read_metrics(
         thinned = False
         records = [{"id": eid, **record} for eid, record in entries]
     else:
-        records, next_cursor = [], cursor
-        while True:
-            entries, next_cursor = _read_page(store, run_id, next_cursor, _READ_CHUNK)
-            records.extend({"id": eid, **record} for eid, record in entries)
-            if len(entries) < _READ_CHUNK:
-                break
+        records, next_cursor = _read_all(store, run_id, cursor)
         records, thinned = thin_train_records(records, max_points)
     if kind is not None:
         records = [r for r in records if r.get("kind") == kind]
     return MetricsPage(records=records, next=next_cursor, thinned=thinned)
+
+
+@router.get(
+    "/{run_id}/metrics.csv",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "The records as CSV, one row per record."},
+        **NOT_FOUND,
+        422: {"model": ErrorOut, "description": "A parameter is invalid."},
+    },
+    summary="Metric records of a run as CSV",
+)
+def export_metrics_csv(
+    run_id: str,
+    store: StoreDep,
+    kind: Annotated[
+        Literal["train", "eval", "status"] | None,
+        Query(description="Only records of this kind (default: all, with a `kind` column)."),
+    ] = None,
+) -> Response:
+    """Every metric record of the run, oldest first, for a spreadsheet or pandas: the columns are the
+    records' fields (`id` is the stream id), each layer's values of a train record as `layer{N}_{name}`
+    columns; a field a record lacks is empty. The JSON of GET /runs/{id}/metrics holds the same values."""
+    get_run_or_404(store, run_id)
+    records, _ = _read_all(store, run_id, None)
+    if kind is not None:
+        records = [r for r in records if r.get("kind") == kind]
+    return Response(
+        content=records_csv(records),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="ff-{run_id}-metrics.csv"'},
+    )
 
 
 @router.get(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import threading
 import time
@@ -90,6 +92,39 @@ def test_a_thinned_series_keeps_every_eval_and_status_record(client: TestClient,
 def test_records_can_be_filtered_by_kind(client: TestClient, seeded_run: str) -> None:
     page = client.get(f"{API}/runs/{seeded_run}/metrics", params={"kind": "eval", "limit": 10_000}).json()
     assert [r["epoch"] for r in page["records"]] == list(range(1, 11))
+
+
+def test_the_csv_export_holds_every_record_as_the_json_does(client: TestClient, seeded_run: str) -> None:
+    response = client.get(f"{API}/runs/{seeded_run}/metrics.csv")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert f"ff-{seeded_run}-metrics.csv" in response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    records = client.get(f"{API}/runs/{seeded_run}/metrics", params={"limit": 10_000}).json()["records"]
+    assert [row["id"] for row in rows] == [record["id"] for record in records]
+    for row, record in zip(rows, records, strict=True):
+        assert row["kind"] == record["kind"]
+        if record["kind"] == "train":
+            layer = record["layers"][0]
+            assert float(row["step"]) == record["step"] and float(row["head_loss"]) == record["head_loss"]
+            assert float(row["layer0_goodness_pos"]) == layer["goodness_pos"]
+            assert float(row["layer0_threshold"]) == layer["threshold"]
+            assert row["error_scan"] == ""
+        elif record["kind"] == "eval":
+            assert (row["split"], float(row["error_scan"])) == ("val", record["error_scan"])
+            assert row["layer0_goodness_pos"] == ""
+        else:
+            assert row["status"] == record["status"]
+
+
+def test_the_csv_export_filters_by_kind_and_refuses_unknown_runs(client: TestClient, seeded_run: str) -> None:
+    text = client.get(f"{API}/runs/{seeded_run}/metrics.csv", params={"kind": "eval"}).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [int(row["epoch"]) for row in rows] == list(range(1, 11))
+    assert "layer0_goodness_pos" not in rows[0]  # only the columns eval records have
+    missing = client.get(f"{API}/runs/nope/metrics.csv")
+    assert (missing.status_code, missing.json()["detail"]) == (404, "run 'nope' not found")
+    assert client.get(f"{API}/runs/{seeded_run}/metrics.csv?kind=loss").status_code == 422
 
 
 @pytest.mark.parametrize(
