@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         "auto",
         description="Where the worker trains: 'auto' (the first GPU, else the CPU), 'cpu', 'cuda', 'cuda:N'.",
     )
+    git_commit: str | None = Field(
+        None,
+        description="The code's git commit, recorded in each run's provenance; unset: `git rev-parse HEAD` "
+        "of the worker's checkout when it is one, else unknown.",
+    )
     worker_threads: int | None = Field(
         None,
         ge=1,

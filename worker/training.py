@@ -29,6 +29,7 @@ from fflab.store.attempts import LeaseLostError
 from fflab.store.keys import RunStatus
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
+from worker.provenance import collect_provenance
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATA
         # A task taken while shutting down goes straight back to the queue, untouched.
         context.enqueue(run_id)
         return "requeued"
-    claim = attempts.claim_run(run_id, name, context.settings.lease_ttl_s, context.device)
+    provenance = collect_provenance(context.device, context.settings.git_commit, context.host)
+    claim = attempts.claim_run(run_id, name, context.settings.lease_ttl_s, context.device, provenance)
     if claim.outcome != "claimed":
         log.info("run %s not started: %s", run_id, claim.outcome)
         return claim.outcome

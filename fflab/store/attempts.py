@@ -20,6 +20,7 @@ from fflab.store.keys import (
     FINISHED,
     RUNS_INDEX,
     Checkpoint,
+    Provenance,
     RunRecord,
     RunStatus,
     cancel_key,
@@ -50,8 +51,8 @@ return 0
 """
 
 # Start (or resume) an attempt: KEYS run, lease, cancel, metrics; ARGV worker, ttl_ms, device, now,
-# maxlen, the running event and the cancelled event (JSON). The running event gets the attempt
-# number here, where it is counted.
+# maxlen, the running event and the cancelled event (JSON), the attempt's provenance (JSON, '' for
+# none). The running event gets the attempt number here, where it is counted.
 _CLAIM_RUN = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', 0} end
@@ -67,6 +68,7 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'device', ARGV[3],
   'updated_at', now, 'error', '')
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'provenance', ARGV[8]) end
 local started = redis.call('HGET', KEYS[1], 'started_at')
 if not started or started == '' then redis.call('HSET', KEYS[1], 'started_at', now) end
 local event = cjson.decode(ARGV[6])
@@ -152,9 +154,12 @@ class AttemptStore:
 
     # --- an attempt, from claim to end ---------------------------------------------------------
 
-    def claim_run(self, run_id: str, worker: str, ttl_s: float, device: str) -> ClaimResult:
+    def claim_run(
+        self, run_id: str, worker: str, ttl_s: float, device: str, provenance: Provenance | None = None
+    ) -> ClaimResult:
         """Start or resume an attempt: take the lease and mark the run running, all at once.
 
+        `provenance` (how this attempt is made) replaces the previous attempt's, in the same step.
         Nothing changes unless the outcome is `claimed`: a run that is `missing`, `finished` or
         `leased` by a live worker is left alone; one with a pending cancel request becomes
         `cancelled` without starting.
@@ -164,7 +169,16 @@ class AttemptStore:
         cancelled = json.dumps(status_event("cancelled", now))
         outcome, attempts = self._claim(
             keys=[run_key(run_id), lease_key(run_id), cancel_key(run_id), metrics_key(run_id)],
-            args=[worker, int(ttl_s * 1000), device, repr(now), self.metrics_maxlen, running, cancelled],
+            args=[
+                worker,
+                int(ttl_s * 1000),
+                device,
+                repr(now),
+                self.metrics_maxlen,
+                running,
+                cancelled,
+                provenance.model_dump_json() if provenance else "",
+            ],
         )
         return ClaimResult(outcome=outcome.decode(), attempt=int(attempts))
 

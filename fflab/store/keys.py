@@ -4,7 +4,8 @@ The stores next to this module (`runs`, `attempts`, `workers`) build every key t
 functions here. Keys (all under the `ff:` prefix):
 
     ff:runs                 ZSET    run id -> creation time; the time-ordered index of runs
-    ff:run:{id}             HASH    the run record (see `RunRecord`); `config` holds JSON
+    ff:run:{id}             HASH    the run record (see `RunRecord`); `config`, `tags` and `provenance`
+                                    hold JSON
     ff:run:{id}:metrics     STREAM  one entry per metric or status record, field `data` = JSON;
                                     capped with XADD MAXLEN ~; stream ids are the cursors
     ff:run:{id}:model       STRING  the trained model (safetensors bytes)
@@ -18,6 +19,7 @@ functions here. Keys (all under the `ff:` prefix):
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -73,6 +75,18 @@ def all_run_keys(run_id: str) -> list[str]:
     ]
 
 
+class Provenance(BaseModel):
+    """How an attempt of a run was made: written by the worker when it claims the run."""
+
+    fflab_version: str | None = Field(None, description="The fflab package's version.")
+    git_commit: str | None = Field(None, description="The code's git commit, when known.")
+    torch_version: str | None = Field(None, description="PyTorch's version.")
+    device: str | None = Field(None, description="The device the worker trains on, e.g. 'cpu', 'cuda:0'.")
+    cpu_threads: int | None = Field(None, description="CPU threads PyTorch trains with (CPU workers only).")
+    host: str | None = Field(None, description="The worker's host name.")
+    python_version: str | None = Field(None, description="The worker's Python version.")
+
+
 class RunRecord(BaseModel):
     """A run as stored in its hash (the API answers with its own model, api.schemas.RunRecord)."""
 
@@ -98,6 +112,11 @@ class RunRecord(BaseModel):
     test_error_softmax: float | None = None
     samples_per_s: float | None = None
     has_model: bool = False
+    tags: list[str] = Field(default_factory=list, description="Labels given at submit or later (PATCH).")
+    note: str | None = Field(None, description="Free text given at submit or later (PATCH).")
+    provenance: Provenance | None = Field(
+        None, description="How the last attempt was made; None until a worker started the run."
+    )
 
 
 class Checkpoint(BaseModel):
@@ -159,21 +178,28 @@ def decode_record(raw: dict[bytes, bytes]) -> RunRecord:
             fields[key] = float(value)
         elif key == "has_model":
             fields[key] = value == "1"
+        elif key == "tags":
+            fields[key] = json.loads(value)
+        elif key == "provenance":
+            fields[key] = Provenance.model_validate_json(value)
         else:
             fields[key] = value
     return RunRecord(**fields)
 
 
 def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
-    """Run record fields as hash values: None -> '', bools -> '1'/'0', a RunConfig -> JSON."""
+    """Run record fields as hash values: None -> '', bools -> '1'/'0', models, lists (tags) and dicts
+    -> JSON."""
     encoded = {}
     for key, value in fields.items():
         if value is None:
             encoded[key] = ""
         elif isinstance(value, bool):
             encoded[key] = "1" if value else "0"
-        elif isinstance(value, RunConfig):
+        elif isinstance(value, BaseModel):
             encoded[key] = value.model_dump_json()
+        elif isinstance(value, list | dict):  # tags; a dumped Provenance
+            encoded[key] = json.dumps(value)
         else:
             encoded[key] = str(value)
     return encoded

@@ -26,6 +26,7 @@ from fflab.store.keys import (
     decode_checkpoint,
     decode_record,
     encode_fields,
+    field_pairs,
     metrics_key,
     model_key,
     run_key,
@@ -45,6 +46,14 @@ end
 return status
 """
 
+# Edit fields of an existing run only: a run deleted meanwhile stays deleted (no half record).
+# KEYS run; ARGV field/value pairs. 1 when written, 0 for no such run.
+_UPDATE_EXISTING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 # KEYS model. The SHA-1 of the stored model, false when there is none.
 _MODEL_DIGEST = """
 local data = redis.call('GET', KEYS[1])
@@ -61,13 +70,20 @@ class RunStore:
         self.metrics_maxlen = metrics_maxlen
         self._cancel = client.register_script(_CANCEL_RUN)
         self._model_digest = client.register_script(_MODEL_DIGEST)
+        self._update_existing = client.register_script(_UPDATE_EXISTING)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
     # --- run records -------------------------------------------------------------------------
 
-    def create_run(self, config: RunConfig, preset: str | None = None) -> RunRecord:
+    def create_run(
+        self,
+        config: RunConfig,
+        preset: str | None = None,
+        tags: list[str] | None = None,
+        note: str | None = None,
+    ) -> RunRecord:
         """A new `queued` run (enqueue its task with fflab.queue.enqueue_run)."""
         now = time.time()
         record = RunRecord(
@@ -77,6 +93,8 @@ class RunStore:
             config=config,
             created_at=now,
             updated_at=now,
+            tags=list(tags or []),
+            note=note or None,
         )
         pipe = self.redis.pipeline()
         pipe.hset(run_key(record.id), mapping=encode_fields(record.model_dump() | {"config": config}))
@@ -95,22 +113,46 @@ class RunStore:
         return decode_record(raw) if raw else None
 
     def list_runs(
-        self, status: str | None = None, offset: int = 0, limit: int = 50
+        self, status: str | None = None, offset: int = 0, limit: int = 50, tag: str | None = None
     ) -> tuple[list[RunRecord], int]:
-        """Runs newest first, optionally only those with `status`; also the total that matched."""
-        if status is None:
+        """Runs newest first, optionally only those with `status` and those tagged `tag`; also the
+        total that matched."""
+        if status is None and tag is None:
             total = self.redis.zcard(RUNS_INDEX)
             ids = self.redis.zrevrange(RUNS_INDEX, offset, offset + limit - 1)
             return [r for r in (self.get_run(i.decode()) for i in ids) if r], total
-        # Filtering by status reads every record's status; fine for thousands of runs.
+        # Filtering reads every record's status and tags; fine for thousands of runs.
         ids = [i.decode() for i in self.redis.zrevrange(RUNS_INDEX, 0, -1)]
         pipe = self.redis.pipeline()
         for run_id in ids:
-            pipe.hget(run_key(run_id), "status")
-        statuses = pipe.execute()
-        matching = [i for i, s in zip(ids, statuses, strict=True) if s is not None and s.decode() == status]
+            pipe.hmget(run_key(run_id), "status", "tags")
+        matching = []
+        for run_id, (run_status, tags) in zip(ids, pipe.execute(), strict=True):
+            if run_status is None or (status is not None and run_status.decode() != status):
+                continue
+            if tag is not None and tag not in (json.loads(tags) if tags else []):
+                continue
+            matching.append(run_id)
         page = matching[offset : offset + limit]
         return [r for r in (self.get_run(i) for i in page) if r], len(matching)
+
+    def edit_run(
+        self, run_id: str, tags: list[str] | None = None, note: str | None = None, clear_note: bool = False
+    ) -> RunRecord | None:
+        """Set a run's tags and/or note (`clear_note` removes it); None when there is no such run.
+
+        Only these fields are written, and only if the run exists: the worker never writes them, and
+        a run deleted meanwhile is not brought back as a half record.
+        """
+        fields: dict[str, Any] = {}
+        if tags is not None:
+            fields["tags"] = list(tags)
+        if note is not None or clear_note:
+            fields["note"] = note or None
+        # updated_at stays: it tracks training (the model cache reads it).
+        if fields and not self._update_existing(keys=[run_key(run_id)], args=field_pairs(fields)):
+            return None
+        return self.get_run(run_id)
 
     def fail_unqueued_run(self, run_id: str, error: str) -> None:
         """Mark a run whose task could not be sent to the queue `failed`, with the reason."""

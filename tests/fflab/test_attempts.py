@@ -8,6 +8,7 @@ import time
 import pytest
 
 from fflab.store.attempts import LeaseLostError
+from fflab.store.keys import Provenance
 from tests.support.store import TestStore
 
 
@@ -147,3 +148,15 @@ def test_scripts_are_registered_once_not_per_call(store, attempts, run_id, monke
     attempts.renew_lease(run_id, "w1", ttl_s=10)
     attempts.end_attempt(run_id, "w1", "succeeded")
     assert registered == []
+
+
+def test_the_claim_records_the_attempts_provenance_and_the_last_attempt_wins(store, attempts, run_id):
+    first = Provenance(fflab_version="0.1.0", torch_version="2.0", device="cpu", cpu_threads=2, host="a")
+    attempts.claim_run(run_id, "w1", ttl_s=10, device="cpu", provenance=first)
+    assert store.runs.get_run(run_id).provenance == first
+    second = Provenance(fflab_version="0.1.0", torch_version="2.0", device="cuda:0", host="b")
+    assert attempts.claim_run(run_id, "w2", ttl_s=10, device="cuda:0", provenance=second).outcome == "leased"
+    assert store.runs.get_run(run_id).provenance == first  # a refused claim writes nothing
+    attempts.end_attempt(run_id, "w1", "queued")
+    attempts.claim_run(run_id, "w2", ttl_s=10, device="cuda:0", provenance=second)
+    assert store.runs.get_run(run_id).provenance == second

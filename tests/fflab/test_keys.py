@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ffcore.config import RunConfig
-from fflab.store.keys import RunRecord, all_run_keys, decode_record, encode_fields, status_event
+from fflab.store.keys import Provenance, RunRecord, all_run_keys, decode_record, encode_fields, status_event
 
 
 def test_a_status_event_carries_only_the_fields_given():
@@ -23,12 +23,18 @@ def test_a_record_survives_encoding_into_a_hash_and_back():
         created_at=1.0,
         step=5,
         has_model=True,
+        tags=["a", "b=1"],
+        note="a note",
+        provenance=Provenance(fflab_version="0.1.0", torch_version="2.0", device="cpu", cpu_threads=4),
     )
     raw = {
         k.encode(): v.encode()
         for k, v in encode_fields(record.model_dump() | {"config": record.config}).items()
     }
     assert decode_record(raw) == record
+    bare = RunRecord(id="x", status="queued", config=RunConfig(), created_at=1.0)
+    raw = {k.encode(): v.encode() for k, v in encode_fields(bare.model_dump()).items()}
+    assert decode_record(raw) == bare and bare.tags == [] and bare.note is None and bare.provenance is None
 
 
 def test_every_key_of_a_run_lives_under_its_prefix():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
 from ffcore.config import RunConfig
+from fflab.store.keys import run_key
 
 
 def test_create_get_list_and_delete(store):
@@ -78,3 +80,32 @@ def test_scripts_are_registered_once_not_per_call(store, run_id, monkeypatch):
     store.runs.cancel_run(run_id)
     store.runs.model_fingerprint(run_id)
     assert registered == []
+
+
+def test_tags_and_note_are_stored_edited_and_filtered_on(store):
+    runs = store.runs
+    first = runs.create_run(RunConfig.from_preset("quick"), tags=["baseline", "lr=1e-3"], note="first try")
+    second = runs.create_run(RunConfig.from_preset("quick"), tags=["baseline"])
+    runs.create_run(RunConfig.from_preset("quick"))
+    got = runs.get_run(first.id)
+    assert got.tags == ["baseline", "lr=1e-3"] and got.note == "first try" and got.provenance is None
+    assert json.loads(store.redis.hget(run_key(first.id), "tags")) == ["baseline", "lr=1e-3"]
+
+    listed, total = runs.list_runs(tag="baseline", limit=1)
+    assert total == 2 and [r.id for r in listed] == [second.id]
+    listed, total = runs.list_runs(tag="baseline", offset=1)
+    assert total == 2 and [r.id for r in listed] == [first.id]
+    store.update_run(first.id, status="running")
+    assert [r.id for r in runs.list_runs(tag="baseline", status="running")[0]] == [first.id]
+    assert runs.list_runs(tag="nope") == ([], 0)
+
+    edited = runs.edit_run(first.id, tags=[], note="better")
+    assert edited.tags == [] and edited.note == "better" and edited.status == "running"
+    assert runs.edit_run(first.id, clear_note=True).note is None
+    assert runs.edit_run(first.id, note="kept").tags == []
+    assert runs.list_runs(tag="baseline")[1] == 1
+
+
+def test_editing_a_missing_run_writes_nothing(store):
+    assert store.runs.edit_run("gone", tags=["x"], note="y") is None
+    assert not store.redis.exists(run_key("gone"))
