@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ffcore.config import IMAGE_SIZE, RunConfig
 
@@ -15,6 +15,44 @@ PixelRow = Annotated[list[Pixel], Field(min_length=IMAGE_SIZE, max_length=IMAGE_
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="What is wrong and, where it helps, what is allowed.")
+
+
+MAX_TAGS = 16
+MAX_TAG_LENGTH = 40
+MAX_NOTE_LENGTH = 2000
+TAG_PATTERN = r"^[A-Za-z0-9_.:=-]+$"
+
+
+def _unique(tags: list[str]) -> list[str]:
+    """Tags in their first order, a repeated one kept once."""
+    return list(dict.fromkeys(tags))
+
+
+Tag = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_TAG_LENGTH,
+        pattern=TAG_PATTERN,
+        description=f"1-{MAX_TAG_LENGTH} characters of letters, digits and _ . : = -",
+    ),
+]
+Tags = Annotated[
+    list[Tag],
+    Field(
+        max_length=MAX_TAGS,
+        description=f"Labels to find the run by (GET /runs?tag=): at most {MAX_TAGS}, "
+        f"each 1-{MAX_TAG_LENGTH} characters of letters, digits and _ . : = - ; a repeated tag is kept once.",
+    ),
+    AfterValidator(_unique),
+]
+Note = Annotated[
+    str,
+    Field(
+        max_length=MAX_NOTE_LENGTH,
+        description=f"Free text about the run, at most {MAX_NOTE_LENGTH} characters.",
+    ),
+]
 
 
 class RunCreate(BaseModel):
@@ -37,9 +75,47 @@ class RunCreate(BaseModel):
         None,
         description="A full run configuration (every field optional: defaults are the reference recipe).",
     )
+    tags: Tags = Field(default_factory=list)
+    note: Note | None = None
+
+
+class RunRerun(BaseModel):
+    """What to change when running a run again (its config and preset stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: Tags | None = Field(None, description="The new run's tags; left out: the original run's.")
+    note: Note | None = Field(None, description="The new run's note; left out: 'rerun of {id}'.")
+
+
+class RunUpdate(BaseModel):
+    """Fields of a run to change; those left out stay as they are."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"tags": ["baseline"], "note": "x"}]}
+    )
+
+    tags: Tags | None = Field(None, description="The run's new tags (replacing the old; [] removes all).")
+    note: Note | None = Field(None, description='The run\'s new note (null or "" removes it).')
 
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Provenance(BaseModel):
+    """How a run was made: recorded by the worker when it started (or resumed) the run."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    fflab_version: str | None = Field(None, description="The fflab package's version.")
+    git_commit: str | None = Field(
+        None, description="The code's git commit (FF_GIT_COMMIT or the worker's checkout); null when unknown."
+    )
+    torch_version: str | None = Field(None, description="PyTorch's version.")
+    device: str | None = Field(None, description="The device the worker trained on, e.g. 'cpu', 'cuda:0'.")
+    cpu_threads: int | None = Field(None, description="CPU threads PyTorch trained with; null on a GPU.")
+    host: str | None = Field(None, description="The worker's host name.")
+    python_version: str | None = Field(None, description="The worker's Python version.")
 
 
 # The API's view of a run, built from the stored record (fflab.store.keys.RunRecord) so that the
@@ -71,6 +147,13 @@ class RunRecord(BaseModel):
     test_error_softmax: float | None = None
     samples_per_s: float | None = None
     has_model: bool = False
+    tags: list[str] = Field(default_factory=list, description="Labels to find the run by (GET /runs?tag=).")
+    note: str | None = Field(None, description="Free text about the run.")
+    provenance: Provenance | None = Field(
+        None,
+        description="How the run was made (versions, device, host) by its last attempt; null until a worker "
+        "started it.",
+    )
 
 
 class RunList(BaseModel):
@@ -148,10 +231,13 @@ __all__ = [
     "MetricsPage",
     "PredictRequest",
     "PredictionOut",
+    "Provenance",
     "ReadyOut",
     "RunCreate",
     "RunList",
     "RunRecord",
+    "RunRerun",
+    "RunUpdate",
     "RunStatus",
     "WorkerOut",
 ]

@@ -5,12 +5,22 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
+from celery import Celery
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import ValidationError
 
 from api.deps import CeleryDep, ModelCacheDep, SettingsDep, StoreDep, require_api_key
 from api.errors import describe_validation_errors
-from api.schemas import ErrorOut, RunCreate, RunList, RunRecord, RunStatus
+from api.schemas import (
+    MAX_TAG_LENGTH,
+    ErrorOut,
+    RunCreate,
+    RunList,
+    RunRecord,
+    RunRerun,
+    RunStatus,
+    RunUpdate,
+)
 from ffcore.config import RunConfig, RunRequestError, resolve_run_config
 from fflab.queue import enqueue_run
 from fflab.settings import Settings
@@ -71,10 +81,22 @@ def resolve_config(body: RunCreate, settings: Settings) -> tuple[RunConfig, str 
 )
 def create_run(body: RunCreate, store: StoreDep, celery: CeleryDep, settings: SettingsDep) -> RunRecord:
     """Queue a run: a preset plus overrides (`{"preset": "quick", "overrides": {"epochs": 3}}`) or a
-    full configuration (`{"config": {...}}`). Limits: at most `max_layers` hidden layers of at most
-    `max_units` units and `max_epochs` epochs (FF_MAX_* settings)."""
+    full configuration (`{"config": {...}}`), optionally with `tags` and a `note`. Limits: at most
+    `max_layers` hidden layers of at most `max_units` units and `max_epochs` epochs (FF_MAX_* settings)."""
     config, preset = resolve_config(body, settings)
-    record = store.create_run(config, preset=preset)
+    return queue_run(store, celery, config, preset, tags=body.tags, note=body.note)
+
+
+def queue_run(
+    store: RunStore,
+    celery: Celery,
+    config: RunConfig,
+    preset: str | None,
+    tags: list[str],
+    note: str | None,
+) -> RunRecord:
+    """Create a queued run and send its task; a queue that cannot be reached fails the run (503)."""
+    record = store.create_run(config, preset=preset, tags=tags, note=note)
     try:
         enqueue_run(celery, record.id)
     except Exception as error:  # the broker is the same Redis; a failure here is an outage
@@ -89,16 +111,56 @@ def create_run(body: RunCreate, store: StoreDep, celery: CeleryDep, settings: Se
 def list_runs(
     store: StoreDep,
     status: Annotated[RunStatus | None, Query(description="Only runs with this status.")] = None,
+    tag: Annotated[
+        str | None, Query(max_length=MAX_TAG_LENGTH, description="Only runs with this tag.")
+    ] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="Runs to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=500, description="Most runs to return.")] = 50,
 ) -> RunList:
-    runs, total = store.list_runs(status=status, offset=offset, limit=limit)
+    runs, total = store.list_runs(status=status, tag=tag, offset=offset, limit=limit)
     return RunList(runs=[RunRecord.model_validate(r) for r in runs], total=total, offset=offset, limit=limit)
 
 
 @router.get("/{run_id}", response_model=RunRecord, responses=NOT_FOUND, summary="One run")
 def get_run(run_id: str, store: StoreDep) -> RunRecord:
     return RunRecord.model_validate(get_run_or_404(store, run_id))
+
+
+@router.patch(
+    "/{run_id}",
+    response_model=RunRecord,
+    dependencies=[Depends(require_api_key)],
+    responses={**NOT_FOUND, 422: {"model": ErrorOut, "description": "A tag or the note is invalid."}},
+    summary="Edit a run's tags and note",
+)
+def update_run(run_id: str, body: RunUpdate, store: StoreDep) -> RunRecord:
+    """Change the `tags` (the whole list; `[]` removes them) and/or the `note` (`null` or `""` removes
+    it) of a run in any status; fields left out stay as they are."""
+    record = store.edit_run(
+        run_id, tags=body.tags, note=body.note, clear_note="note" in body.model_fields_set and not body.note
+    )
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+    log.info("updated run %s: %s", run_id, ", ".join(sorted(body.model_fields_set)) or "nothing")
+    return RunRecord.model_validate(record)
+
+
+@router.post(
+    "/{run_id}/rerun",
+    status_code=201,
+    response_model=RunRecord,
+    dependencies=[Depends(require_api_key)],
+    responses={**NOT_FOUND, 422: {"model": ErrorOut, "description": "A tag or the note is invalid."}},
+    summary="Run a run again",
+)
+def rerun_run(run_id: str, store: StoreDep, celery: CeleryDep, body: RunRerun | None = None) -> RunRecord:
+    """Queue a new run with the same configuration and preset as run `run_id` (in any status). It
+    gets the same tags and the note "rerun of {id}" unless the body gives `tags` or `note`."""
+    original = get_run_or_404(store, run_id)
+    body = body or RunRerun()
+    tags = body.tags if body.tags is not None else original.tags
+    note = body.note if "note" in body.model_fields_set else f"rerun of {run_id}"
+    return queue_run(store, celery, original.config, original.preset, tags=tags, note=note)
 
 
 @router.post(

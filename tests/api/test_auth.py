@@ -32,16 +32,21 @@ def test_changing_requests_without_the_right_key_get_401_and_change_nothing(
     create = keyed_client.post(f"{API}/runs", json={"preset": "quick"}, headers=headers)
     cancel = keyed_client.post(f"{API}/runs/{finished_run}/cancel", headers=headers)
     delete = keyed_client.delete(f"{API}/runs/{finished_run}", headers=headers)
+    edit = keyed_client.patch(f"{API}/runs/{finished_run}", json={"note": "x"}, headers=headers)
+    rerun = keyed_client.post(f"{API}/runs/{finished_run}/rerun", headers=headers)
 
-    for response in (create, cancel, delete):
+    for response in (create, cancel, delete, edit, rerun):
         assert response.status_code == 401
         assert "X-API-Key" in response.json()["detail"]
-    assert store.list_runs()[1] == 1 and store.get_run(finished_run) is not None
+    assert store.list_runs()[1] == 1 and store.get_run(finished_run).note is None
 
 
 def test_the_right_key_is_accepted(keyed_client: TestClient, finished_run: str) -> None:
     headers = {"X-API-Key": KEY}
     assert keyed_client.post(f"{API}/runs", json={"preset": "quick"}, headers=headers).status_code == 201
+    edit = keyed_client.patch(f"{API}/runs/{finished_run}", json={"note": "x"}, headers=headers)
+    assert edit.status_code == 200 and edit.json()["note"] == "x"
+    assert keyed_client.post(f"{API}/runs/{finished_run}/rerun", headers=headers).status_code == 201
     assert keyed_client.delete(f"{API}/runs/{finished_run}", headers=headers).status_code == 204
 
 

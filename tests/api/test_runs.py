@@ -166,3 +166,97 @@ def test_an_oversized_body_gets_413_and_creates_nothing(client: TestClient, cele
     assert response.status_code == 413
     assert response.json()["detail"] == "request body too large: at most 200000 bytes are accepted"
     assert celery.sent == [] and client.get(f"{API}/runs").json()["total"] == 0
+
+
+def test_tags_and_a_note_are_set_at_submit_and_filtered_on(client: TestClient, store: TestStore) -> None:
+    tagged = client.post(
+        f"{API}/runs", json={"preset": "quick", "tags": ["base", "lr:1e-3", "base"], "note": "first"}
+    )
+    assert tagged.status_code == 201
+    assert (tagged.json()["tags"], tagged.json()["note"]) == (["base", "lr:1e-3"], "first")
+    assert tagged.json()["provenance"] is None
+    other = client.post(f"{API}/runs", json={"preset": "quick", "tags": ["base"]}).json()
+    plain = client.post(f"{API}/runs", json={"preset": "quick"}).json()
+    assert (plain["tags"], plain["note"]) == ([], None)
+
+    page = client.get(f"{API}/runs", params={"tag": "base", "limit": 1}).json()
+    assert page["total"] == 2 and [r["id"] for r in page["runs"]] == [other["id"]]
+    page = client.get(f"{API}/runs", params={"tag": "base", "offset": 1}).json()
+    assert page["total"] == 2 and [r["id"] for r in page["runs"]] == [tagged.json()["id"]]
+    store.set_status(other["id"], "running")
+    page = client.get(f"{API}/runs", params={"tag": "base", "status": "queued"}).json()
+    assert page["total"] == 1 and page["runs"][0]["id"] == tagged.json()["id"]
+    assert client.get(f"{API}/runs", params={"tag": "none"}).json()["total"] == 0
+    assert client.get(f"{API}/runs").json()["total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"tags": ["has space"]}, "tags.0: String should match pattern"),
+        ({"tags": [""]}, "tags.0: String should have at least 1 character"),
+        ({"tags": ["x" * 41]}, "tags.0: String should have at most 40 characters"),
+        ({"tags": [f"t{i}" for i in range(17)]}, "tags: List should have at most 16 items"),
+        ({"tags": "one"}, "tags: Input should be a valid list"),
+        ({"note": "n" * 2001}, "note: String should have at most 2000 characters"),
+    ],
+)
+def test_bad_tags_or_notes_get_422_saying_what_is_wrong(
+    client: TestClient, store: TestStore, finished_run: str, body: dict, message: str
+) -> None:
+    created = client.post(f"{API}/runs", json={"preset": "quick", **body})
+    edited = client.patch(f"{API}/runs/{finished_run}", json=body)
+    for response in (created, edited):
+        assert response.status_code == 422
+        assert message in response.json()["detail"]
+    assert store.list_runs()[1] == 1 and store.get_run(finished_run).tags == []
+
+
+def test_patch_edits_tags_and_note_of_a_run_in_any_status(
+    client: TestClient, store: TestStore, finished_run: str
+) -> None:
+    url = f"{API}/runs/{finished_run}"
+    edited = client.patch(url, json={"tags": ["keep", "keep", "best"], "note": "the one"})
+    assert edited.status_code == 200
+    assert (edited.json()["tags"], edited.json()["note"], edited.json()["status"]) == (
+        ["keep", "best"],
+        "the one",
+        "succeeded",
+    )
+    assert client.patch(url, json={"note": "changed"}).json()["tags"] == ["keep", "best"]
+    assert client.patch(url, json={"tags": []}).json()["note"] == "changed"
+    assert client.patch(url, json={"note": None}).json()["note"] is None
+    assert client.patch(url, json={"note": "x"}).json()["note"] == "x"
+    assert client.patch(url, json={"note": ""}).json()["note"] is None
+    assert client.get(url).json()["tags"] == []
+    assert client.patch(url, json={"status": "queued"}).status_code == 422
+
+
+def test_patch_on_a_missing_run_is_404_and_creates_nothing(client: TestClient, store: TestStore) -> None:
+    for body in ({"tags": ["a"], "note": "b"}, {}):
+        response = client.patch(f"{API}/runs/nope", json=body)
+        assert response.status_code == 404 and response.json()["detail"] == "run 'nope' not found"
+    assert not store.redis.exists("ff:run:nope") and store.list_runs()[1] == 0
+
+
+def test_rerun_queues_a_new_run_with_the_same_config(
+    client: TestClient, celery: RecordingCelery, store: TestStore
+) -> None:
+    body = {"preset": "quick", "overrides": {"epochs": 2, "seed": 9}, "tags": ["seed-group"], "note": "x"}
+    original = client.post(f"{API}/runs", json=body).json()
+    store.set_status(original["id"], "failed", error="boom")
+
+    again = client.post(f"{API}/runs/{original['id']}/rerun")
+    assert again.status_code == 201
+    rerun = again.json()
+    assert rerun["id"] != original["id"] and rerun["status"] == "queued"
+    assert (rerun["config"], rerun["preset"]) == (original["config"], "quick")
+    assert (rerun["tags"], rerun["note"]) == (["seed-group"], f"rerun of {original['id']}")
+    assert celery.sent[-1] == (TRAIN_TASK_NAME, [rerun["id"]], rerun["id"])
+    assert store.get_run(original["id"]).status == "failed"
+
+    given = client.post(f"{API}/runs/{original['id']}/rerun", json={"tags": ["b"], "note": "mine"}).json()
+    assert (given["tags"], given["note"], given["config"]) == (["b"], "mine", original["config"])
+    assert client.post(f"{API}/runs/nope/rerun").status_code == 404
+    assert client.post(f"{API}/runs/{original['id']}/rerun", json={"tags": ["a b"]}).status_code == 422
+    assert store.list_runs()[1] == 3

@@ -6,6 +6,8 @@ through real `python -m worker` processes on MNIST.
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import threading
 import time
 
@@ -15,6 +17,7 @@ from ffcore import load_model
 from fflab.store.keys import lease_key
 from tests.support.tiny_data import tiny_config
 from tests.support.waiting import wait_for
+from worker import provenance as provenance_module
 from worker.heartbeat import Heartbeat
 from worker.progress import RunMonitor
 from worker.reaper import Reaper
@@ -252,3 +255,32 @@ def test_the_monitor_batches_records_flushes_at_evaluations_and_watches_the_flag
     finally:
         monitor.close()
     assert not monitor.is_alive()
+
+
+def test_a_claimed_run_records_how_it_is_made(store, make_context, datasets, settings):
+    run_id = store.create_run(tiny_config(), tags=["t"], note="n").id
+    context = make_context()
+    context.settings = settings.model_copy(update={"git_commit": "abc123"})
+    assert train_run(context, run_id, datasets) == "succeeded"
+
+    record = store.get_run(run_id)
+    provenance = record.provenance
+    assert (provenance.device, provenance.cpu_threads, provenance.host) == ("cpu", 1, context.host)
+    assert (provenance.torch_version, provenance.git_commit) == (torch.__version__, "abc123")
+    assert provenance.fflab_version == importlib.metadata.version("fflab")
+    assert provenance.python_version == platform.python_version()
+    assert (record.tags, record.note) == (["t"], "n")  # the worker leaves them alone
+
+
+def test_provenance_without_git_is_still_recorded(monkeypatch, tmp_path):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(provenance_module.subprocess, "run", no_git)
+    (tmp_path / ".git").mkdir()
+    assert provenance_module.checkout_commit.__wrapped__(tmp_path) is None
+    assert provenance_module.checkout_commit.__wrapped__(tmp_path / "not-a-checkout") is None
+    monkeypatch.setattr(provenance_module, "checkout_commit", lambda: None)
+    recorded = provenance_module.collect_provenance("cuda:0")
+    assert (recorded.git_commit, recorded.cpu_threads, recorded.device) == (None, None, "cuda:0")
+    assert recorded.torch_version == torch.__version__

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from ffcore import RunConfig, load_model
 from fflab.queue import TRAIN_TASK_NAME, enqueue_run, make_celery
@@ -84,6 +85,14 @@ def test_a_run_goes_from_queued_to_succeeded_with_metrics_and_a_model(worker, st
     assert train["layers"][0]["layer"] == 0 and train["samples_per_s"] > 0
     model, model_config = load_model(store.load_model(run_id))
     assert model_config == config and record.has_model
+    # How it was made: the worker's device, its one thread and its PyTorch.
+    provenance = record.provenance
+    assert (provenance.device, provenance.cpu_threads, provenance.torch_version) == (
+        "cpu",
+        1,
+        torch.__version__,
+    )
+    assert provenance.fflab_version and provenance.host and provenance.python_version
     idle = wait_for(
         lambda: [w for w in store.workers.list(30) if w["name"] == worker.name and w["run_id"] is None],
         timeout_s=10,
