@@ -101,18 +101,41 @@ class ApiClient:
 
     # --- runs --------------------------------------------------------------------------------
 
-    def list_runs(self, status: str | None = None, offset: int = 0, limit: int = 100) -> RunPage:
+    def list_runs(
+        self, status: str | None = None, offset: int = 0, limit: int = 100, tag: str | None = None
+    ) -> RunPage:
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if status:
             params["status"] = status
+        if tag:
+            params["tag"] = tag
         return RunPage.model_validate(self._request("GET", "/runs", params=params).json())
 
     def get_run(self, run_id: str) -> Run:
         return Run.model_validate(self._request("GET", f"/runs/{run_id}").json())
 
-    def create_run(self, preset: str, overrides: dict[str, Any] | None = None) -> Run:
-        body = {"preset": preset, "overrides": overrides or {}}
+    def create_run(
+        self,
+        preset: str,
+        overrides: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        note: str | None = None,
+    ) -> Run:
+        body: dict[str, Any] = {"preset": preset, "overrides": overrides or {}}
+        if tags:
+            body["tags"] = tags
+        if note:
+            body["note"] = note
         return Run.model_validate(self._request("POST", "/runs", json=body).json())
+
+    def edit_run(self, run_id: str, tags: list[str] | None = None, note: str | None = None) -> Run:
+        """PATCH a run's tags and/or note (None leaves one as it is; an empty note removes it)."""
+        body: dict[str, Any] = {}
+        if tags is not None:
+            body["tags"] = tags
+        if note is not None:
+            body["note"] = note
+        return Run.model_validate(self._request("PATCH", f"/runs/{run_id}", json=body).json())
 
     def cancel_run(self, run_id: str) -> Run:
         return Run.model_validate(self._request("POST", f"/runs/{run_id}/cancel").json())

@@ -43,6 +43,9 @@ class Run(BaseModel):
     test_error_softmax: float | None = None
     samples_per_s: float | None = None
     has_model: bool = False
+    tags: list[str] = Field(default_factory=list)
+    note: str | None = None
+    provenance: dict[str, Any] | None = Field(None, description="How the run was made (its last attempt).")
 
     @property
     def is_active(self) -> bool:

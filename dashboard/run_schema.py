@@ -115,3 +115,8 @@ def parse_hidden(text: str) -> list[int]:
 def overrides_against(preset_config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """The form values that differ from the preset's settings, i.e. what to send as overrides."""
     return {key: value for key, value in values.items() if preset_config.get(key) != value}
+
+
+def parse_tags(text: str) -> list[str]:
+    """Tags typed as 'a, b c': split at commas and spaces, empty ones dropped (the API checks the rest)."""
+    return [tag for tag in text.replace(",", " ").split() if tag]

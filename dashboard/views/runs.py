@@ -22,6 +22,7 @@ STARTED_RUN = "started_run"  # the run the form started last, for the "Watch it 
 RUN_NOTICE = "run_notice"  # what the last cancel or delete did, shown once after the rerun
 PENDING_DELETE = "pending_delete"  # runs waiting for "Yes, delete"
 SELECTED_RUNS = "selected_runs"  # the multiselect's key
+TAG_FILTER = "tag_filter"  # the table's tag filter (sent to the API as ?tag=)
 
 # --- the overview: cards and table ---------------------------------------------------------------
 
@@ -38,10 +39,11 @@ def worker_summary() -> str:
 
 
 @st.fragment(run_every=get_settings().refresh_s * 2)
-def overview() -> None:
-    """Cards and the table, fetched and drawn anew on a timer so that progress moves by itself."""
+def overview(tag: str | None = None) -> None:
+    """Cards and the table, fetched and drawn anew on a timer so that progress moves by itself; only
+    the runs tagged `tag` when one is given."""
     try:
-        runs = get_client().list_runs(limit=RUNS_SHOWN).runs
+        runs = get_client().list_runs(limit=RUNS_SHOWN, tag=tag).runs
     except ApiError as error:
         show_api_error(error, "list the runs")
         return
@@ -54,6 +56,9 @@ def overview() -> None:
     cards[2].metric("Queued", count["queued"], border=True)
     cards[3].metric("Succeeded", count["succeeded"], border=True)
     cards[4].metric("Workers", worker_summary(), border=True)
+    if not runs and tag:
+        st.info(f"No run is tagged **{tag}**.")
+        return
     if not runs:
         st.info("No runs yet. Start one with the form below: the **quick** preset trains in under a minute.")
         return
@@ -67,6 +72,7 @@ def overview() -> None:
         column_config={
             "run": st.column_config.TextColumn("Run", width="medium"),
             "status": st.column_config.TextColumn("Status"),
+            "tags": st.column_config.TextColumn("Tags"),
             "preset": st.column_config.TextColumn("Preset"),
             "network": st.column_config.TextColumn("Network", help="Hidden layers: count x width"),
             "epoch": st.column_config.TextColumn("Epoch"),
@@ -187,6 +193,14 @@ def start_run_form() -> None:
                 )
                 eval_every = number_field("eval_every", "Evaluate every (epochs)", config, infos, preset)
                 device = choice_field("device", "Device", config, infos, preset)
+        tags_text = st.text_input(
+            "Tags",
+            placeholder="e.g. baseline, lr=1e-3",
+            help="Optional labels to find the run by: separated by commas or spaces; letters, digits and "
+            "_ . : = - only.",
+            key="form_tags",
+        )
+        note = st.text_area("Note", placeholder="Optional: what this run is for", key="form_note")
         submitted = st.form_submit_button("Start run", type="primary", icon=":material/play_arrow:")
     if not submitted:
         return
@@ -203,7 +217,12 @@ def start_run_form() -> None:
         "device": device,
     }  # fmt: skip
     try:
-        run = get_client().create_run(preset, run_schema.overrides_against(config, values))
+        run = get_client().create_run(
+            preset,
+            run_schema.overrides_against(config, values),
+            tags=run_schema.parse_tags(tags_text),
+            note=note.strip() or None,
+        )
     except ApiError as error:
         show_api_error(error, "start the run")
         return
@@ -278,6 +297,36 @@ def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
         st.caption("Running and queued runs can be cancelled; delete them once they have stopped.")
 
 
+def run_details(run: Run) -> None:
+    """One selected run's note, tags and provenance, and a small form that edits the note and tags."""
+    with st.expander(f"Details of {run.id}: note, tags and how it was made", expanded=True):
+        if run.note:
+            st.markdown(f"**Note:** {run.note}")
+        st.markdown(f"**Tags:** {', '.join(f'`{tag}`' for tag in run.tags) or 'none'}")
+        if run.provenance:
+            st.dataframe(
+                [{"made with": name, "value": "" if value is None else str(value)}
+                 for name, value in run.provenance.items()],
+                hide_index=True,
+                width="stretch",
+                key=f"provenance_{run.id}",
+            )  # fmt: skip
+        else:
+            st.caption("Provenance appears once a worker has started the run.")
+        with st.form(f"edit_{run.id}", border=False):
+            tags_text = st.text_input("Tags", value=", ".join(run.tags), key=f"edit_tags_{run.id}")
+            note = st.text_area("Note", value=run.note or "", key=f"edit_note_{run.id}")
+            saved = st.form_submit_button("Save note and tags", icon=":material/save:")
+        if saved:
+            try:
+                get_client().edit_run(run.id, tags=run_schema.parse_tags(tags_text), note=note.strip())
+            except ApiError as error:
+                show_api_error(error, f"edit run {run.id}")
+                return
+            st.session_state[RUN_NOTICE] = f"Saved the note and tags of {run.id}."
+            st.rerun()
+
+
 def compare(selected: list[Run]) -> None:
     evals_by_run = {}
     for run in selected:
@@ -317,6 +366,8 @@ def selected_runs_panel() -> None:
     selected = [runs_by_id[run_id] for run_id in chosen if run_id in runs_by_id]
     if selected:
         act_on(selected, runs_by_id)
+        if len(selected) == 1:
+            run_details(selected[0])
         st.markdown("**Validation error per epoch** — solid: label scan, dashed: softmax head")
         compare(selected)
     else:
@@ -329,7 +380,13 @@ def selected_runs_panel() -> None:
 
 st.title("Runs")
 st.caption("Train Forward-Forward networks on MNIST, follow them live, and compare them.")
-overview()
+tag_filter = st.text_input(
+    "Filter by tag",
+    placeholder="a tag, e.g. baseline",
+    key=TAG_FILTER,
+    help="Show only the runs with this tag.",
+).strip()
+overview(tag_filter or None)
 form_column, manage_column = st.columns([5, 7], gap="large")
 with form_column:
     start_run_form()

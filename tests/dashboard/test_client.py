@@ -34,6 +34,31 @@ def test_requests_go_under_api_v1_with_the_key_and_parse_into_models():
     assert json.loads(request.content) == {"preset": "quick", "overrides": {"epochs": 3}}
 
 
+def test_tags_and_notes_travel_in_bodies_and_the_tag_filter_as_a_parameter():
+    seen = []
+    run = {"id": "abc", "status": "queued", "tags": ["a"], "note": "n", "provenance": {"device": "cpu"}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "GET":
+            return httpx.Response(200, json={"runs": [run], "total": 1})
+        return httpx.Response(200, json=run)
+
+    client = client_answering(handler)
+    created = client.create_run("quick", {}, tags=["a"], note="n")
+    assert (created.tags, created.note, created.provenance) == (["a"], "n", {"device": "cpu"})
+    client.edit_run("abc", tags=[], note="")
+    client.list_runs(tag="a")
+    create, edit, listing = seen
+    assert json.loads(create.content) == {"preset": "quick", "overrides": {}, "tags": ["a"], "note": "n"}
+    assert (edit.method, edit.url.path, json.loads(edit.content)) == (
+        "PATCH",
+        "/api/v1/runs/abc",
+        {"tags": [], "note": ""},
+    )
+    assert listing.url.params["tag"] == "a"
+
+
 def test_metrics_passes_cursor_and_thinning_parameters():
     seen = []
 

@@ -62,3 +62,8 @@ def test_formatting():
     assert [format_duration(s) for s in (None, 5, 65, 7260)] == ["—", "5s", "1m 05s", "2h 01m"]
     assert format_percent(0.0145) == "1.45%"
     assert [format_rate(r) for r in (None, 850.4, 39267.0)] == ["—", "850 img/s", "39.3k img/s"]
+
+
+def test_the_run_table_lists_each_runs_tags():
+    frame = runs_frame([make_run(tags=["base", "lr=1e-3"]), make_run(id="r2")])
+    assert frame["tags"].tolist() == ["base, lr=1e-3", ""]

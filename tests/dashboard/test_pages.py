@@ -124,6 +124,41 @@ class TestWithTheRealApi:
         with stack.http() as http:
             assert http.get(f"/runs/{run_id}").status_code == 404
 
+    def test_the_table_shows_tags_filters_by_one_and_a_runs_note_and_tags_can_be_edited(
+        self, stack, point_dashboard_at
+    ):
+        point_dashboard_at(stack.api_url)
+        with stack.http() as http:
+            http.patch(
+                f"/runs/{stack.trained_run}", json={"tags": ["pages", "trained"], "note": "from the test"}
+            )
+            other = post_run(http, {"preset": "quick", "overrides": {"epochs": 1}, "tags": ["elsewhere"]})
+            http.post(f"/runs/{other}/cancel")
+        at = open_app()
+        table = at.dataframe[0].value
+        assert table[table["run"] == stack.trained_run].iloc[0]["tags"] == "pages, trained"
+        assert table[table["run"] == other].iloc[0]["tags"] == "elsewhere"
+
+        at.text_input(key="tag_filter").set_value("trained").run()
+        assert not at.exception and not at.error
+        assert at.dataframe[0].value["run"].tolist() == [stack.trained_run]
+        at.text_input(key="tag_filter").set_value("no-such-tag").run()
+        assert "No run is tagged **no-such-tag**." in texts(at.info)
+        at.text_input(key="tag_filter").set_value("").run()
+
+        at.multiselect(key="selected_runs").select(stack.trained_run).run()
+        assert "**Note:** from the test" in texts(at.markdown)
+        made = next(frame.value for frame in at.dataframe if "made with" in frame.value.columns)
+        provenance = dict(zip(made["made with"], made["value"], strict=True))
+        assert provenance["device"] == "cpu" and provenance["torch_version"]
+        at.text_input(key=f"edit_tags_{stack.trained_run}").set_value("pages, edited")
+        at.text_area(key=f"edit_note_{stack.trained_run}").set_value("changed here")
+        next(button for button in at.button if button.label == "Save note and tags").click().run()
+        assert not at.exception and not at.error
+        with stack.http() as http:
+            run = http.get(f"/runs/{stack.trained_run}").json()
+        assert (run["tags"], run["note"]) == (["pages", "edited"], "changed here")
+
     def test_a_finished_run_loads_thinned_and_then_only_what_is_new(self, stack):
         client = ApiClient(stack.api_url)
         feed = MetricsFeed(stack.trained_run, initial_points=3)

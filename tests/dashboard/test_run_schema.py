@@ -91,3 +91,8 @@ def test_the_dashboard_code_has_no(needle):
         if needle in line
     ]
     assert found == []
+
+
+def test_tags_are_typed_separated_by_commas_or_spaces():
+    assert run_schema.parse_tags(" base, lr=1e-3  seed:1,,") == ["base", "lr=1e-3", "seed:1"]
+    assert run_schema.parse_tags("  ") == []
