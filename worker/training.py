@@ -112,7 +112,11 @@ def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATA
         # A task taken while shutting down goes straight back to the queue, untouched.
         context.enqueue(run_id)
         return "requeued"
-    provenance = collect_provenance(context.device, context.settings.git_commit, context.host)
+    try:
+        provenance = collect_provenance(context.device, context.settings.git_commit, context.host)
+    except Exception:  # how the run was made is worth recording, never worth failing the run for
+        log.warning("run %s: could not collect its provenance", run_id, exc_info=True)
+        provenance = None
     claim = attempts.claim_run(run_id, name, context.settings.lease_ttl_s, context.device, provenance)
     if claim.outcome != "claimed":
         log.info("run %s not started: %s", run_id, claim.outcome)

@@ -284,3 +284,13 @@ def test_provenance_without_git_is_still_recorded(monkeypatch, tmp_path):
     recorded = provenance_module.collect_provenance("cuda:0")
     assert (recorded.git_commit, recorded.cpu_threads, recorded.device) == (None, None, "cuda:0")
     assert recorded.torch_version == torch.__version__
+
+
+def test_a_run_whose_provenance_cannot_be_collected_still_trains(store, make_context, datasets, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no provenance today")
+
+    monkeypatch.setattr("worker.training.collect_provenance", broken)
+    run_id = store.create_run(tiny_config()).id
+    assert train_run(make_context(), run_id, datasets) == "succeeded"
+    assert store.get_run(run_id).provenance is None
