@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import StoreDep
-from api.routes.runs import NOT_FOUND, get_run_or_404
+from api.routes.runs import NOT_FOUND, get_run_or_404, run_not_found
 from api.schemas import ErrorOut, MetricsPage
 from fflab.store.keys import FINISHED
 from fflab.store.runs import RunStore
@@ -218,7 +218,7 @@ async def stream_events(
     sent, an `end` event (data: the final status) closes the stream."""
     record = await to_thread.run_sync(store.get_run, run_id)
     if record is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+        raise run_not_found(run_id)
     cursor = parse_cursor(last_event_id, "Last-Event-ID") or parse_cursor(after, "after") or "0-0"
     aclient = request.app.state.async_redis
     return EventSourceResponse(_events(store, aclient, run_id, cursor), ping=15)

@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 from api.deps import ModelCacheDep, StoreDep
 from api.errors import describe_validation_errors
 from api.inference import NoModelError, UnreadableModelError
-from api.routes.runs import NOT_FOUND, get_run_or_404
+from api.routes.runs import NOT_FOUND, get_run_or_404, run_not_found
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_digit
 
@@ -141,7 +141,7 @@ async def predict_digit(
     checkpoint (saved at every epoch end)."""
     found = await store.model_status_async(request.app.state.async_redis, run_id)
     if found is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+        raise run_not_found(run_id)
     status, has_model, updated_at = found
     if not has_model:
         raise _no_model(run_id, status)

@@ -35,10 +35,15 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No run with this id."}}
 
 
+def run_not_found(run_id: str) -> HTTPException:
+    """The 404 of every route that names a run that does not exist."""
+    return HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+
+
 def get_run_or_404(store: RunStore, run_id: str) -> StoredRun:
     record = store.get_run(run_id)
     if record is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+        raise run_not_found(run_id)
     return record
 
 
@@ -140,7 +145,7 @@ def update_run(run_id: str, body: RunUpdate, store: StoreDep) -> RunRecord:
         run_id, tags=body.tags, note=body.note, clear_note="note" in body.model_fields_set and not body.note
     )
     if record is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+        raise run_not_found(run_id)
     log.info("updated run %s: %s", run_id, ", ".join(sorted(body.model_fields_set)) or "nothing")
     return RunRecord.model_validate(record)
 
@@ -176,7 +181,7 @@ def cancel_run(run_id: str, store: StoreDep, celery: CeleryDep) -> RunRecord:
     cancelled run changes nothing."""
     before = store.cancel_run(run_id)
     if before is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+        raise run_not_found(run_id)
     if before in ("succeeded", "failed"):
         raise HTTPException(status_code=409, detail=f"run {run_id!r} already {before}; nothing to cancel")
     if before == "queued":

@@ -99,14 +99,15 @@ class RunStore:
         pipe = self.redis.pipeline()
         pipe.hset(run_key(record.id), mapping=encode_fields(record.model_dump() | {"config": config}))
         pipe.zadd(RUNS_INDEX, {record.id: now})
-        pipe.xadd(
-            metrics_key(record.id),
-            {"data": json.dumps(status_event("queued", now))},
-            maxlen=self.metrics_maxlen,
-            approximate=True,
-        )
+        self._add_event(pipe, record.id, status_event("queued", now))
         pipe.execute()
         return record
+
+    def _add_event(self, pipe: redis.client.Pipeline, run_id: str, event: dict[str, Any]) -> None:
+        """Queue a status event onto the run's capped metrics stream, in `pipe`'s transaction."""
+        pipe.xadd(
+            metrics_key(run_id), {"data": json.dumps(event)}, maxlen=self.metrics_maxlen, approximate=True
+        )
 
     def get_run(self, run_id: str) -> RunRecord | None:
         raw = self.redis.hgetall(run_key(run_id))
@@ -160,12 +161,7 @@ class RunStore:
         fields = {"status": "failed", "error": error, "finished_at": now, "updated_at": now}
         pipe = self.redis.pipeline()
         pipe.hset(run_key(run_id), mapping=encode_fields(fields))
-        pipe.xadd(
-            metrics_key(run_id),
-            {"data": json.dumps(status_event("failed", now, error=error))},
-            maxlen=self.metrics_maxlen,
-            approximate=True,
-        )
+        self._add_event(pipe, run_id, status_event("failed", now, error=error))
         pipe.execute()
 
     def cancel_run(self, run_id: str) -> str | None:
