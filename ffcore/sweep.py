@@ -22,11 +22,18 @@ from typing import Any
 
 import optuna
 import torch
+from pydantic import ValidationError
 
 from ffcore.config import RunConfig
 from ffcore.data import DataError, Dataset, load_dataset
 from ffcore.device import resolve_device
-from ffcore.experiment import PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_EPOCHS, ExperimentSpec, numeric_kind
+from ffcore.experiment import (
+    PRUNE_STARTUP_TRIALS,
+    PRUNE_WARMUP_EPOCHS,
+    ExperimentSpec,
+    describe_spec_error,
+    numeric_kind,
+)
 from ffcore.experiment_table import ExperimentTable, RunOutcome, SettingResult
 from ffcore.train import Trainer
 
@@ -221,10 +228,6 @@ def _fmt(value: float | None) -> str:
 
 def load_spec(path: str) -> ExperimentSpec:
     """Read and validate a spec file; ValueError with one readable line when it is not valid."""
-    from pydantic import ValidationError
-
-    from ffcore.experiment import describe_spec_error
-
     try:
         data = json.loads(Path(path).read_text())
     except OSError as error:
