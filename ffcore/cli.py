@@ -114,7 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "cuda"],
         help="where to train (default: the spec's base configuration's, auto unless it says otherwise)",
     )
-    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: %(default)s)")
+    sweep.add_argument(
+        "--out",
+        default="runs/sweep",
+        help="output folder: spec.json, table.json, table.csv and runs/<setting>-seed<seed>/ with each "
+        "run's metrics.jsonl, outcome.json and, while it trains, its resumable state (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep in --out: finished runs are kept, an interrupted one continues from its "
+        "last epoch, failed ones are tried again (without it, a --out that holds a sweep is refused)",
+    )
     sweep.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     return parser
 
@@ -263,6 +274,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     try:
         spec = sweep.load_spec(args.spec)
+        sweep.prepare_out(spec, Path(args.out), args.resume)
     except ValueError as error:
         raise CliError(str(error)) from error
     return sweep.cmd_sweep(spec, args)

@@ -181,13 +181,14 @@ class ExperimentSpec(BaseModel):
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> ExperimentSpec:
         base = self.base.resolve()
-        if base.validation == "none":
-            raise ValueError(
-                f"base: validation='none' leaves no validation set, but the objective {self.objective} "
-                "is a validation error; keep validation='holdout'"
-            )
         if not self.params:
             raise ValueError("params: name at least one setting to vary (for a seed group, list one value)")
+        if base.validation == "none" and not self.is_seed_group():
+            raise ValueError(
+                f"base: validation='none' leaves no validation set, but the objective {self.objective} "
+                "is a validation error that chooses between settings; keep validation='holdout' (only a "
+                "seed group, one listed value per param, may train on all 60k)"
+            )
         allowed = searchable_settings()
         for name, param in self.params.items():
             if name in NOT_SEARCHABLE:
@@ -280,6 +281,11 @@ class ExperimentSpec(BaseModel):
         names = list(self.params)
         combos = itertools.product(*(self.params[name].values or [] for name in names))
         return [dict(zip(names, combo, strict=True)) for combo in combos]
+
+    def is_seed_group(self) -> bool:
+        """One setting trained with several seeds: nothing to choose, so no validation set is needed."""
+        params = self.params.values()
+        return self.search == "grid" and all(p.values is not None and len(p.values) == 1 for p in params)
 
     def planned_trials(self) -> int:
         """The most settings this experiment tries."""

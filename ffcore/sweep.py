@@ -24,6 +24,7 @@ import optuna
 import torch
 from pydantic import ValidationError
 
+from ffcore.checkpoint import load_training_state, save_training_state, write_atomically
 from ffcore.config import RunConfig
 from ffcore.data import DataError, Dataset, load_dataset
 from ffcore.device import resolve_device
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 SAMPLER_SEED = 0
 TABLE_JSON = "table.json"
 TABLE_CSV = "table.csv"
+SPEC_FILE = "spec.json"
+RUNS_DIR = "runs"  # one folder per run: runs/<setting index>-seed<seed>/
+OUTCOME_FILE = "outcome.json"
+METRICS_FILE = "metrics.jsonl"
+STATE_FILE = "state.safetensors"
 
 RunEndCallback = Callable[[ExperimentTable, SettingResult, RunOutcome], None]
 
@@ -104,6 +110,7 @@ def run_sweep(
     prune_startup_trials: int = PRUNE_STARTUP_TRIALS,
     prune_warmup_epochs: int = PRUNE_WARMUP_EPOCHS,
     sampler_seed: int = SAMPLER_SEED,
+    out: Path | None = None,
 ) -> ExperimentTable:
     """Run `spec` here, one run at a time, and return its table.
 
@@ -112,6 +119,10 @@ def run_sweep(
     once and shared by the runs. `on_run_end(table, setting, run)` is called after each run. The pruner's
     patience and the sampler's seed can be changed for tests; a pruned setting's runs after the
     first seed are not run.
+
+    With `out`, each run keeps its metrics, state and outcome in `out/runs/<setting>-seed<seed>/`;
+    a sweep started again on the same `out` takes the runs that finished, continues the one that was
+    interrupted from its last epoch, and (its samplers being seeded) tries the same settings.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     updates: dict[str, Any] = {}
@@ -141,8 +152,10 @@ def run_sweep(
         by_key[key] = result
         table.settings.append(result)
         log.info("trial %d: %s", trial.number, setting)
+        index = len(table.settings) - 1
         for i, seed in enumerate(spec.seeds):
-            run = _train(spec, setting, seed, updates, data_for, trial if i == 0 else None)
+            folder = None if out is None else out / RUNS_DIR / f"{index:03d}-seed{seed}"
+            run = _train(spec, setting, seed, updates, data_for, trial if i == 0 else None, folder)
             result.runs.append(run)
             if on_run_end is not None:
                 on_run_end(table, result, run)
@@ -185,13 +198,22 @@ def _train(
     updates: dict[str, Any],
     data_for: Callable[[RunConfig], Dataset],
     trial: optuna.Trial | None,
+    folder: Path | None = None,
 ) -> RunOutcome:
-    """Train one run; with `trial`, report its validation errors to the pruner and stop when told."""
+    """Train one run; with `trial`, report its validation errors to the pruner and stop when told.
+
+    With `folder`, the run keeps its metrics, its resumable state (every epoch) and its outcome
+    there: a finished run is read back instead of trained again, an interrupted one continues from
+    its state, and the records it had logged are replayed to the pruner first.
+    """
     latest: dict[str, float] = {}
     prune = False
+    metrics_file = None
 
-    def on_metrics(record: dict[str, Any]) -> None:
+    def on_metrics(record: dict[str, Any], replay: bool = False) -> None:
         nonlocal prune
+        if metrics_file is not None and not replay:
+            metrics_file.write(json.dumps(record) + "\n")
         if record["kind"] != "eval" or record["split"] != "val":
             return
         latest["val_error_scan"] = record["error_scan"]
@@ -200,23 +222,69 @@ def _train(
             trial.report(latest[spec.objective], step=record["epoch"])
             prune = trial.should_prune()
 
+    def replay(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            on_metrics(record, replay=True)
+
     try:
         config = spec.run_config(setting, seed, **updates)
-        trainer = Trainer(config, dataset=data_for(config))
-        result = trainer.fit(on_metrics=on_metrics, should_stop=lambda: prune)
+        if folder is not None and (folder / OUTCOME_FILE).is_file():
+            replay(_read_records(folder / METRICS_FILE))
+            return RunOutcome.model_validate_json((folder / OUTCOME_FILE).read_text())
+        if folder is not None and (folder / STATE_FILE).is_file():
+            trainer = load_training_state((folder / STATE_FILE).read_bytes(), data_for(config))
+            if trainer.config != config:
+                raise ValueError(f"{folder / STATE_FILE} holds another configuration than this run's")
+            records = [r for r in _read_records(folder / METRICS_FILE) if r.get("step", 0) <= trainer.step]
+            log.info("setting %s, seed %d: resuming at epoch %d", setting, seed, trainer.epoch)
+            replay(records)
+            _write_records(folder / METRICS_FILE, records)
+        else:
+            trainer = Trainer(config, dataset=data_for(config))
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                _write_records(folder / METRICS_FILE, [])
+        if folder is not None:
+            metrics_file = open(folder / METRICS_FILE, "a")  # noqa: SIM115 (closed below)
+
+        def save_state(t: Trainer) -> None:
+            if metrics_file is not None and folder is not None:
+                metrics_file.flush()
+                write_atomically(folder / STATE_FILE, save_training_state(t))
+
+        try:
+            result = trainer.fit(on_metrics=on_metrics, on_epoch_end=save_state, should_stop=lambda: prune)
+        finally:
+            if metrics_file is not None:
+                metrics_file.close()
     except DataError:  # no data, no sweep: the caller says so (the CLI: one line, exit status 2)
         raise
     except Exception as error:  # one bad run must not end the sweep; the table says what happened
         log.exception("setting %s, seed %d failed", setting, seed)
-        return RunOutcome(seed=seed, status="failed", error=f"{type(error).__name__}: {error}")
-    return RunOutcome(
-        seed=seed,
-        status="pruned" if result.stopped else "succeeded",
-        test_error_scan=result.test_error_scan,
-        test_error_softmax=result.test_error_softmax,
-        epochs=result.epochs,
-        **latest,
-    )
+        outcome = RunOutcome(seed=seed, status="failed", error=f"{type(error).__name__}: {error}")
+    else:
+        outcome = RunOutcome(
+            seed=seed,
+            status="pruned" if result.stopped else "succeeded",
+            test_error_scan=result.test_error_scan,
+            test_error_softmax=result.test_error_softmax,
+            epochs=result.epochs,
+            **latest,
+        )
+    if folder is not None and outcome.status != "failed":  # a failed run is tried again on resume
+        write_atomically(folder / OUTCOME_FILE, (outcome.model_dump_json(indent=2) + "\n").encode())
+        (folder / STATE_FILE).unlink(missing_ok=True)  # finished: its outcome and metrics are what stays
+    return outcome
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
 
 
 def _fmt(value: float | None) -> str:
@@ -240,12 +308,26 @@ def load_spec(path: str) -> ExperimentSpec:
         raise ValueError(f"{path}: invalid experiment spec: {describe_spec_error(error)}") from None
 
 
+def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
+    """Make `out` ready for `spec`; ValueError when it holds another sweep, or this one without `resume`."""
+    saved = out / SPEC_FILE
+    if saved.is_file():
+        if not resume:
+            raise ValueError(
+                f"{out} already holds a sweep; pass --resume to continue it, or choose another --out"
+            )
+        if ExperimentSpec.model_validate_json(saved.read_text()) != spec:
+            raise ValueError(f"{out} holds a sweep of another spec ({saved}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(spec.model_dump_json(indent=2) + "\n")
+
+
 def cmd_sweep(spec: ExperimentSpec, args: Any) -> int:
-    """The `sweep` command's work, once ffcore.cli has read the spec (with `load_spec`)."""
+    """The `sweep` command's work, once ffcore.cli has read the spec (`load_spec`) and readied --out
+    (`prepare_out`)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     trials, seeds = spec.planned_trials(), len(spec.seeds)
     log.info("sweep: %s search, up to %d settings x %d seeds", spec.search, trials, seeds)
 
@@ -253,7 +335,7 @@ def cmd_sweep(spec: ExperimentSpec, args: Any) -> int:
         (out / TABLE_JSON).write_text(table.to_json() + "\n")
         (out / TABLE_CSV).write_text(table.to_csv())
 
-    table = run_sweep(spec, data_dir=args.data_dir, device=args.device, on_run_end=write)
+    table = run_sweep(spec, data_dir=args.data_dir, device=args.device, on_run_end=write, out=out)
     write(table)
     best = table.best_setting
     counts = {s: sum(r.status == s for r in table.settings) for s in ("succeeded", "pruned", "failed")}
@@ -262,7 +344,16 @@ def cmd_sweep(spec: ExperimentSpec, args: Any) -> int:
         stat = best.stats[spec.objective]
         summary |= {"best": best.params, spec.objective: stat.mean, f"{spec.objective}_std": stat.std}
         print(f"best {best.params}: {spec.objective} {stat.mean:.4f} ± {_fmt(stat.std)} over {stat.n} seeds")
-    else:
+    # A seed group trained on all 60k has no validation error: its test errors are its result.
+    group = table.settings[0] if spec.is_seed_group() and table.settings else None
+    chosen = best or (group if group is not None and group.status == "succeeded" else None)
+    if chosen is None:
         print("no setting had all its seeds succeed")
+    else:
+        for name in ("test_error_scan", "test_error_softmax"):
+            stat = chosen.stats[name]
+            if stat.mean is not None:
+                summary |= {name: stat.mean, f"{name}_std": stat.std}
+                print(f"{name} {stat.mean:.4f} ± {_fmt(stat.std)} over {stat.n} seeds")
     print(json.dumps(summary))
     return 0

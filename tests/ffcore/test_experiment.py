@@ -77,7 +77,8 @@ def refusal(data: dict, **context) -> str:
         (
             {"params": LR, "base": {"preset": "quick", "overrides": {"validation": "none"}}},
             "base: validation='none' leaves no validation set, but the objective val_error_scan is a "
-            "validation error; keep validation='holdout'",
+            "validation error that chooses between settings; keep validation='holdout' (only a seed "
+            "group, one listed value per param, may train on all 60k)",
         ),
         (
             {"params": LR, "base": {"config": {"validation": "none"}}, "objective": "val_error_softmax"},
@@ -153,6 +154,17 @@ def test_a_caller_can_allow_fewer_trials_than_the_ceiling():
     check_limits(loose, max_trials=50)
     with pytest.raises(ValueError, match=f"at most {MAX_TRIALS} settings"):  # never above the ceiling
         check_limits(loose.model_copy(update={"max_trials": MAX_TRIALS + 1}), max_trials=10**6)
+
+
+def test_a_seed_group_may_train_on_all_60k_without_a_validation_set():
+    on_all = {"preset": "quick", "overrides": {"validation": "none"}}
+    group = ExperimentSpec.model_validate({"base": on_all, "params": {"epochs": {"values": [60]}}})
+    assert group.is_seed_group() and group.planned_trials() == 1
+    assert group.run_config({"epochs": 60}, seed=2).validation == "none"
+    assert not spec().is_seed_group()
+    assert not ExperimentSpec.model_validate(
+        {"params": {"lr": {"low": 1e-3, "high": 1e-2}}, "search": "random", "max_trials": 1}
+    ).is_seed_group()
 
 
 def test_defaults_grid_and_run_configs():

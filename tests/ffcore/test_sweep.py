@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ffcore import Trainer
+from ffcore import Trainer, sweep
 from ffcore.cli import build_parser
 from ffcore.experiment import ExperimentSpec
 from ffcore.experiment_table import ERRORS
@@ -132,6 +132,41 @@ def ffcore(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_sweep_killed_mid_run_resumes_where_it_stopped_and_ends_as_an_unbroken_one(
+    mnist_slice, tmp_path, monkeypatch
+):
+    spec = tiny_spec(params={"lr": {"values": [3e-3, 1e-2]}}, seeds=[0, 1], prune=False)
+    unbroken = run_sweep(spec, dataset=mnist_slice, device="cpu")
+
+    # The first time the second setting's seed-1 run saves its state (after epoch 1), the process dies.
+    real_write = sweep.write_atomically
+    killed = []
+
+    def write_then_die(path, data):
+        real_write(path, data)
+        if path.name == sweep.STATE_FILE and path.parent.name == "001-seed1" and not killed:
+            killed.append(path)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "write_atomically", write_then_die)
+    out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, dataset=mnist_slice, device="cpu", out=out)
+    assert killed and (out / "runs" / "001-seed1" / sweep.STATE_FILE).is_file()
+    assert not (out / "runs" / "001-seed1" / sweep.OUTCOME_FILE).exists()
+
+    built = []
+    monkeypatch.setattr(sweep, "Trainer", lambda *a, **k: built.append(a) or Trainer(*a, **k))
+    resumed = run_sweep(spec, dataset=mnist_slice, device="cpu", out=out)
+
+    assert built == []  # three runs read back, the fourth continued from its state: none started over
+    assert resumed.model_dump() == unbroken.model_dump()
+    folder = out / "runs" / "001-seed1"
+    assert not (folder / sweep.STATE_FILE).exists()
+    records = [json.loads(line) for line in (folder / sweep.METRICS_FILE).read_text().splitlines()]
+    assert [(r["split"], r["epoch"]) for r in records] == [("val", 1), ("val", 2), ("test", 2)]
+
+
 def test_the_cli_refuses_a_bad_spec_in_one_line(tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({"params": {"lr": {"values": [1e-3]}}, "seeds": [1, 1]}))
@@ -173,10 +208,25 @@ def test_the_cli_runs_a_spec_and_writes_the_table(mnist_dir, tmp_path):
     stat = setting["stats"]["val_error_scan"]
     assert f"val_error_scan {stat['mean']:.4f} ± {stat['std']:.4f} over 2 seeds" in result.stdout
 
+    # The same --out again: refused without --resume; with it, the finished runs are read back.
+    again = ["sweep", str(path), "--data-dir", mnist_dir, "--device", "cpu", "--out", str(out)]
+    refused = ffcore(*again)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"error: {out} already holds a sweep; pass --resume to continue it, or choose another --out\n"
+    )
+    resumed = ffcore(*again, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "table.json").read_text()) == table
+    path.write_text(json.dumps(spec | {"seeds": [0, 1, 2]}))
+    other = ffcore(*again, "--resume")
+    assert other.returncode == 2 and "holds a sweep of another spec" in other.stderr
+
 
 def test_sweep_help_names_its_options(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["sweep", "--help"])
     text = capsys.readouterr().out
-    for option in ("SPEC.json", "--data-dir", "--device", "--out", "--threads", "table.json", "max_parallel"):
+    options = ("SPEC.json", "--data-dir", "--device", "--out", "--resume", "--threads", "table.json")
+    for option in (*options, "max_parallel"):
         assert option in text
