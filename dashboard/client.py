@@ -11,7 +11,15 @@ from typing import Any
 
 import httpx
 
-from dashboard.models import MetricsPage, Prediction, Run, RunOptions, RunPage
+from dashboard.models import (
+    Experiment,
+    ExperimentPage,
+    MetricsPage,
+    Prediction,
+    Run,
+    RunOptions,
+    RunPage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +110,21 @@ class ApiClient:
     # --- runs --------------------------------------------------------------------------------
 
     def list_runs(
-        self, status: str | None = None, offset: int = 0, limit: int = 100, tag: str | None = None
+        self,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        tag: str | None = None,
+        experiment: str | None = None,
     ) -> RunPage:
+        """Runs newest first; each filter given narrows them (the experiment by its id)."""
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if status:
             params["status"] = status
         if tag:
             params["tag"] = tag
+        if experiment:
+            params["experiment"] = experiment
         return RunPage.model_validate(self._request("GET", "/runs", params=params).json())
 
     def get_run(self, run_id: str) -> Run:
@@ -137,6 +153,15 @@ class ApiClient:
             body["note"] = note
         return Run.model_validate(self._request("PATCH", f"/runs/{run_id}", json=body).json())
 
+    def rerun(self, run_id: str, tags: list[str] | None = None, note: str | None = None) -> Run:
+        """Queue a new run with the configuration of `run_id`; the answer is the new run."""
+        body: dict[str, Any] = {}
+        if tags is not None:
+            body["tags"] = tags
+        if note is not None:
+            body["note"] = note
+        return Run.model_validate(self._request("POST", f"/runs/{run_id}/rerun", json=body).json())
+
     def cancel_run(self, run_id: str) -> Run:
         return Run.model_validate(self._request("POST", f"/runs/{run_id}/cancel").json())
 
@@ -146,6 +171,37 @@ class ApiClient:
     def run_options(self) -> RunOptions:
         """The presets, and the run schema with the server's limits: what the start-run form offers."""
         return RunOptions.model_validate(self._request("GET", "/run-options").json())
+
+    # --- experiments: seed groups and sweeps -------------------------------------------------------
+
+    def create_experiment(self, spec: dict[str, Any], name: str | None = None) -> Experiment:
+        """POST an experiment spec (base, search, params, seeds, ...); a 422 says what is wrong with it."""
+        body = dict(spec)
+        if name:
+            body["name"] = name
+        return Experiment.model_validate(self._request("POST", "/experiments", json=body).json())
+
+    def list_experiments(
+        self, status: str | None = None, offset: int = 0, limit: int = 100
+    ) -> ExperimentPage:
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if status:
+            params["status"] = status
+        return ExperimentPage.model_validate(self._request("GET", "/experiments", params=params).json())
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        return Experiment.model_validate(self._request("GET", f"/experiments/{experiment_id}").json())
+
+    def experiment_table_csv(self, experiment_id: str) -> str:
+        """The results table as CSV, one row per setting, as the API writes it."""
+        return self._request("GET", f"/experiments/{experiment_id}/table.csv").text
+
+    def cancel_experiment(self, experiment_id: str) -> Experiment:
+        response = self._request("POST", f"/experiments/{experiment_id}/cancel")
+        return Experiment.model_validate(response.json())
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self._request("DELETE", f"/experiments/{experiment_id}")
 
     # --- metrics -----------------------------------------------------------------------------
 

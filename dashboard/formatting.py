@@ -48,3 +48,12 @@ def status_badge(status: str) -> str:
     """Streamlit markdown for a coloured status badge."""
     colour, icon = STATUS_STYLE.get(status, ("gray", ":material/help:"))
     return f":{colour}-badge[{icon} {status}]"
+
+
+def format_mean_std(mean: float | None, std: float | None, digits: int = 2) -> str:
+    """An error over seeds: '1.23% ± 0.05' (mean and std in percent), '1.23%' for one run, '—' for none."""
+    if mean is None:
+        return "—"
+    if std is None:
+        return format_percent(mean, digits)
+    return f"{mean * 100:.{digits}f}% ± {std * 100:.{digits}f}"

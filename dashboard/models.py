@@ -46,6 +46,8 @@ class Run(BaseModel):
     tags: list[str] = Field(default_factory=list)
     note: str | None = None
     provenance: dict[str, Any] | None = Field(None, description="How the run was made (its last attempt).")
+    experiment: str | None = Field(None, description="The experiment that made the run, if one did.")
+    setting: int | None = Field(None, description="Its setting's index in that experiment's table.")
 
     @property
     def is_active(self) -> bool:
@@ -97,6 +99,13 @@ class Run(BaseModel):
         """How pickers name the run: id, preset and architecture."""
         return f"{self.id} · {self.preset or 'custom'} · {self.architecture} · {self.status}"
 
+    @property
+    def experiment_label(self) -> str:
+        """'abc123 #2': its experiment and setting, or '' for a run started on its own."""
+        if not self.experiment:
+            return ""
+        return self.experiment if self.setting is None else f"{self.experiment} #{self.setting}"
+
 
 class RunPage(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -138,3 +147,126 @@ class RunOptions(BaseModel):
     default_preset: str
     presets: dict[str, dict[str, Any]]
     config_schema: dict[str, Any]
+
+
+# --- experiments: seed groups and sweeps ---------------------------------------------------------------
+
+ERROR_NAMES = ("val_error_scan", "val_error_softmax", "test_error_scan", "test_error_softmax")
+# A setting's or an experiment's runs that will not change any more.
+FINISHED_RUN_STATUSES = frozenset({"succeeded", "pruned", "failed", "cancelled"})
+
+
+class ErrorStats(BaseModel):
+    """Mean and sample standard deviation (n-1) of one error over a setting's succeeded runs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+
+
+class RunOutcome(BaseModel):
+    """One run of a setting: the setting trained with one seed."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    seed: int
+    status: str
+    run_id: str | None = None
+    val_error_scan: float | None = None
+    val_error_softmax: float | None = None
+    test_error_scan: float | None = None
+    test_error_softmax: float | None = None
+    epochs: int = 0
+    error: str | None = None
+
+
+class SettingResult(BaseModel):
+    """One setting of an experiment, its runs, and its errors' statistics by name (ERROR_NAMES)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    trial: int
+    params: dict[str, Any]
+    status: str
+    runs: list[RunOutcome] = Field(default_factory=list)
+    stats: dict[str, ErrorStats] = Field(default_factory=dict)
+
+    def stat(self, name: str) -> ErrorStats:
+        return self.stats.get(name) or ErrorStats()
+
+    @property
+    def runs_finished(self) -> int:
+        return sum(run.status in FINISHED_RUN_STATUSES for run in self.runs)
+
+
+class ExperimentTable(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    settings: list[SettingResult] = Field(default_factory=list)
+    best: int | None = None
+
+
+class ExperimentProgress(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    settings_planned: int = 0
+    settings_started: int = 0
+    settings_finished: int = 0
+    runs_queued: int = 0
+    runs_running: int = 0
+    runs_finished: int = 0
+
+    @property
+    def fraction(self) -> float:
+        """Settings finished out of those planned, in [0, 1]."""
+        if self.settings_planned <= 0:
+            return 0.0
+        return min(1.0, self.settings_finished / self.settings_planned)
+
+
+class ExperimentSummary(BaseModel):
+    """An experiment as GET /experiments lists it (no table)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str | None = None
+    status: str
+    created_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    search: str = "grid"
+    objective: str = "val_error_scan"
+    params: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+    progress: ExperimentProgress = Field(default_factory=ExperimentProgress)
+    best: int | None = None
+    best_params: dict[str, Any] | None = None
+    best_objective: ErrorStats | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def label(self) -> str:
+        """How pickers name it: name (or id), search, what it varies, status."""
+        title = f"{self.name} ({self.id})" if self.name else self.id
+        varied = ", ".join(self.params) or "nothing"
+        return f"{title} · {self.search} over {varied} · {self.status}"
+
+
+class Experiment(ExperimentSummary):
+    """GET /experiments/{id}: the summary plus its spec and its results table."""
+
+    spec: dict[str, Any] = Field(default_factory=dict)
+    table: ExperimentTable = Field(default_factory=ExperimentTable)
+
+
+class ExperimentPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    experiments: list[ExperimentSummary]
+    total: int

@@ -12,8 +12,8 @@ from dashboard.formatting import STATUS_COLOURS, format_duration
 from dashboard.models import Run
 
 COLUMNS = [
-    "run", "status", "tags", "preset", "network", "epoch", "progress", "eta", "error_scan", "error_softmax",
-    "device", "duration", "created", "message",
+    "run", "status", "tags", "experiment", "preset", "network", "epoch", "progress", "eta", "error_scan",
+    "error_softmax", "device", "duration", "created", "message",
 ]  # fmt: skip
 
 
@@ -28,6 +28,7 @@ def runs_frame(runs: Sequence[Run], now: float | None = None) -> pd.DataFrame:
                 "run": run.id,
                 "status": run.status,
                 "tags": ", ".join(run.tags),
+                "experiment": run.experiment_label,
                 "preset": run.preset or "custom",
                 "network": run.architecture,
                 "epoch": f"{run.epoch}/{run.epochs}" if run.epochs else str(run.epoch),

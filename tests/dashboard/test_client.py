@@ -114,3 +114,88 @@ def test_an_unreachable_api_is_an_api_error_that_says_where_it_looked():
         client.list_runs()
     assert caught.value.unreachable
     assert f"127.0.0.1:{port}" in str(caught.value) and "make up" in str(caught.value)
+
+
+EXPERIMENT = {
+    "id": "e1", "name": "lr", "status": "running", "created_at": 1.0, "search": "grid",
+    "objective": "val_error_scan", "params": ["lr"], "seeds": [0, 1],
+    "progress": {"settings_planned": 2, "settings_started": 1, "settings_finished": 0, "runs_queued": 1,
+                 "runs_running": 1, "runs_finished": 0},
+    "best": None, "best_params": None, "best_objective": None,
+    "spec": {"params": {"lr": {"values": [0.001]}}},
+    "table": {"settings": [{"trial": 0, "params": {"lr": 0.001}, "status": "running",
+                            "runs": [{"seed": 0, "status": "running", "run_id": "r1"}],
+                            "stats": {"val_error_scan": {"mean": None, "std": None, "n": 0}}}], "best": None},
+    "a_field_the_dashboard_does_not_know": 1,
+}  # fmt: skip
+
+
+def test_experiment_routes_send_the_spec_and_parse_experiments():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path.endswith("/table.csv"):
+            return httpx.Response(200, text="trial,status,lr\n0,running,0.001\n")
+        if request.method == "DELETE":
+            return httpx.Response(204)
+        if path == "/api/v1/experiments" and request.method == "GET":
+            summary = {k: v for k, v in EXPERIMENT.items() if k not in ("spec", "table")}
+            return httpx.Response(200, json={"experiments": [summary], "total": 1, "offset": 0, "limit": 5})
+        return httpx.Response(201 if request.method == "POST" else 200, json=EXPERIMENT)
+
+    client = client_answering(handler)
+    spec = {"base": {"preset": "quick"}, "params": {"lr": {"values": [0.001]}}, "seeds": [0, 1]}
+    created = client.create_experiment(spec, name="lr")
+    assert created.id == "e1" and created.is_running and created.progress.runs_running == 1
+    assert created.table.settings[0].runs[0].run_id == "r1"
+    assert created.table.settings[0].stat("test_error_scan").mean is None  # a statistic it lacks: empty
+    page = client.list_experiments(status="running", limit=5)
+    assert (page.total, page.experiments[0].label) == (1, "lr (e1) · grid over lr · running")
+    assert client.get_experiment("e1").spec["params"] == {"lr": {"values": [0.001]}}
+    assert client.experiment_table_csv("e1").splitlines() == ["trial,status,lr", "0,running,0.001"]
+    client.cancel_experiment("e1")
+    client.delete_experiment("e1")
+    create, listing, get, table, cancel, delete = seen
+    assert (create.method, create.url.path) == ("POST", "/api/v1/experiments")
+    assert json.loads(create.content) == spec | {"name": "lr"}
+    assert "name" not in spec  # the caller's spec is left as it was
+    assert dict(listing.url.params) == {"status": "running", "offset": "0", "limit": "5"}
+    assert (get.url.path, table.url.path) == ("/api/v1/experiments/e1", "/api/v1/experiments/e1/table.csv")
+    assert (cancel.method, cancel.url.path) == ("POST", "/api/v1/experiments/e1/cancel")
+    assert (delete.method, delete.url.path) == ("DELETE", "/api/v1/experiments/e1")
+    assert all(request.headers["X-API-Key"] == "secret" for request in seen)
+
+
+def test_a_refused_spec_is_an_api_error_with_the_apis_words():
+    def handler(request: httpx.Request) -> httpx.Response:
+        detail = "params.lr: grid search takes listed values only; give `values`, or use search 'random'"
+        return httpx.Response(422, json={"detail": detail})
+
+    with pytest.raises(ApiError) as caught:
+        client_answering(handler).create_experiment({"params": {"lr": {"low": 0.1, "high": 1}}})
+    assert caught.value.status_code == 422
+    assert str(caught.value).startswith("params.lr: grid search takes listed values only")
+
+
+def test_runs_filter_by_experiment_and_rerun_posts_to_the_runs_rerun_route():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "GET":
+            run = {"id": "r1", "status": "succeeded", "experiment": "e1", "setting": 1}
+            return httpx.Response(200, json={"runs": [run], "total": 1})
+        return httpx.Response(201, json={"id": "r2", "status": "queued", "note": "rerun of r1"})
+
+    client = client_answering(handler)
+    (run,) = client.list_runs(experiment="e1").runs
+    assert (run.experiment, run.setting, run.experiment_label) == ("e1", 1, "e1 #1")
+    copy = client.rerun("r1")
+    assert (copy.id, copy.status, copy.note) == ("r2", "queued", "rerun of r1")
+    client.rerun("r1", tags=["again"], note="check")
+    listing, rerun, rerun_with_body = seen
+    assert listing.url.params["experiment"] == "e1"
+    assert (rerun.method, rerun.url.path, json.loads(rerun.content)) == ("POST", "/api/v1/runs/r1/rerun", {})
+    assert json.loads(rerun_with_body.content) == {"tags": ["again"], "note": "check"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dashboard.formatting import format_duration, format_percent, format_rate
-from dashboard.models import Run
+from dashboard.models import ExperimentProgress, Run, RunOutcome, SettingResult
 from dashboard.run_table import runs_frame
 
 
@@ -67,3 +67,28 @@ def test_formatting():
 def test_the_run_table_lists_each_runs_tags():
     frame = runs_frame([make_run(tags=["base", "lr=1e-3"]), make_run(id="r2")])
     assert frame["tags"].tolist() == ["base, lr=1e-3", ""]
+
+
+def test_a_run_names_its_experiment_and_setting_and_the_table_lists_them():
+    assert make_run().experiment_label == ""
+    assert make_run(experiment="e1").experiment_label == "e1"
+    run = make_run(experiment="e1", setting=0)
+    assert run.experiment_label == "e1 #0"
+    assert runs_frame([run, make_run(id="r2")])["experiment"].tolist() == ["e1 #0", ""]
+
+
+def test_experiment_progress_is_the_share_of_planned_settings_finished():
+    assert ExperimentProgress(settings_planned=4, settings_finished=1).fraction == 0.25
+    assert ExperimentProgress(settings_planned=0).fraction == 0.0
+    assert ExperimentProgress(settings_planned=2, settings_finished=3).fraction == 1.0
+
+
+def test_a_settings_runs_finished_count_pruned_failed_and_cancelled_but_not_queued_or_running():
+    statuses = ["succeeded", "pruned", "failed", "cancelled", "queued", "running"]
+    setting = SettingResult(
+        trial=0,
+        params={},
+        status="running",
+        runs=[RunOutcome(seed=i, status=s) for i, s in enumerate(statuses)],
+    )
+    assert setting.runs_finished == 4
