@@ -16,8 +16,12 @@ VIEWS = Path(__file__).with_name("views")
 RUNS_PAGE = st.Page(VIEWS / "runs.py", title="Runs", icon=":material/view_list:", default=True)
 LIVE_PAGE = st.Page(VIEWS / "live.py", title="Live run", icon=":material/monitoring:", url_path="live")
 DRAW_PAGE = st.Page(VIEWS / "draw.py", title="Draw", icon=":material/draw:", url_path="draw")
-PAGES = (RUNS_PAGE, LIVE_PAGE, DRAW_PAGE)
+EXPERIMENTS_PAGE = st.Page(
+    VIEWS / "experiments.py", title="Experiments", icon=":material/science:", url_path="experiments"
+)
+PAGES = (RUNS_PAGE, LIVE_PAGE, DRAW_PAGE, EXPERIMENTS_PAGE)
 
 # st.session_state keys one page sets for another.
 LIVE_RUN_ID = "live_run_id"  # the run the Live page shows (Runs' "Watch live" sets it)
 DRAW_RUN_ID = "draw_run_id"  # the model the Draw page asks (Runs' "Draw a digit" sets it)
+RUNS_EXPERIMENT = "runs_experiment"  # the experiment whose runs Runs lists next (Experiments sets it)

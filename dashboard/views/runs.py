@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import streamlit as st
 
 from dashboard import charts, run_schema
-from dashboard.api_session import get_client, get_run_options, show_api_error
+from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
 from dashboard.models import FINISHED_STATUSES, Run
-from dashboard.navigation import DRAW_PAGE, DRAW_RUN_ID, LIVE_PAGE, LIVE_RUN_ID
+from dashboard.navigation import DRAW_PAGE, DRAW_RUN_ID, LIVE_PAGE, LIVE_RUN_ID, RUNS_EXPERIMENT
+from dashboard.run_form import start_run_form, started_run_notice
 from dashboard.run_table import runs_frame, status_colour
 from dashboard.settings import get_settings
 
 RUNS_SHOWN = 200
-# The form's first preset: it trains in about a minute, where the API's default takes hours on a CPU.
-FORM_PRESET = "quick"
-# This page's own session keys.
-STARTED_RUN = "started_run"  # the run the form started last, for the "Watch it live" button
+# This page's own session keys (the form's are in dashboard/run_form.py).
 RUN_NOTICE = "run_notice"  # what the last cancel or delete did, shown once after the rerun
 PENDING_DELETE = "pending_delete"  # runs waiting for "Yes, delete"
 SELECTED_RUNS = "selected_runs"  # the multiselect's key
 TAG_FILTER = "tag_filter"  # the table's tag filter (sent to the API as ?tag=)
+EXPERIMENT_FILTER = "experiment_filter"  # the table's experiment filter (?experiment=); "" for all runs
 
 # --- the overview: cards and table ---------------------------------------------------------------
 
@@ -38,12 +35,33 @@ def worker_summary() -> str:
     return f"{len(workers)} ({', '.join(devices)})"
 
 
-@st.fragment(run_every=get_settings().refresh_s * 2)
-def overview(tag: str | None = None) -> None:
-    """Cards and the table, fetched and drawn anew on a timer so that progress moves by itself; only
-    the runs tagged `tag` when one is given."""
+def experiment_filter() -> str | None:
+    """A picker of the experiments whose runs to list; None for every run."""
+    if pending := st.session_state.pop(RUNS_EXPERIMENT, None):  # "Its runs" on the Experiments page
+        st.session_state[EXPERIMENT_FILTER] = pending
     try:
-        runs = get_client().list_runs(limit=RUNS_SHOWN, tag=tag).runs
+        experiments = get_client().list_experiments(limit=RUNS_SHOWN).experiments
+    except ApiError:
+        experiments = []  # an API without experiments: every run is its own
+    labels = {experiment.id: experiment.label for experiment in experiments}
+    if st.session_state.get(EXPERIMENT_FILTER) not in ("", *labels):
+        st.session_state[EXPERIMENT_FILTER] = ""  # it was deleted
+    chosen = st.selectbox(
+        "Filter by experiment",
+        ["", *labels],
+        format_func=lambda i: labels.get(i, "All runs"),
+        key=EXPERIMENT_FILTER,
+        help="Show only the runs one experiment made.",
+    )
+    return chosen or None
+
+
+@st.fragment(run_every=get_settings().refresh_s * 2)
+def overview(tag: str | None = None, experiment: str | None = None) -> None:
+    """Cards and the table, fetched and drawn anew on a timer so that progress moves by itself; only
+    the runs tagged `tag`, and those of `experiment`, when given."""
+    try:
+        runs = get_client().list_runs(limit=RUNS_SHOWN, tag=tag, experiment=experiment).runs
     except ApiError as error:
         show_api_error(error, "list the runs")
         return
@@ -56,6 +74,9 @@ def overview(tag: str | None = None) -> None:
     cards[2].metric("Queued", count["queued"], border=True)
     cards[3].metric("Succeeded", count["succeeded"], border=True)
     cards[4].metric("Workers", worker_summary(), border=True)
+    if not runs and experiment:
+        st.info(f"Experiment **{experiment}** has no runs{f' tagged **{tag}**' if tag else ''}.")
+        return
     if not runs and tag:
         st.info(f"No run is tagged **{tag}**.")
         return
@@ -73,6 +94,9 @@ def overview(tag: str | None = None) -> None:
             "run": st.column_config.TextColumn("Run", width="medium"),
             "status": st.column_config.TextColumn("Status"),
             "tags": st.column_config.TextColumn("Tags"),
+            "experiment": st.column_config.TextColumn(
+                "Experiment", help="The experiment that made the run, and # its setting"
+            ),
             "preset": st.column_config.TextColumn("Preset"),
             "network": st.column_config.TextColumn("Network", help="Hidden layers: count x width"),
             "epoch": st.column_config.TextColumn("Epoch"),
@@ -94,158 +118,13 @@ def overview(tag: str | None = None) -> None:
     )
 
 
-# --- the start-run form, built from GET /run-options ---------------------------------------------
-
-
-def number_field(
-    name: str,
-    label: str,
-    config: dict[str, Any],
-    infos: dict[str, run_schema.FieldInfo],
-    preset: str,
-    **kwargs: Any,
-) -> Any:
-    info = infos[name]
-    value = config[name]
-    if isinstance(value, int) and not isinstance(value, bool):
-        kwargs.setdefault("step", 1)
-    else:
-        kwargs.setdefault("format", "%g")
-    if info.minimum is not None and not info.exclusive_minimum:
-        kwargs.setdefault("min_value", type(value)(info.minimum))
-    if info.maximum is not None and not info.exclusive_maximum and info.maximum < 1e9:
-        kwargs.setdefault("max_value", type(value)(info.maximum))
-    return st.number_input(label, value=value, help=info.help, key=f"form_{preset}_{name}", **kwargs)
-
-
-def choice_field(
-    name: str, label: str, config: dict[str, Any], infos: dict[str, run_schema.FieldInfo], preset: str
-) -> Any:
-    info = infos[name]
-    options = list(info.choices)
-    return st.selectbox(
-        label, options, index=options.index(config[name]), help=info.help, key=f"form_{preset}_{name}"
-    )
-
-
-def start_run_form() -> None:
-    st.subheader("Start a run")
-    try:
-        options = get_run_options()
-    except ApiError as error:
-        show_api_error(error, "load the run options")
-        return
-    presets = list(options.presets)
-    first = FORM_PRESET if FORM_PRESET in presets else options.default_preset
-    preset = st.selectbox(
-        "Preset",
-        presets,
-        index=presets.index(first) if first in presets else 0,
-        format_func=lambda name: run_schema.preset_summary(name, options.presets[name]),
-        key="form_preset",
-        help="A named recipe; the fields below start from its values and whatever you change is sent as "
-        "overrides.",
-    )
-    config = options.presets[preset]
-    infos = run_schema.field_infos(options.config_schema)
-    with st.form(f"start_run_{preset}", border=True):
-        left, right = st.columns(2)
-        with left:
-            epochs = number_field("epochs", "Epochs", config, infos, preset)
-            batch_size = number_field("batch_size", "Batch size", config, infos, preset)
-            lr = number_field("lr", "Learning rate (FF layers)", config, infos, preset, step=0.001)
-            negatives = choice_field("negatives", "Negative labels", config, infos, preset)
-        with right:
-            hidden_text = st.text_input(
-                "Hidden layers",
-                value=", ".join(str(width) for width in config["hidden"]),
-                help=f"{infos['hidden'].description} Comma-separated widths, e.g. 500, 500. "
-                f"Allowed: {infos['hidden'].limits}.",
-                key=f"form_{preset}_hidden",
-            )
-            seed = number_field("seed", "Seed", config, infos, preset)
-            head_lr = number_field(
-                "head_lr", "Learning rate (softmax head)", config, infos, preset, step=0.001
-            )
-            validation = choice_field("validation", "Validation", config, infos, preset)
-        with st.expander("More settings"):
-            more_left, more_right = st.columns(2)
-            with more_left:
-                goodness = choice_field("goodness", "Goodness", config, infos, preset)
-                threshold = st.number_input(
-                    "Threshold",
-                    value=config["threshold"],
-                    min_value=0.0,
-                    format="%g",
-                    placeholder="the layer width (sum) or 1 (mean)",
-                    help=infos["threshold"].help,
-                    key=f"form_{preset}_threshold",
-                )
-                jitter = number_field("jitter", "Jitter (pixels)", config, infos, preset)
-                lr_schedule = choice_field("lr_schedule", "Learning-rate schedule", config, infos, preset)
-            with more_right:
-                momentum = number_field("momentum", "Momentum", config, infos, preset, step=0.01)
-                weight_decay = number_field(
-                    "weight_decay", "Weight decay", config, infos, preset, step=0.0001
-                )
-                peer_norm_weight = number_field(
-                    "peer_norm_weight", "Peer-normalisation weight", config, infos, preset
-                )
-                eval_every = number_field("eval_every", "Evaluate every (epochs)", config, infos, preset)
-                device = choice_field("device", "Device", config, infos, preset)
-        tags_text = st.text_input(
-            "Tags",
-            placeholder="e.g. baseline, lr=1e-3",
-            help="Optional labels to find the run by: separated by commas or spaces; letters, digits and "
-            "_ . : = - only.",
-            key="form_tags",
-        )
-        note = st.text_area("Note", placeholder="Optional: what this run is for", key="form_note")
-        submitted = st.form_submit_button("Start run", type="primary", icon=":material/play_arrow:")
-    if not submitted:
-        return
-    try:
-        hidden = run_schema.parse_hidden(hidden_text)
-    except ValueError as error:
-        st.error(str(error), icon=":material/error:")
-        return
-    values = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "negatives": negatives, "hidden": hidden,
-        "seed": seed, "head_lr": head_lr, "validation": validation, "goodness": goodness,
-        "threshold": threshold or None, "jitter": jitter, "lr_schedule": lr_schedule, "momentum": momentum,
-        "weight_decay": weight_decay, "peer_norm_weight": peer_norm_weight, "eval_every": eval_every,
-        "device": device,
-    }  # fmt: skip
-    try:
-        run = get_client().create_run(
-            preset,
-            run_schema.overrides_against(config, values),
-            tags=run_schema.parse_tags(tags_text),
-            note=note.strip() or None,
-        )
-    except ApiError as error:
-        show_api_error(error, "start the run")
-        return
-    st.session_state[STARTED_RUN] = run.id
-    st.session_state[LIVE_RUN_ID] = run.id
-    st.rerun()
-
-
-def started_run_notice() -> None:
-    if started := st.session_state.get(STARTED_RUN):
-        st.success(f"Run **{started}** is queued.", icon=":material/check_circle:")
-        if st.button("Watch it live", icon=":material/monitoring:", key="watch_started"):
-            st.session_state[LIVE_RUN_ID] = started
-            st.switch_page(LIVE_PAGE)
-
-
 # --- selected runs: actions and comparison -------------------------------------------------------
 
 
 def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
     client = get_client()
     single = selected[0] if len(selected) == 1 else None
-    buttons = st.columns(4)
+    buttons = st.columns(5)
     if buttons[0].button(
         "Watch live", icon=":material/monitoring:", disabled=single is None, width="stretch"
     ):
@@ -259,8 +138,21 @@ def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
     ):
         st.session_state[DRAW_RUN_ID] = single.id
         st.switch_page(DRAW_PAGE)
+    if buttons[2].button(
+        "Run again", icon=":material/replay:", disabled=single is None, width="stretch", key="run_again"
+    ):
+        try:
+            copy = client.rerun(single.id)
+        except ApiError as error:
+            show_api_error(error, f"run {single.id} again")
+            return
+        st.session_state[RUN_NOTICE] = (
+            f"Run **{copy.id}** is queued: {single.id} again, with its configuration."
+        )
+        st.session_state[LIVE_RUN_ID] = copy.id
+        st.rerun()
     active = [run for run in selected if run.is_active]
-    if buttons[2].button("Cancel", icon=":material/stop_circle:", disabled=not active, width="stretch"):
+    if buttons[3].button("Cancel", icon=":material/stop_circle:", disabled=not active, width="stretch"):
         for run in active:
             try:
                 client.cancel_run(run.id)
@@ -270,7 +162,7 @@ def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
         st.session_state[RUN_NOTICE] = f"Cancelling {', '.join(run.id for run in active)}."
         st.rerun()
     finished = [run for run in selected if run.status in FINISHED_STATUSES]
-    if buttons[3].button("Delete", icon=":material/delete:", disabled=not finished, width="stretch"):
+    if buttons[4].button("Delete", icon=":material/delete:", disabled=not finished, width="stretch"):
         st.session_state[PENDING_DELETE] = [run.id for run in finished]
     pending = [run_id for run_id in st.session_state.get(PENDING_DELETE, []) if run_id in runs_by_id]
     if pending:
@@ -380,13 +272,17 @@ def selected_runs_panel() -> None:
 
 st.title("Runs")
 st.caption("Train Forward-Forward networks on MNIST, follow them live, and compare them.")
-tag_filter = st.text_input(
-    "Filter by tag",
-    placeholder="a tag, e.g. baseline",
-    key=TAG_FILTER,
-    help="Show only the runs with this tag.",
-).strip()
-overview(tag_filter or None)
+tag_column, experiment_column = st.columns(2)
+with tag_column:
+    tag_filter = st.text_input(
+        "Filter by tag",
+        placeholder="a tag, e.g. baseline",
+        key=TAG_FILTER,
+        help="Show only the runs with this tag.",
+    ).strip()
+with experiment_column:
+    chosen_experiment = experiment_filter()
+overview(tag_filter or None, chosen_experiment)
 form_column, manage_column = st.columns([5, 7], gap="large")
 with form_column:
     start_run_form()

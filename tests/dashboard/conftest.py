@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis
 
+from tests.dashboard.fake_api import FakeApi
 from tests.support.api import RunningApi, post_run, start_api, wait_for_run_status
 from tests.support.worker import WorkerProcess, start_worker
 
@@ -67,3 +68,12 @@ def point_dashboard_at(monkeypatch) -> Callable[[str], None]:
 
     yield point
     forget()
+
+
+@pytest.fixture
+def fake_api(point_dashboard_at) -> Iterator[FakeApi]:
+    """An in-memory API (tests/dashboard/fake_api.py) served on a free port, the dashboard pointed at it."""
+    fake = FakeApi()
+    with fake.serve() as url:
+        point_dashboard_at(url)
+        yield fake

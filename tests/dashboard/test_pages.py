@@ -40,7 +40,7 @@ def test_every_page_says_when_the_api_is_unreachable(point_dashboard_at):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     point_dashboard_at(f"http://127.0.0.1:{port}")
-    for page in (None, "views/live.py", "views/draw.py"):
+    for page in (None, "views/live.py", "views/draw.py", "views/experiments.py"):
         at = open_app(page)
         errors = " ".join(texts(at.error))
         assert "Cannot reach the FF Lab API" in errors and f"127.0.0.1:{port}" in errors, page
