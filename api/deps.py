@@ -1,5 +1,5 @@
-"""FastAPI dependencies: settings, the run store, the worker registry, the Celery app, the model cache
-and the API key check.
+"""FastAPI dependencies: settings, the run and experiment stores, the worker registry, the Celery app,
+the model cache and the API key check.
 
 Everything a route needs comes from here, built once per app in `api.main.create_app`'s lifespan and
 kept on `app.state`. Tests swap any of them with `app.dependency_overrides`.
@@ -16,6 +16,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from api.inference import ModelCache
 from fflab.queue import make_celery
 from fflab.settings import Settings
+from fflab.store.experiments import ExperimentStore
 from fflab.store.runs import RunStore
 from fflab.store.workers import WorkerRegistry
 
@@ -26,6 +27,10 @@ def get_settings(request: Request) -> Settings:
 
 def get_store(request: Request) -> RunStore:
     return request.app.state.store
+
+
+def get_experiments(request: Request) -> ExperimentStore:
+    return request.app.state.experiments
 
 
 def get_workers(request: Request) -> WorkerRegistry:
@@ -65,6 +70,7 @@ def require_api_key(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[RunStore, Depends(get_store)]
+ExperimentsDep = Annotated[ExperimentStore, Depends(get_experiments)]
 WorkersDep = Annotated[WorkerRegistry, Depends(get_workers)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]

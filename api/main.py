@@ -1,7 +1,8 @@
 """The FF Lab REST API: `create_app(settings)` builds the FastAPI application.
 
 Routes live in api/routes (one module per resource), all under /api/v1; the dependencies they use
-(settings, run store, worker registry, Celery app, model cache, API key check) come from api/deps.py.
+(settings, run and experiment stores, worker registry, Celery app, model cache, API key check) come from
+api/deps.py.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from fastapi.openapi.utils import get_openapi
 
 from api.errors import BodySizeLimit, install_error_handlers
 from api.inference import ModelCache
-from api.routes import health, metrics, options, predict, runs
+from api.routes import experiments, health, metrics, options, predict, runs
 from api.schemas import ErrorOut
 from fflab.settings import Settings, get_settings
+from fflab.store.experiments import ExperimentStore
 from fflab.store.runs import RunStore
 from fflab.store.workers import WorkerRegistry
 
@@ -40,7 +42,9 @@ DESCRIPTION = """\
 Train, watch and probe networks taught by Hinton's Forward-Forward algorithm on MNIST.
 
 Submit a run (a preset plus overrides, or a full configuration), follow its metrics by cursor or as
-Server-Sent Events, and ask its model to read digits. When the server has an API key configured
+Server-Sent Events, and ask its model to read digits. Run experiments: seed groups and sweeps (grid,
+random or Optuna's TPE, with pruning) fanned out over the workers, compared by mean ± standard
+deviation over seeds. When the server has an API key configured
 (FF_API_KEY), requests that change something need it in the `X-API-Key` header.
 """
 
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.experiments = ExperimentStore(client)
     app.state.workers = WorkerRegistry(client)
     app.state.celery = None  # made on first use by api.deps.get_celery
     app.state.model_cache = ModelCache(store, size=settings.model_cache_size)
@@ -86,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: _openapi_with_readable_errors(app)  # type: ignore[method-assign]
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (runs, options, metrics, predict, health):
+    for module in (runs, experiments, options, metrics, predict, health):
         api.include_router(module.router)
     app.include_router(api)
     # Probes also at the root, where orchestrators look for them by default.

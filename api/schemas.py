@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ffcore.config import IMAGE_SIZE, RunConfig
+from ffcore.experiment import ExperimentSpec
+from ffcore.experiment_table import ErrorStats, ExperimentTable
 
 # One pixel of a digit: a finite value in [0, 1] (1 = ink), as in MNIST scaled to [0, 1].
 Pixel = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -154,6 +156,10 @@ class RunRecord(BaseModel):
         description="How the run was made (versions, device, host) by its last attempt; null until a worker "
         "started it.",
     )
+    experiment: str | None = Field(None, description="The experiment that made this run, if one did.")
+    setting: int | None = Field(
+        None, description="Which setting of its experiment's table (0-based) this run trains."
+    )
 
 
 class RunList(BaseModel):
@@ -241,3 +247,66 @@ __all__ = [
     "RunStatus",
     "WorkerOut",
 ]
+
+
+# --- experiments -------------------------------------------------------------------------------
+
+ExperimentStatus = Literal["running", "succeeded", "failed", "cancelled"]
+MAX_EXPERIMENT_NAME = 80
+
+
+class ExperimentCreate(ExperimentSpec):
+    """An experiment spec (ffcore.experiment.ExperimentSpec) with an optional name."""
+
+    name: str | None = Field(None, max_length=MAX_EXPERIMENT_NAME, description="A name to show it by.")
+
+
+class ExperimentProgress(BaseModel):
+    settings_planned: int = Field(description="Most settings the experiment tries (max_trials, or the grid).")
+    settings_started: int = Field(description="Settings tried so far (each once, however often drawn).")
+    settings_finished: int = Field(description="Settings whose runs all ended (or that were pruned).")
+    runs_queued: int
+    runs_running: int
+    runs_finished: int
+
+
+class ExperimentSummary(BaseModel):
+    """An experiment without its table (GET /experiments)."""
+
+    id: str
+    name: str | None = None
+    status: ExperimentStatus = Field(
+        description="'running' until every setting has ended; 'succeeded' when at least one setting "
+        "completed all its seeds, else 'failed' (see `error`); 'cancelled' by POST .../cancel."
+    )
+    created_at: float
+    finished_at: float | None = None
+    error: str | None = None
+    search: str
+    objective: str
+    params: list[str] = Field(description="The settings it varies.")
+    seeds: list[int]
+    progress: ExperimentProgress
+    best: int | None = Field(None, description="Index in the table of the best setting so far.")
+    best_params: dict[str, Any] | None = None
+    best_objective: ErrorStats | None = Field(
+        None, description="The best setting's objective: mean and standard deviation over its seeds."
+    )
+
+
+class Experiment(ExperimentSummary):
+    """An experiment with its spec and its results table."""
+
+    spec: ExperimentSpec
+    table: ExperimentTable = Field(
+        description="Per setting: its runs, and the mean and standard deviation (n-1) over its succeeded "
+        "runs of the validation and test errors of both heads; `best` is the setting with the lowest mean "
+        "objective among those whose seeds all succeeded."
+    )
+
+
+class ExperimentList(BaseModel):
+    experiments: list[ExperimentSummary] = Field(description="Experiments, newest first.")
+    total: int
+    offset: int
+    limit: int

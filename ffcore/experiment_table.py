@@ -17,7 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ffcore.experiment import ERRORS, ExperimentSpec
 
-RunStatus = Literal["succeeded", "pruned", "failed"]
+# A local sweep's runs end succeeded, pruned or failed; the service's runs are also queued or running
+# while they train, and cancelled when their experiment (or their user) cancels them.
+RunStatus = Literal["queued", "running", "succeeded", "pruned", "failed", "cancelled"]
+SettingStatus = Literal["running", "succeeded", "pruned", "failed", "cancelled"]
 
 
 class RunOutcome(BaseModel):
@@ -27,6 +30,7 @@ class RunOutcome(BaseModel):
 
     seed: int
     status: RunStatus = Field(description="'pruned': stopped early by the pruner (first seed only).")
+    run_id: str | None = Field(None, description="The service's run (None in a local sweep).")
     val_error_scan: float | None = Field(None, description="The last validation error of the label scan.")
     val_error_softmax: float | None = Field(None, description="The same for the softmax head.")
     test_error_scan: float | None = Field(None, description="Test error after training (succeeded runs).")
@@ -58,9 +62,10 @@ class SettingResult(BaseModel):
 
     trial: int = Field(description="Which trial (0-based) first tried this setting.")
     params: dict[str, Any]
-    status: RunStatus = Field(
-        description="'succeeded': every seed trained; 'pruned': the pruner stopped it and its remaining "
-        "seeds did not run; 'failed': a run failed."
+    status: SettingStatus = Field(
+        description="'running': some of its runs are still to finish (service only); 'succeeded': every "
+        "seed trained; 'pruned': the pruner stopped it and its remaining seeds did not run; 'failed': a "
+        "run failed; 'cancelled': its experiment was cancelled first."
     )
     runs: list[RunOutcome] = []
 

@@ -56,10 +56,14 @@ class _SettingFailed(Exception):
     """A run of the setting failed; the trial is marked failed and the sweep goes on."""
 
 
+def grid_space(spec: ExperimentSpec) -> dict[str, list[str]]:
+    """GridSampler's search space: each param's listed values as their JSON texts."""
+    return {name: [_encode(v) for v in p.values or []] for name, p in spec.params.items()}
+
+
 def make_sampler(spec: ExperimentSpec, seed: int = SAMPLER_SEED) -> optuna.samplers.BaseSampler:
     if spec.search == "grid":
-        space = {name: [_encode(v) for v in p.values or []] for name, p in spec.params.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
+        return optuna.samplers.GridSampler(grid_space(spec), seed=seed)
     if spec.search == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -77,11 +81,22 @@ def _encode(value: Any) -> str:
     return json.dumps(value)
 
 
-def _enqueued(spec: ExperimentSpec, name: str, value: Any) -> Any:
-    """A start_with value as the trial's suggest call will see it."""
-    if spec.params[name].values is not None:
-        return _encode(value)
-    return int(value) if numeric_kind(name) is int else float(value)
+def encode_setting(spec: ExperimentSpec, setting: dict[str, Any]) -> dict[str, Any]:
+    """A setting (e.g. of start_with) as Optuna stores its params: listed values as their JSON text."""
+    return {
+        name: _encode(value)
+        if spec.params[name].values is not None
+        else (int(value) if numeric_kind(name) is int else float(value))
+        for name, value in setting.items()
+    }
+
+
+def decode_params(spec: ExperimentSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's params as Optuna stored them, back as a setting (the inverse of `encode_setting`)."""
+    return {
+        name: json.loads(value) if spec.params[name].values is not None else value
+        for name, value in params.items()
+    }
 
 
 def suggest_setting(spec: ExperimentSpec, trial: optuna.Trial) -> dict[str, Any]:
@@ -175,7 +190,7 @@ def run_sweep(
         pruner=make_pruner(spec, prune_startup_trials, prune_warmup_epochs),
     )
     for setting in spec.start_with:
-        study.enqueue_trial({name: _enqueued(spec, name, value) for name, value in setting.items()})
+        study.enqueue_trial(encode_setting(spec, setting))
     study.optimize(objective, n_trials=spec.planned_trials(), catch=(_SettingFailed,))
     return table
 

@@ -14,6 +14,7 @@ from celery import Celery
 from fflab.settings import Settings, get_settings
 
 TRAIN_TASK_NAME = "fflab.train_run"
+ADVANCE_TASK_NAME = "fflab.advance_experiment"
 TRAIN_QUEUE = "fflab.train"
 
 
@@ -48,3 +49,8 @@ def make_celery(settings: Settings | None = None, tasks: Sequence[str] = ()) -> 
 def enqueue_run(app: Celery, run_id: str) -> None:
     """Send run `run_id`'s training task; the task id is the run id (so it can be revoked by it)."""
     app.send_task(TRAIN_TASK_NAME, args=[run_id], task_id=run_id)
+
+
+def enqueue_advance(app: Celery, experiment_id: str) -> None:
+    """Ask a worker to advance experiment `experiment_id` (worker.coordinator): queue its first runs."""
+    app.send_task(ADVANCE_TASK_NAME, args=[experiment_id])

@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     max_layers: int = Field(8, ge=1, description="Most hidden layers a submitted run may have.")
     max_units: int = Field(4096, ge=1, description="Widest hidden layer a submitted run may have.")
     max_epochs: int = Field(1000, ge=1, description="Most epochs a submitted run may have.")
+    max_trials: int = Field(
+        200,
+        ge=1,
+        le=1000,
+        description="Most settings a submitted experiment may try (grid size or max_trials).",
+    )
 
     # Run store sizes and timings.
     metrics_maxlen: int = Field(

@@ -23,8 +23,11 @@ from ffcore.device import DeviceError, resolve_device
 from fflab.queue import enqueue_run, make_celery
 from fflab.settings import Settings
 from fflab.store.attempts import AttemptStore
+from fflab.store.experiments import ExperimentStore
+from fflab.store.runs import RunStore
 from fflab.store.workers import WorkerRegistry
 from worker.context import WorkerContext, set_context
+from worker.coordinator import Coordinator
 from worker.heartbeat import Heartbeat
 from worker.reaper import Reaper
 
@@ -114,8 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     def enqueue(run_id: str) -> None:
         enqueue_run(app, run_id)
 
+    experiments = ExperimentStore(client)
+    runs = RunStore(client, settings.metrics_maxlen)
+    coordinator = Coordinator(experiments, runs, enqueue, settings.redis_url)
     context = WorkerContext(
-        settings=settings, attempts=attempts, registry=registry, name=name, device=device, enqueue=enqueue
+        settings=settings,
+        attempts=attempts,
+        registry=registry,
+        name=name,
+        device=device,
+        enqueue=enqueue,
+        experiments=experiments,
+        coordinator=coordinator,
     )
     set_context(context)
     heartbeat = Heartbeat(context, Reaper(attempts, enqueue, name))

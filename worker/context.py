@@ -6,19 +6,26 @@ Celery task, the heartbeat and the reaper all read it from there.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fflab.settings import Settings
 from fflab.store.attempts import AttemptStore
+from fflab.store.experiments import ExperimentStore
 from fflab.store.workers import WorkerRegistry
+
+if TYPE_CHECKING:
+    from worker.coordinator import Coordinator
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +36,8 @@ class WorkerContext:
     name: str  # unique among live workers: it owns leases
     device: str  # "cpu" or "cuda:N"
     enqueue: Callable[[str], None]  # sends a run's training task to the queue (again)
+    experiments: ExperimentStore | None = None  # what the pruner of an experiment's run reads
+    coordinator: Coordinator | None = None  # advances experiments (None: this worker does not)
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
@@ -63,6 +72,25 @@ class WorkerContext:
             run_id = self._current_run_id
             if run_id and not self.attempts.renew_lease(run_id, self.name, self.settings.lease_ttl_s):
                 self.lease_lost.set()
+
+    def advance_experiment(self, experiment_id: str) -> None:
+        """Advance an experiment; a failure is logged, not raised: the heartbeat advances it again."""
+        if self.coordinator is None:
+            return
+        try:
+            self.coordinator.advance(experiment_id)
+        except Exception:
+            log.exception("experiment %s: advancing it failed; the heartbeat tries again", experiment_id)
+
+    def advance_experiment_of(self, run_id: str) -> None:
+        """Advance the experiment of run `run_id`, if it belongs to one."""
+        try:
+            record = self.attempts.load_run(run_id)
+        except Exception:
+            log.exception("run %s: could not read it to advance its experiment", run_id)
+            return
+        if record is not None and record.experiment is not None:
+            self.advance_experiment(record.experiment)
 
     def info(self) -> dict[str, Any]:
         """What `WorkerRegistry.register` records (the API's /readyz lists it)."""

@@ -1,5 +1,5 @@
 """The worker's background thread: renew the current run's lease, refresh the worker's
-registration, and run the reaper, every `heartbeat_interval_s`.
+registration, run the reaper and advance the running experiments, every `heartbeat_interval_s`.
 
 It runs beside the training loop (Celery's solo pool trains in the main thread); torch releases
 the GIL in its kernels, so the beat keeps time while a run trains.
@@ -30,6 +30,9 @@ class Heartbeat(threading.Thread):
         # A killed worker never deregisters; forget it once it is long gone.
         context.registry.prune(max_age_s=10 * context.settings.lease_ttl_s)
         self.reaper.sweep()
+        # Experiments move on when their runs end; this catches the ends whose worker died first.
+        if context.coordinator is not None:
+            context.coordinator.advance_all()
 
     def run(self) -> None:
         while True:

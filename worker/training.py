@@ -26,14 +26,15 @@ from ffcore import (
     save_training_state,
 )
 from fflab.store.attempts import LeaseLostError
-from fflab.store.keys import RunStatus
+from fflab.store.keys import RunRecord, RunStatus
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
 from worker.provenance import collect_provenance
+from worker.pruning import PruningReporter
 
 log = logging.getLogger(__name__)
 
-StopReason = Literal["cancelled", "lease_lost", "shutdown"]
+StopReason = Literal["cancelled", "lease_lost", "shutdown", "pruned"]
 Outcome = Literal[
     "succeeded",
     "failed",
@@ -73,9 +74,10 @@ class StopCheck:
     flags a lease it failed to renew; a warm shutdown sets the context's event.
     """
 
-    def __init__(self, context: WorkerContext, monitor: RunMonitor):
+    def __init__(self, context: WorkerContext, monitor: RunMonitor, pruning: PruningReporter | None = None):
         self.context = context
         self.monitor = monitor
+        self.pruning = pruning
         self.reason: StopReason | None = None
 
     def __call__(self) -> bool:
@@ -86,6 +88,8 @@ class StopCheck:
                 self.reason = "shutdown"
             elif self.monitor.cancel_requested.is_set():
                 self.reason = "cancelled"
+            elif self.pruning is not None and self.pruning.pruned:
+                self.reason = "pruned"
         return self.reason is not None
 
 
@@ -140,6 +144,18 @@ def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATA
         context.end_run()
 
 
+def _pruning_reporter(context: WorkerContext, record: RunRecord) -> PruningReporter | None:
+    """The reporter of a run that its experiment may prune (None for all others); a study that cannot be
+    reached is logged, and the run trains on unpruned (its setting's other seeds then still run)."""
+    if context.experiments is None or record.experiment is None:
+        return None
+    try:
+        return PruningReporter.for_run(context.experiments, context.settings.redis_url, record)
+    except Exception:
+        log.warning("run %s: cannot reach its experiment's study; not pruning it", record.id, exc_info=True)
+        return None
+
+
 def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outcome:
     attempts, name, settings = context.attempts, context.name, context.settings
     record = attempts.load_run(run_id)
@@ -180,10 +196,17 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
             step=trainer.step, epoch=trainer.epoch,
         )  # fmt: skip
 
-    stop = StopCheck(context, monitor)
+    pruning = _pruning_reporter(context, record)
+
+    def on_metrics(metrics: dict) -> None:
+        monitor(metrics)
+        if pruning is not None:
+            pruning.observe(metrics)
+
+    stop = StopCheck(context, monitor, pruning)
     monitor.start()
     try:
-        result = trainer.fit(on_metrics=monitor, on_epoch_end=checkpoint, should_stop=stop)
+        result = trainer.fit(on_metrics=on_metrics, on_epoch_end=checkpoint, should_stop=stop)
     finally:
         monitor.close()
     if stop.reason == "lease_lost":
@@ -209,6 +232,16 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     if stop.reason == "cancelled":
         end_attempt("cancelled")
         log.info("run %s cancelled at step %d", run_id, result.steps)
+        return "cancelled"
+    if stop.reason == "pruned" and pruning is not None and context.experiments is not None:
+        assert record.experiment is not None
+        context.experiments.mark_pruned(record.experiment, run_id)  # before it ends: the table reads both
+        error = (
+            f"pruned at epoch {pruning.pruned_at} by experiment {record.experiment}: its validation error "
+            "was worse than the median of the completed settings' at that epoch"
+        )
+        end_attempt("cancelled", error=error, reason="pruned")
+        log.info("run %s pruned at epoch %s", run_id, pruning.pruned_at)
         return "cancelled"
     # Shutting down: save where we are (mid-epoch states resume exactly) and hand the run back.
     checkpoint(trainer)

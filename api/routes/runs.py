@@ -59,9 +59,17 @@ def resolve_config(body: RunCreate, settings: Settings) -> tuple[RunConfig, str 
         raise _invalid(describe_validation_errors(error.errors())) from error
     except RunRequestError as error:
         raise _invalid(str(error) if error.part else f"body: {error.message}") from error
+    problems = limit_problems(config, settings)
+    if problems:
+        raise _invalid("; ".join(problems))
+    return config, preset
+
+
+def limit_problems(config: RunConfig, settings: Settings) -> list[str]:
+    """What in `config` this server does not allow (FF_MAX_* limits, a data_dir); empty when nothing."""
     if config.data_dir is not None:
         # A client must not point the worker at paths on its machine; the worker's FF_DATA_DIR decides.
-        raise _invalid("data_dir: set by the server (FF_DATA_DIR); leave it out")
+        return ["data_dir: set by the server (FF_DATA_DIR); leave it out"]
     problems = []
     if len(config.hidden) > settings.max_layers:
         problems.append(f"hidden: at most {settings.max_layers} layers allowed, got {len(config.hidden)}")
@@ -71,9 +79,7 @@ def resolve_config(body: RunCreate, settings: Settings) -> tuple[RunConfig, str 
         )
     if config.epochs > settings.max_epochs:
         problems.append(f"epochs: at most {settings.max_epochs} allowed, got {config.epochs}")
-    if problems:
-        raise _invalid("; ".join(problems))
-    return config, preset
+    return problems
 
 
 @router.post(
@@ -119,10 +125,13 @@ def list_runs(
     tag: Annotated[
         str | None, Query(max_length=MAX_TAG_LENGTH, description="Only runs with this tag.")
     ] = None,
+    experiment: Annotated[
+        str | None, Query(max_length=MAX_TAG_LENGTH, description="Only the runs of this experiment.")
+    ] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="Runs to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=500, description="Most runs to return.")] = 50,
 ) -> RunList:
-    runs, total = store.list_runs(status=status, tag=tag, offset=offset, limit=limit)
+    runs, total = store.list_runs(status=status, tag=tag, experiment=experiment, offset=offset, limit=limit)
     return RunList(runs=[RunRecord.model_validate(r) for r in runs], total=total, offset=offset, limit=limit)
 
 

@@ -1,7 +1,7 @@
 """The Redis key layout of FF Lab and how a run is encoded in it: the one module that knows both.
 
-The stores next to this module (`runs`, `attempts`, `workers`) build every key through the
-functions here. Keys (all under the `ff:` prefix):
+The stores next to this module (`runs`, `attempts`, `workers`, `experiments`) build every key
+through the functions here. Keys (all under the `ff:` prefix):
 
     ff:runs                 ZSET    run id -> creation time; the time-ordered index of runs
     ff:run:{id}             HASH    the run record (see `RunRecord`); `config`, `tags` and `provenance`
@@ -15,23 +15,36 @@ functions here. Keys (all under the `ff:` prefix):
     ff:run:{id}:checkpoint  HASH    where the saved state stands: step, epoch, at, and stream_id (the
                                     last metrics entry it covers; a resumed run drops later records)
     ff:workers              HASH    worker name -> JSON {name, device, host, pid, run_id, seen_at}
+
+    ff:experiments                  ZSET    experiment id -> creation time
+    ff:experiment:{id}              HASH    the experiment record (see `ExperimentRecord`); `spec` holds JSON
+    ff:experiment:{id}:trials       HASH    Optuna trial number -> JSON `TrialEntry` (its setting, and
+                                            whether the study has been told its outcome)
+    ff:experiment:{id}:runs         HASH    "{setting}:{seed}" -> run id, once the run's task was sent
+    ff:experiment:{id}:pruned       SET     ids of its runs that the pruner stopped
+    ff:experiment:{id}:lock         STRING  held by the coordinator while it advances the experiment
+    ff:experiment:{id}:optuna:*     STRING  the Optuna study's journal (optuna's JournalRedisBackend)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ffcore.config import RunConfig
+from ffcore.experiment import ExperimentSpec
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 PREFIX = "ff:"
+RUN_ID_LENGTH = 12  # hex digits of a run or experiment id
 RUNS_INDEX = PREFIX + "runs"
 WORKERS = PREFIX + "workers"
+EXPERIMENTS_INDEX = PREFIX + "experiments"
 
 
 def run_key(run_id: str) -> str:
@@ -73,6 +86,38 @@ def all_run_keys(run_id: str) -> list[str]:
         lease_key(run_id),
         checkpoint_key(run_id),
     ]
+
+
+def experiment_key(experiment_id: str) -> str:
+    return f"{PREFIX}experiment:{experiment_id}"
+
+
+def experiment_trials_key(experiment_id: str) -> str:
+    return f"{experiment_key(experiment_id)}:trials"
+
+
+def experiment_runs_key(experiment_id: str) -> str:
+    return f"{experiment_key(experiment_id)}:runs"
+
+
+def experiment_pruned_key(experiment_id: str) -> str:
+    return f"{experiment_key(experiment_id)}:pruned"
+
+
+def experiment_lock_key(experiment_id: str) -> str:
+    return f"{experiment_key(experiment_id)}:lock"
+
+
+def optuna_prefix(experiment_id: str) -> str:
+    """The key prefix of the experiment's Optuna journal (JournalRedisBackend appends ':log:N' etc.)."""
+    return f"{experiment_key(experiment_id)}:optuna"
+
+
+def experiment_run_id(experiment_id: str, setting: int, seed: int) -> str:
+    """The id of an experiment's run: derived, not drawn, so that creating it twice (a coordinator
+    that died half-way and ran again) finds the run already there instead of making a second one."""
+    digest = hashlib.sha256(f"{experiment_id}:{setting}:{seed}".encode()).hexdigest()
+    return digest[:RUN_ID_LENGTH]
 
 
 class Provenance(BaseModel):
@@ -117,6 +162,8 @@ class RunRecord(BaseModel):
     provenance: Provenance | None = Field(
         None, description="How the last attempt was made; None until a worker started the run."
     )
+    experiment: str | None = Field(None, description="The experiment that made the run, if one did.")
+    setting: int | None = Field(None, description="The run's setting in its experiment's table.")
 
 
 class Checkpoint(BaseModel):
@@ -148,7 +195,7 @@ def status_event(
 
 
 # Hash fields that are not plain strings; an empty string stands for None.
-_INT_FIELDS = {"epoch", "step", "total_steps", "attempts"}
+_INT_FIELDS = {"epoch", "step", "total_steps", "attempts", "setting"}
 _FLOAT_FIELDS = {
     "created_at",
     "started_at",
@@ -218,3 +265,49 @@ def decode_checkpoint(raw: dict[bytes, bytes]) -> Checkpoint | None:
     return Checkpoint(
         stream_id=info["stream_id"], step=int(info["step"]), epoch=int(info["epoch"]), at=float(info["at"])
     )
+
+
+# --- experiments ---------------------------------------------------------------------------------
+
+ExperimentStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class ExperimentRecord(BaseModel):
+    """An experiment as stored in its hash."""
+
+    id: str
+    name: str | None = None
+    status: ExperimentStatus
+    spec: ExperimentSpec
+    created_at: float
+    finished_at: float | None = None
+    error: str | None = None
+
+
+class TrialEntry(BaseModel):
+    """One Optuna trial of an experiment: the setting it drew and what became of it."""
+
+    number: int = Field(description="Optuna's trial number.")
+    setting: int = Field(description="Index of its setting in the table; a setting drawn again shares it.")
+    params: dict[str, Any]
+    told: bool = Field(False, description="Whether the study has been told the trial's outcome.")
+
+
+def encode_experiment(record: ExperimentRecord) -> dict[str, str]:
+    fields = record.model_dump(exclude={"spec"})
+    return encode_fields(fields) | {"spec": record.spec.model_dump_json()}
+
+
+def decode_experiment(raw: dict[bytes, bytes]) -> ExperimentRecord:
+    fields: dict[str, Any] = {}
+    for key_bytes, value_bytes in raw.items():
+        key, value = key_bytes.decode(), value_bytes.decode()
+        if value == "":
+            continue
+        if key == "spec":
+            fields[key] = ExperimentSpec.model_validate_json(value)
+        elif key in ("created_at", "finished_at"):
+            fields[key] = float(value)
+        else:
+            fields[key] = value
+    return ExperimentRecord(**fields)

@@ -17,6 +17,7 @@ import redis.asyncio
 
 from ffcore.config import RunConfig
 from fflab.store.keys import (
+    RUN_ID_LENGTH,
     RUNS_INDEX,
     Checkpoint,
     RunRecord,
@@ -32,6 +33,17 @@ from fflab.store.keys import (
     run_key,
     status_event,
 )
+
+# Create a run unless one with its id exists (an experiment's run ids are derived, and its coordinator
+# may create the same run twice). KEYS run, index, metrics; ARGV id, now, maxlen, the queued event
+# (JSON), then the record's field/value pairs. 1 when created, 0 when it was there already.
+_CREATE_RUN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[4])
+return 1
+"""
 
 # Ask a run to stop, atomically. KEYS run, cancel, metrics; ARGV now, maxlen, the cancelled event
 # (JSON). Returns the status before the call, false for no such run.
@@ -68,6 +80,7 @@ class RunStore:
     def __init__(self, client: redis.Redis, metrics_maxlen: int = 100_000):
         self.redis = client
         self.metrics_maxlen = metrics_maxlen
+        self._create = client.register_script(_CREATE_RUN)
         self._cancel = client.register_script(_CANCEL_RUN)
         self._model_digest = client.register_script(_MODEL_DIGEST)
         self._update_existing = client.register_script(_UPDATE_EXISTING)
@@ -83,11 +96,19 @@ class RunStore:
         preset: str | None = None,
         tags: list[str] | None = None,
         note: str | None = None,
+        *,
+        run_id: str | None = None,
+        experiment: str | None = None,
+        setting: int | None = None,
     ) -> RunRecord:
-        """A new `queued` run (enqueue its task with fflab.queue.enqueue_run)."""
+        """A new `queued` run (enqueue its task with fflab.queue.enqueue_run).
+
+        With `run_id` (an experiment's derived id), a run that already has that id is returned as it
+        is instead: creating it again is harmless.
+        """
         now = time.time()
         record = RunRecord(
-            id=uuid.uuid4().hex[:12],
+            id=run_id or uuid.uuid4().hex[:RUN_ID_LENGTH],
             status="queued",
             preset=preset,
             config=config,
@@ -95,12 +116,17 @@ class RunStore:
             updated_at=now,
             tags=list(tags or []),
             note=note or None,
+            experiment=experiment,
+            setting=setting,
         )
-        pipe = self.redis.pipeline()
-        pipe.hset(run_key(record.id), mapping=encode_fields(record.model_dump() | {"config": config}))
-        pipe.zadd(RUNS_INDEX, {record.id: now})
-        self._add_event(pipe, record.id, status_event("queued", now))
-        pipe.execute()
+        fields = field_pairs(record.model_dump(exclude={"config"}) | {"config": config})
+        queued_event = json.dumps(status_event("queued", now))
+        created = self._create(
+            keys=[run_key(record.id), RUNS_INDEX, metrics_key(record.id)],
+            args=[record.id, repr(now), self.metrics_maxlen, queued_event, *fields],
+        )
+        if not created:
+            return self.get_run(record.id) or record  # (or: deleted in the same instant)
         return record
 
     def _add_event(self, pipe: redis.client.Pipeline, run_id: str, event: dict[str, Any]) -> None:
@@ -114,11 +140,16 @@ class RunStore:
         return decode_record(raw) if raw else None
 
     def list_runs(
-        self, status: str | None = None, offset: int = 0, limit: int = 50, tag: str | None = None
+        self,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+        tag: str | None = None,
+        experiment: str | None = None,
     ) -> tuple[list[RunRecord], int]:
-        """Runs newest first, optionally only those with `status` and those tagged `tag`; also the
-        total that matched."""
-        if status is None and tag is None:
+        """Runs newest first, optionally only those with `status`, those tagged `tag` and those of
+        `experiment`; also the total that matched."""
+        if status is None and tag is None and experiment is None:
             total = self.redis.zcard(RUNS_INDEX)
             ids = self.redis.zrevrange(RUNS_INDEX, offset, offset + limit - 1)
             return [r for r in (self.get_run(i.decode()) for i in ids) if r], total
@@ -126,12 +157,14 @@ class RunStore:
         ids = [i.decode() for i in self.redis.zrevrange(RUNS_INDEX, 0, -1)]
         pipe = self.redis.pipeline()
         for run_id in ids:
-            pipe.hmget(run_key(run_id), "status", "tags")
+            pipe.hmget(run_key(run_id), "status", "tags", "experiment")
         matching = []
-        for run_id, (run_status, tags) in zip(ids, pipe.execute(), strict=True):
+        for run_id, (run_status, tags, run_experiment) in zip(ids, pipe.execute(), strict=True):
             if run_status is None or (status is not None and run_status.decode() != status):
                 continue
             if tag is not None and tag not in (json.loads(tags) if tags else []):
+                continue
+            if experiment is not None and (run_experiment or b"").decode() != experiment:
                 continue
             matching.append(run_id)
         page = matching[offset : offset + limit]

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from fflab.store.attempts import AttemptStore
+from fflab.store.experiments import ExperimentStore
 from fflab.store.keys import (
     FINISHED,
     RunStatus,
@@ -42,6 +43,7 @@ class TestStore:
         self.runs = RunStore(client, metrics_maxlen)
         self.attempts = AttemptStore(client, metrics_maxlen)
         self.workers = WorkerRegistry(client)
+        self.experiments = ExperimentStore(client)
 
     @classmethod
     def from_url(cls, url: str, metrics_maxlen: int = 100_000) -> TestStore:

@@ -1,0 +1,175 @@
+"""worker.coordinator on a real redis-server, with the runs' outcomes written by the test instead of
+trained: which runs it queues, when, what it tells the study, and that repeating any step (a
+coordinator that died half-way) neither loses a trial nor makes a run twice."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+from optuna.trial import TrialState
+
+from ffcore.experiment import ExperimentSpec
+from fflab.store.keys import experiment_run_id
+from fflab.study import load_study
+from tests.support.store import TestStore
+from worker.coordinator import Coordinator
+
+TINY = {"hidden": [32, 32], "epochs": 2}
+
+
+def make_spec(**fields) -> ExperimentSpec:
+    data = {"base": {"preset": "quick", "overrides": TINY}, "params": {"lr": {"values": [1e-3, 2e-3]}}}
+    return ExperimentSpec.model_validate(data | fields)
+
+
+@pytest.fixture
+def store(redis_url: str) -> TestStore:
+    return TestStore.from_url(redis_url)
+
+
+@pytest.fixture
+def sent() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def coordinator(store: TestStore, sent: list[str], redis_url: str) -> Coordinator:
+    return Coordinator(store.experiments, store.runs, sent.append, redis_url)
+
+
+def finish(store: TestStore, run_id: str, val: float, status: str = "succeeded") -> None:
+    store.set_status(
+        run_id, status, val_error_scan=val, val_error_softmax=val + 0.01, test_error_scan=val / 2
+    )
+
+
+def test_a_grid_queues_runs_up_to_max_parallel_and_ends_with_the_mean_and_std(store, coordinator, sent):
+    spec = make_spec(seeds=[0, 1], prune=False, max_parallel=3)
+    experiment = store.experiments.create(spec, name="lr")
+    coordinator.advance(experiment.id)
+    assert len(sent) == 3  # both seeds of the first setting, the first of the second
+    coordinator.advance(experiment.id)
+    assert len(sent) == 3, "advancing again queues nothing new"
+    runs = {store.get_run(r).setting: [] for r in sent}
+    for run_id in sent:
+        run = store.get_run(run_id)
+        assert run.experiment == experiment.id and f"experiment:{experiment.id}" in run.tags
+        assert run_id == experiment_run_id(experiment.id, run.setting, run.config.seed)
+        runs[run.setting].append(run)
+
+    values = {}
+    for run_id in list(sent):
+        run = store.get_run(run_id)
+        values[run_id] = 0.1 * (run.setting + 1) + 0.01 * run.config.seed
+        finish(store, run_id, values[run_id])
+        coordinator.advance(experiment.id)
+    assert len(sent) == 4 and len(set(sent)) == 4
+    finish(store, sent[3], 0.2 + 0.01 * store.get_run(sent[3]).config.seed)
+    values[sent[3]] = 0.2 + 0.01 * store.get_run(sent[3]).config.seed
+    coordinator.advance(experiment.id)
+
+    record = store.experiments.get(experiment.id)
+    assert record.status == "succeeded"
+    table = store.experiments.table(record)
+    for setting in table.settings:
+        errors = [values[r.run_id] for r in setting.runs]
+        assert setting.status == "succeeded"
+        assert setting.stats["val_error_scan"].mean == pytest.approx(statistics.mean(errors))
+        assert setting.stats["val_error_scan"].std == pytest.approx(statistics.stdev(errors))
+    assert table.best == 0  # the test gave setting 0 the lower errors
+    study = load_study(coordinator.redis_url, experiment.id, spec)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    told = {t.number: t.value for t in study.trials}
+    assert told == {s.trial: pytest.approx(s.stats["val_error_scan"].mean) for s in table.settings}
+
+
+def test_with_pruning_a_settings_other_seeds_wait_for_its_first(store, coordinator, sent):
+    spec = make_spec(seeds=[0, 1, 2], max_parallel=4)
+    experiment = store.experiments.create(spec)
+    coordinator.advance(experiment.id)
+    assert [store.get_run(r).config.seed for r in sent] == [0, 0]  # one run per setting
+    finish(store, sent[0], 0.3)
+    coordinator.advance(experiment.id)
+    assert [store.get_run(r).config.seed for r in sent[2:]] == [1, 2]
+
+
+def test_a_pruned_or_failed_first_seed_ends_its_setting_and_the_study_hears_it(store, coordinator, sent):
+    spec = make_spec(seeds=[0, 1], max_parallel=2)
+    experiment = store.experiments.create(spec)
+    coordinator.advance(experiment.id)
+    pruned, failed = sent
+    store.experiments.mark_pruned(experiment.id, pruned)
+    store.set_status(pruned, "cancelled", error="pruned at epoch 2")
+    store.set_status(failed, "failed", error="boom")
+    coordinator.advance(experiment.id)
+
+    record = store.experiments.get(experiment.id)
+    assert (
+        record.status == "failed"
+        and record.error == "no setting had all its seeds succeed (1 failed, 1 pruned)"
+    )
+    assert [s.status for s in store.experiments.table(record).settings] == ["pruned", "failed"]
+    assert len(sent) == 2, "no other seed of a pruned or failed setting is queued"
+    states = sorted(t.state.name for t in load_study(coordinator.redis_url, experiment.id, spec).trials)
+    assert states == ["FAIL", "PRUNED"]
+
+
+def test_a_coordinator_that_died_half_way_loses_no_trial_and_makes_no_run_twice(store, coordinator, sent):
+    spec = make_spec(
+        search="random",
+        max_trials=2,
+        params={"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        seeds=[0],
+        max_parallel=1,
+    )
+    experiment = store.experiments.create(spec)
+    # It died after asking the study for a trial and before recording it...
+    study = load_study(coordinator.redis_url, experiment.id, spec)
+    orphan = study.ask()
+    orphan.suggest_float("lr", 1e-4, 1e-2, log=True)
+    # ... and, for that trial's run, after creating the run and before sending its task.
+    coordinator.advance(experiment.id)
+    [entry] = store.experiments.trials(experiment.id)
+    assert entry.number == orphan.number and entry.params == {"lr": orphan.params["lr"]}
+    run_id = sent[0]
+    store.redis.hdel(f"ff:experiment:{experiment.id}:runs", "0:0")  # the record of the send is lost
+    coordinator.advance(experiment.id)
+    assert sent == [run_id, run_id], "the same run is sent again (a duplicate task does nothing)"
+    assert store.list_runs(experiment=experiment.id)[1] == 1
+
+    finish(store, run_id, 0.2)
+    coordinator.advance(experiment.id)
+    finish(store, sent[-1], 0.1)
+    coordinator.advance(experiment.id)
+    assert store.experiments.get(experiment.id).status == "succeeded"
+    assert len(load_study(coordinator.redis_url, experiment.id, spec).trials) == 2
+
+
+def test_a_cancelled_experiment_queues_nothing(store, coordinator, sent):
+    experiment = store.experiments.create(make_spec())
+    store.experiments.finish(experiment.id, "cancelled")
+    coordinator.advance(experiment.id)
+    assert sent == []
+
+
+def test_a_held_lock_makes_advance_a_no_op(store, coordinator, sent):
+    experiment = store.experiments.create(make_spec(max_parallel=2))
+    with store.experiments.lock(experiment.id):
+        coordinator.advance(experiment.id)
+    assert sent == []
+    coordinator.advance(experiment.id)
+    assert len(sent) == 2
+
+
+def test_a_grid_advanced_one_trial_at_a_time_draws_every_point_once(store, coordinator, sent):
+    # Each advance loads the study afresh (as separate workers do): the grid's order must not change.
+    spec = make_spec(params={"lr": {"values": [1e-3, 2e-3, 3e-3, 4e-3]}}, seeds=[0], max_parallel=1)
+    experiment = store.experiments.create(spec)
+    coordinator.advance(experiment.id)
+    for _ in range(4):
+        finish(store, sent[-1], 0.1)
+        coordinator.advance(experiment.id)
+    drawn = [store.get_run(r).config.lr for r in sent]
+    assert sorted(drawn) == [1e-3, 2e-3, 3e-3, 4e-3]
+    assert store.experiments.get(experiment.id).status == "succeeded"

@@ -1,0 +1,227 @@
+"""The experiment coordinator: turns an experiment into runs, as many at once as it allows, and its
+runs' outcomes into its Optuna study's verdicts.
+
+`advance(experiment_id)` can be called by anyone at any time, as often as wanted: by the task the API
+sends when an experiment is submitted, by a worker when one of the experiment's runs ends, and by
+every worker's heartbeat (so an experiment moves on even when the process that should have advanced
+it died). Under the experiment's lock it
+
+1. tells the study what became of each setting whose runs have all ended (succeeded: the mean of
+   the objective over its seeds; pruned; failed or cancelled), and cancels the rest of a setting
+   that failed;
+2. fills the free places (`max_parallel` minus the experiment's queued and running runs): first
+   the seeds still due of the settings already drawn, then new settings asked from the study, up to
+   `max_trials` trials. With pruning on, a setting's first seed trains alone and the others follow
+   once it succeeded (ffcore.sweep's rule); without it, all its seeds are queued at once;
+3. ends the experiment once every trial has been drawn and every setting has ended.
+
+Crash safety: each step is recorded before the next depends on it, and each can be repeated. A
+trial the study handed out but that was never recorded is adopted from the study's running trials;
+a run's id is derived from (experiment, setting, seed), so creating it again finds it; its task is
+sent before the run is recorded as sent, and a second task for one run does nothing (claiming is
+idempotent). No trial is lost and none is trained twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ffcore.experiment_table import ExperimentTable, SettingResult
+from ffcore.sweep import decode_params, encode_setting, suggest_setting
+from fflab.store.experiments import ExperimentLocked, ExperimentStore, counts
+from fflab.store.keys import TrialEntry, experiment_run_id
+from fflab.store.runs import RunStore
+from fflab.study import load_study
+
+log = logging.getLogger(__name__)
+
+MAX_NOTE = 500
+
+
+class Coordinator:
+    def __init__(
+        self, experiments: ExperimentStore, runs: RunStore, enqueue: Callable[[str], None], redis_url: str
+    ):
+        self.experiments = experiments
+        self.runs = runs
+        self.enqueue = enqueue
+        self.redis_url = redis_url
+
+    def advance_all(self) -> None:
+        """Advance every running experiment (the heartbeat's part)."""
+        for experiment_id in self.experiments.running_ids():
+            self.advance(experiment_id)
+
+    def advance(self, experiment_id: str) -> None:
+        """Move the experiment on as far as it can go now; a no-op when another process is at it."""
+        try:
+            with self.experiments.lock(experiment_id):
+                _Pass(self, experiment_id).run()
+        except ExperimentLocked:
+            log.debug("experiment %s: another coordinator is advancing it", experiment_id)
+
+
+class _Pass:
+    """One advance of one experiment, under its lock."""
+
+    def __init__(self, coordinator: Coordinator, experiment_id: str):
+        self.c = coordinator
+        self.id = experiment_id
+        self._study: optuna.Study | None = None
+
+    def study(self, trials_so_far: int) -> optuna.Study:
+        if self._study is None:
+            assert self.record is not None
+            spec = self.record.spec
+            self._study = load_study(self.c.redis_url, self.id, spec, sampler_seed=trials_so_far)
+            if not self._study.trials:  # a new study: the spec's known settings come first
+                for setting in spec.start_with:
+                    self._study.enqueue_trial(encode_setting(spec, setting))
+        return self._study
+
+    def run(self) -> None:
+        self.record = self.c.experiments.get(self.id)
+        if self.record is None or self.record.status != "running":
+            return
+        spec = self.record.spec
+        entries = self.c.experiments.trials(self.id)
+        table = self.c.experiments.table(self.record)
+        self.tell_ended(entries, table)
+
+        free = spec.max_parallel - _active(table)
+        for setting, result in enumerate(table.settings):
+            for seed in _due_seeds(spec, result):
+                if free <= 0:
+                    break
+                self.launch(setting, result.params, seed)
+                free -= 1
+        while free > 0 and len(entries) < spec.planned_trials():
+            entry, new = self.ask(entries, table)
+            entries.append(entry)
+            if not new:
+                continue
+            table.settings.append(SettingResult(trial=entry.number, params=entry.params, status="running"))
+            for seed in _due_seeds(spec, table.settings[entry.setting]):
+                if free <= 0:
+                    break
+                self.launch(entry.setting, entry.params, seed)
+                free -= 1
+
+        # A setting drawn again while its first draw had already ended is told at once.
+        self.tell_ended(entries, table)
+        self.finish_if_done(entries, self.c.experiments.table(self.record))
+
+    def tell_ended(self, entries: list[TrialEntry], table: ExperimentTable) -> None:
+        spec = self.record.spec
+        for entry in entries:
+            if entry.told or entry.setting >= len(table.settings):
+                continue
+            result = table.settings[entry.setting]
+            if result.status == "running":
+                continue
+            study = self.study(len(entries))
+            if result.status == "succeeded":
+                value = result.stats[spec.objective].mean
+                # A seed group trained on all 60k has no validation error: its trial just completes.
+                study.tell(entry.number, value if value is not None else 0.0, skip_if_finished=True)
+            else:
+                state = TrialState.PRUNED if result.status == "pruned" else TrialState.FAIL
+                study.tell(entry.number, state=state, skip_if_finished=True)
+                self.cancel_unfinished(result)
+            entry.told = True
+            self.c.experiments.save_trial(self.id, entry)
+            log.info("experiment %s: trial %d %s %s", self.id, entry.number, result.status, result.params)
+
+    def cancel_unfinished(self, result: SettingResult) -> None:
+        for run in result.runs:
+            if run.status in ("queued", "running") and run.run_id is not None:
+                self.c.runs.cancel_run(run.run_id)
+
+    def ask(self, entries: list[TrialEntry], table: ExperimentTable) -> tuple[TrialEntry, bool]:
+        """The next trial: one the study handed out earlier but was never recorded, else a new one.
+        Returns it and whether its setting is new (a setting drawn again shares the first draw's)."""
+        spec = self.record.spec
+        study = self.study(len(entries))
+        known = {e.number for e in entries}
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        orphans = [t for t in running if t.number not in known]
+        if orphans:
+            trial = orphans[0]
+            params = decode_params(spec, trial.params)
+        else:
+            live = study.ask()
+            trial = live
+            params = suggest_setting(spec, live)
+        by_params = {_key(s.params): i for i, s in enumerate(table.settings)}
+        setting = by_params.get(_key(params), len(table.settings))
+        entry = TrialEntry(number=trial.number, setting=setting, params=params)
+        self.c.experiments.save_trial(self.id, entry)
+        log.info("experiment %s: trial %d draws setting %d %s", self.id, trial.number, setting, params)
+        return entry, setting == len(table.settings)
+
+    def launch(self, setting: int, params: dict[str, Any], seed: int) -> None:
+        """Create the run of (setting, seed) if it is not there yet, send its task, record it as sent."""
+        record = self.record
+        spec = record.spec
+        run_id = experiment_run_id(self.id, setting, seed)
+        note = f"experiment {record.name or self.id}, setting {setting}: {json.dumps(params)}; seed {seed}"
+        run = self.c.runs.create_run(
+            spec.run_config(params, seed),
+            preset=spec.base.preset,
+            tags=[f"experiment:{self.id}", f"setting:{setting}"],
+            note=note[:MAX_NOTE],
+            run_id=run_id,
+            experiment=self.id,
+            setting=setting,
+        )
+        if run.status == "queued":
+            self.c.enqueue(run_id)
+        self.c.experiments.save_run_id(self.id, setting, seed, run_id)
+        # Cancelled meanwhile: the API's cancel may have passed over the runs before this one was recorded.
+        current = self.c.experiments.get(self.id)
+        if current is None or current.status == "cancelled":
+            self.c.runs.cancel_run(run_id)
+        log.info("experiment %s: run %s queued (setting %d, seed %d)", self.id, run_id, setting, seed)
+
+    def finish_if_done(self, entries: list[TrialEntry], table: ExperimentTable) -> None:
+        spec = self.record.spec
+        if len(entries) < spec.planned_trials() or not all(e.told for e in entries):
+            return
+        if any(s.status == "running" for s in table.settings):
+            return
+        if any(s.status == "succeeded" for s in table.settings):
+            self.c.experiments.finish(self.id, "succeeded")
+            log.info("experiment %s succeeded", self.id)
+            return
+        ended = {s: sum(r.status == s for r in table.settings) for s in ("failed", "pruned", "cancelled")}
+        detail = ", ".join(f"{n} {s}" for s, n in ended.items() if n)
+        self.c.experiments.finish(self.id, "failed", f"no setting had all its seeds succeed ({detail})")
+        log.info("experiment %s failed: %s", self.id, detail)
+
+
+def _active(table: ExperimentTable) -> int:
+    tally = counts(table)
+    return tally["runs_queued"] + tally["runs_running"]
+
+
+def _due_seeds(spec: Any, result: SettingResult) -> list[int]:
+    """The seeds of a running setting whose runs should be queued now."""
+    if result.status != "running":
+        return []
+    sent = {run.seed: run for run in result.runs}
+    first = spec.seeds[0]
+    if first not in sent:
+        return [first] if spec.prune else [s for s in spec.seeds if s not in sent]
+    if spec.prune and sent[first].status != "succeeded":
+        return []
+    return [s for s in spec.seeds if s not in sent]
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
