@@ -15,10 +15,10 @@ from ffcore.model import FFNetwork
 class RecordingCelery:
     """Stands in for the Celery app in unit tests: records what would go to the broker."""
 
-    sent: list[tuple[str, list, str]] = field(default_factory=list)
+    sent: list[tuple[str, list, str | None]] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
 
-    def send_task(self, name: str, args: list, task_id: str) -> None:
+    def send_task(self, name: str, args: list, task_id: str | None = None) -> None:
         self.sent.append((name, args, task_id))
 
     @property

@@ -1,0 +1,132 @@
+"""The experiment routes on a real redis-server with a recording Celery app (no worker): what is
+accepted, what is refused and how, and what cancel and delete do to the stored experiment and runs."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api import deps
+from api.main import create_app
+from ffcore.config import RunConfig
+from fflab.queue import ADVANCE_TASK_NAME
+from fflab.settings import Settings
+from tests.support.fakes import RecordingCelery
+from tests.support.store import TestStore
+
+BASE = {"preset": "quick", "overrides": {"epochs": 2}}
+LR = {"lr": {"values": [1e-3, 2e-3]}}
+
+
+@pytest.fixture
+def client(redis_url: str, celery: RecordingCelery):
+    settings = Settings(redis_url=redis_url, api_key=None, max_trials=10, max_units=2000)
+    app = create_app(settings)
+    app.dependency_overrides[deps.get_celery] = lambda: celery
+    with TestClient(app, base_url="http://testserver/api/v1") as test_client:
+        yield test_client
+
+
+def test_a_submitted_experiment_is_recorded_and_handed_to_the_workers(client, celery):
+    answer = client.post("/experiments", json={"name": "lr", "base": BASE, "params": LR, "seeds": [0, 1]})
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert (body["name"], body["status"], body["search"], body["params"]) == ("lr", "running", "grid", ["lr"])
+    assert body["progress"]["settings_planned"] == 2 and body["table"]["settings"] == []
+    assert celery.sent == [(ADVANCE_TASK_NAME, [body["id"]], None)]
+    assert client.get(f"/experiments/{body['id']}").json()["spec"] == body["spec"]
+    assert [e["id"] for e in client.get("/experiments").json()["experiments"]] == [body["id"]]
+    assert client.get("/experiments", params={"status": "succeeded"}).json()["total"] == 0
+    assert client.get(f"/experiments/{body['id']}/table.csv").text.startswith("trial,status,lr,runs,")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"base": BASE, "params": {}}, "params: name at least one setting to vary"),
+        (
+            {"base": BASE, "params": {"lr": {"values": [1e-3 * i for i in range(1, 12)]}}},
+            "params: the grid has 11 settings; at most 10 allowed (FF_MAX_TRIALS)",
+        ),
+        (
+            {"base": BASE, "params": {"lr": {"low": 1e-4, "high": 1e-2}}, "search": "tpe", "max_trials": 11},
+            "max_trials: at most 10 settings allowed, got 11 (FF_MAX_TRIALS)",
+        ),
+        (
+            {"base": BASE, "params": {"learning_rate": {"values": [1]}}},
+            "params: unknown setting 'learning_rate'",
+        ),
+        ({"base": BASE, "params": {"lr": {"values": [-1.0]}}}, "params.lr: {'lr': -1.0} is not allowed"),
+        (
+            {"base": BASE, "params": {"hidden": {"values": [[3000, 3000]]}}},
+            "at most 2000 units per layer allowed, got 3000",
+        ),
+        (
+            {
+                "base": BASE,
+                "params": {"optimizer": {"low": 0, "high": 1}},
+                "search": "random",
+                "max_trials": 2,
+            },
+            "params.optimizer: a range needs a numeric setting",
+        ),
+        ({"base": BASE, "params": LR, "seeds": [1, 1]}, "seeds: each seed may appear once, got [1, 1]"),
+        ({"base": BASE, "params": LR, "seeds": []}, "seeds: List should have at least 1 item"),
+        (
+            {"base": {"preset": "quick", "overrides": {"data_dir": "/etc"}}, "params": LR},
+            "base: data_dir: set by the server (FF_DATA_DIR); leave it out",
+        ),
+        (
+            {"base": {"preset": "quick", "overrides": {"validation": "none"}}, "params": LR},
+            "base: validation='none' leaves no validation set",
+        ),
+        (
+            {"base": BASE, "params": LR, "max_parallel": 0},
+            "max_parallel: Input should be greater than or equal to 1",
+        ),
+        ({"base": BASE, "params": LR, "name": "x" * 81}, "name: String should have at most 80 characters"),
+    ],
+)
+def test_a_bad_spec_gets_a_422_that_says_what_is_wrong(client, celery, spec, message):
+    answer = client.post("/experiments", json=spec)
+    assert answer.status_code == 422, answer.text
+    assert message in answer.json()["detail"]
+    assert celery.sent == [] and client.get("/experiments").json()["total"] == 0
+
+
+@pytest.mark.parametrize("path", ["/experiments/nope", "/experiments/0123456789ab"])
+def test_unknown_and_malformed_ids(client, path):
+    answer = client.get(path)
+    assert answer.status_code == (422 if path.endswith("nope") else 404)
+    assert "detail" in answer.json()
+
+
+def test_cancel_stops_its_runs_and_delete_waits_for_them(client, celery, redis_url):
+    store = TestStore.from_url(redis_url)
+    experiment_id = client.post("/experiments", json={"base": BASE, "params": LR}).json()["id"]
+    assert client.delete(f"/experiments/{experiment_id}").status_code == 409  # running
+    # Two runs as the coordinator makes them: one queued, one training.
+    queued = store.runs.create_run(store_config(), run_id="aaaaaaaaaaaa", experiment=experiment_id, setting=0)
+    running = store.runs.create_run(
+        store_config(), run_id="bbbbbbbbbbbb", experiment=experiment_id, setting=1
+    )
+    store.experiments.save_run_id(experiment_id, 0, 0, queued.id)
+    store.experiments.save_run_id(experiment_id, 1, 0, running.id)
+    store.set_status(running.id, "running")
+
+    cancelled = client.post(f"/experiments/{experiment_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert store.get_run(queued.id).status == "cancelled" and celery.revoked == [queued.id]
+    assert store.redis.exists(f"ff:run:{running.id}:cancel")
+    answer = client.delete(f"/experiments/{experiment_id}")
+    assert answer.status_code == 409 and "still stopping (bbbbbbbbbbbb)" in answer.json()["detail"]
+
+    store.set_status(running.id, "cancelled")
+    assert client.delete(f"/experiments/{experiment_id}").status_code == 204
+    assert store.get_run(queued.id) is None and store.get_run(running.id) is None
+    assert client.get(f"/experiments/{experiment_id}").status_code == 404
+    assert client.post(f"/experiments/{experiment_id}/cancel").status_code == 404
+
+
+def store_config() -> RunConfig:
+    return RunConfig.from_preset("quick", epochs=2)
