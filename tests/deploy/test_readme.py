@@ -112,6 +112,22 @@ def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
         assert re.search(r'"scan_label":\s*\d,', out), out[-2000:]
         assert re.search(r'"head_probs":\s*\[', out), out[-2000:]
 
+        experiment_example = code_block("bash", "/experiments").replace(README_API, stack.api_url)
+        assert README_RUN in experiment_example
+        experiment_example = experiment_example.replace(README_RUN, TINY_RUN)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", experiment_example],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr + stack.log()[-3000:]
+        summary, table = result.stdout.split("trial,status,lr,")
+        assert json.loads(summary)["status"] == "succeeded", summary
+        assert json.loads(summary)["progress"]["runs_finished"] == 4, summary
+        assert len(table.strip().splitlines()) == 3, table  # the header's rest and two settings
+
 
 def test_ffcore_commands_in_the_readme_parse_with_the_real_cli():
     from ffcore.cli import build_parser
