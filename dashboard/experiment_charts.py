@@ -87,7 +87,8 @@ def objective_axis(objective: str) -> str:
 
 def parallel_chart(frame: pd.DataFrame, axes: Sequence[str]) -> alt.LayerChart:
     """Lines across the axes (in the order of `axes`), coloured from green (lowest objective) to red."""
-    x = alt.X("axis:N", sort=list(axes), title=None, axis=alt.Axis(labelAngle=0, domain=False, ticks=False))
+    axis = alt.Axis(labelAngle=0, labelLimit=240, domain=False, ticks=False)
+    x = alt.X("axis:N", sort=list(axes), title=None, axis=axis)
     y = alt.Y("position:Q", axis=None, scale=alt.Scale(domain=[0, 1]))
     colour = alt.Color(
         "objective:Q",
@@ -192,7 +193,10 @@ def seed_curves_chart(curves: pd.DataFrame, bands: pd.DataFrame, head: str = "er
         .encode(
             x=x,
             y=alt.Y("error:Q", title=title, axis=percent, scale=alt.Scale(zero=False)),
-            color=alt.Color("seed:N", title="seed", legend=alt.Legend(orient="top")),
+            # Dark colours of their own, apart from the light blue band (the theme's palette is all blues).
+            color=alt.Color(
+                "seed:N", title="seed", scale=alt.Scale(scheme="dark2"), legend=alt.Legend(orient="top")
+            ),
             tooltip=[alt.Tooltip("seed:N"), alt.Tooltip("epoch:Q"), alt.Tooltip("error:Q", format=".2%")],
         )
     )

@@ -46,7 +46,6 @@ def param_inputs(name: str, kind: str | None, search: str, current: Any) -> expe
 
 
 def start_experiment_form() -> None:
-    st.subheader("Start an experiment")
     try:
         options = get_run_options()
     except ApiError as error:

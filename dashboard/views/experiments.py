@@ -65,12 +65,8 @@ def experiment_list() -> None:
     )
 
 
-def pick_experiment() -> ExperimentSummary | None:
+def pick_experiment(experiments: list[ExperimentSummary]) -> ExperimentSummary | None:
     """The experiment to show: the one just started, else the picker's, else the URL's ?experiment=."""
-    try:
-        experiments = get_client().list_experiments(limit=EXPERIMENTS_SHOWN).experiments
-    except ApiError:
-        return None  # the list above already says why
     if not experiments:
         return None
     by_id = {experiment.id: experiment for experiment in experiments}
@@ -254,12 +250,15 @@ st.caption(
 )
 if notice := st.session_state.pop(EXPERIMENT_NOTICE, None):
     st.success(notice, icon=":material/check_circle:")
-form_column, list_column = st.columns([5, 7], gap="large")
-with form_column:
+try:
+    experiments = get_client().list_experiments(limit=EXPERIMENTS_SHOWN).experiments
+except ApiError:
+    experiments = []  # the list below says why
+# The form is open while there is nothing to show yet; afterwards the results take the page.
+with st.expander("Start an experiment", expanded=not experiments, icon=":material/science:"):
     start_experiment_form()
-with list_column:
-    experiment_list()
-    chosen = pick_experiment()
+experiment_list()
+chosen = pick_experiment(experiments)
 if chosen is not None:
-    interval = get_settings().refresh_s if chosen.is_running else None
+    interval = get_settings().refresh_s * 2 if chosen.is_running else None
     st.fragment(run_every=interval)(experiment_view)(chosen.id, chosen.is_running)
