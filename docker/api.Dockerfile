@@ -30,6 +30,10 @@ WORKDIR /app
 COPY ffcore ffcore
 COPY fflab fflab
 COPY worker worker
+# The commit the image was built from, for each run's provenance (an image holds no .git):
+# FF_GIT_COMMIT=$(git rev-parse HEAD) docker compose build. Declared late: it busts no cached layer.
+ARG GIT_COMMIT=""
+ENV FF_GIT_COMMIT=${GIT_COMMIT}
 COPY api api
 USER fflab
 ENV FF_API_HOST=0.0.0.0 FF_API_PORT=8000

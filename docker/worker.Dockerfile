@@ -28,5 +28,9 @@ WORKDIR /app
 COPY ffcore ffcore
 COPY fflab fflab
 COPY worker worker
+# The commit the image was built from, for each run's provenance (an image holds no .git):
+# FF_GIT_COMMIT=$(git rev-parse HEAD) docker compose build. Declared late: it busts no cached layer.
+ARG GIT_COMMIT=""
+ENV FF_GIT_COMMIT=${GIT_COMMIT}
 USER fflab
 CMD ["python", "-m", "worker"]

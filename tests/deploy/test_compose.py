@@ -193,6 +193,18 @@ def test_cpu_variant_needs_no_nvidia_runtime_and_keeps_a_worker(tmp_path):
     assert cpu_worker["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
+def test_images_that_train_record_the_commit_they_were_built_from(tmp_path):
+    """FF_GIT_COMMIT from the shell becomes a build argument, which the image turns into the worker's
+    FF_GIT_COMMIT (an image has no .git to read it from)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    services = compose_config(CPU_FILES, tmp_path, env_file_text=f"FF_GIT_COMMIT={commit}\n")["services"]
+    for name in ("api", "worker", "worker-cpu"):
+        build = services[name]["build"]
+        assert build["args"]["GIT_COMMIT"] == commit, name
+        dockerfile = (REPO / build["dockerfile"]).read_text()
+        assert 'ARG GIT_COMMIT=""' in dockerfile and "ENV FF_GIT_COMMIT=${GIT_COMMIT}" in dockerfile, name
+
+
 def test_redis_url_can_point_workers_at_another_host(tmp_path):
     """FF_REDIS_URL from the shell reaches the API and the workers (workers on other machines)."""
     url = "redis://:secret@10.0.0.5:6379/0"
