@@ -7,11 +7,12 @@ kept on `app.state`. Tests swap any of them with `app.dependency_overrides`.
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Request
 
 from api.inference import ModelCache
 from fflab.queue import make_celery
@@ -19,6 +20,33 @@ from fflab.settings import Settings
 from fflab.store.experiments import ExperimentStore
 from fflab.store.runs import RunStore
 from fflab.store.workers import WorkerRegistry
+
+# Run and experiment ids are 12 hexadecimal digits (fflab.store.keys.RUN_ID_LENGTH). Anything else
+# names nothing: it is answered 404 before it can reach a Redis key (`x:metrics` would name a stream).
+ID_PATTERN = re.compile(r"[0-9a-f]{12}")
+
+
+def run_not_found(run_id: str) -> HTTPException:
+    """The 404 of every route that names a run that does not exist."""
+    return HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
+
+
+def experiment_not_found(experiment_id: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=f"experiment {experiment_id[:100]!r} not found")
+
+
+def checked_run_id(run_id: Annotated[str, Path(description="The run's id (12 hexadecimal digits).")]) -> str:
+    if not ID_PATTERN.fullmatch(run_id):
+        raise run_not_found(run_id)
+    return run_id
+
+
+def checked_experiment_id(
+    experiment_id: Annotated[str, Path(description="The experiment's id (12 hexadecimal digits).")],
+) -> str:
+    if not ID_PATTERN.fullmatch(experiment_id):
+        raise experiment_not_found(experiment_id)
+    return experiment_id
 
 
 def get_settings(request: Request) -> Settings:
@@ -74,3 +102,5 @@ ExperimentsDep = Annotated[ExperimentStore, Depends(get_experiments)]
 WorkersDep = Annotated[WorkerRegistry, Depends(get_workers)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+RunId = Annotated[str, Depends(checked_run_id)]
+ExperimentId = Annotated[str, Depends(checked_experiment_id)]

@@ -9,10 +9,19 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import ValidationError
 
-from api.deps import CeleryDep, ExperimentsDep, ModelCacheDep, SettingsDep, StoreDep, require_api_key
+from api.deps import (
+    CeleryDep,
+    ExperimentId,
+    ExperimentsDep,
+    ModelCacheDep,
+    SettingsDep,
+    StoreDep,
+    experiment_not_found,
+    require_api_key,
+)
 from api.routes.runs import limit_problems
 from api.schemas import (
     ErrorOut,
@@ -33,14 +42,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
-ExperimentId = Annotated[
-    str, Path(pattern=r"^[0-9a-f]{12}$", description="The experiment's id (12 hexadecimal digits).")
-]
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No experiment with this id."}}
-
-
-def experiment_not_found(experiment_id: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"experiment {experiment_id!r} not found")
 
 
 def get_or_404(experiments: ExperimentStore, experiment_id: str) -> ExperimentRecord:

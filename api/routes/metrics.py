@@ -17,8 +17,8 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import StoreDep
-from api.routes.runs import NOT_FOUND, get_run_or_404, run_not_found
+from api.deps import RunId, StoreDep, run_not_found
+from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, MetricsPage
 from fflab.store.keys import FINISHED
 from fflab.store.runs import RunStore
@@ -120,7 +120,7 @@ def thin_train_records(records: list[dict], max_points: int) -> tuple[list[dict]
     summary="Metric records of a run, by cursor",
 )
 def read_metrics(
-    run_id: str,
+    run_id: RunId,
     store: StoreDep,
     after: CursorQuery = None,
     limit: Annotated[
@@ -167,7 +167,7 @@ def read_metrics(
     summary="Metric records of a run as CSV",
 )
 def export_metrics_csv(
-    run_id: str,
+    run_id: RunId,
     store: StoreDep,
     kind: Annotated[
         Literal["train", "eval", "status"] | None,
@@ -199,7 +199,7 @@ def export_metrics_csv(
     summary="Live metrics and status changes (Server-Sent Events)",
 )
 async def stream_events(
-    run_id: str,
+    run_id: RunId,
     request: Request,
     store: StoreDep,
     after: CursorQuery = None,

@@ -12,10 +12,10 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import ModelCacheDep, StoreDep
+from api.deps import ModelCacheDep, RunId, StoreDep, run_not_found
 from api.errors import describe_validation_errors
 from api.inference import NoModelError, UnreadableModelError
-from api.routes.runs import NOT_FOUND, get_run_or_404, run_not_found
+from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_digit
 
@@ -132,7 +132,7 @@ async def read_digit(request: Request) -> np.ndarray:
     summary="Predict a digit with a run's model",
 )
 async def predict_digit(
-    run_id: str, request: Request, store: StoreDep, model_cache: ModelCacheDep
+    run_id: RunId, request: Request, store: StoreDep, model_cache: ModelCacheDep
 ) -> PredictionOut:
     """Send 28x28 pixel values (JSON, used as given unless `preprocess` is true) or a picture of any size
     (multipart, always preprocessed as MNIST was: ink fitted into 20x20, centred by centre of mass).
@@ -181,7 +181,7 @@ async def predict_digit(
     },
     summary="Download a run's model (safetensors)",
 )
-def download_model(run_id: str, store: StoreDep) -> Response:
+def download_model(run_id: RunId, store: StoreDep) -> Response:
     """The trained network as a safetensors file (its configuration is in the metadata); load it with
     `ffcore.load_model` or `python -m ffcore predict`."""
     record = get_run_or_404(store, run_id)

@@ -9,7 +9,15 @@ from celery import Celery
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import ValidationError
 
-from api.deps import CeleryDep, ModelCacheDep, SettingsDep, StoreDep, require_api_key
+from api.deps import (
+    CeleryDep,
+    ModelCacheDep,
+    RunId,
+    SettingsDep,
+    StoreDep,
+    require_api_key,
+    run_not_found,
+)
 from api.errors import describe_validation_errors
 from api.schemas import (
     MAX_TAG_LENGTH,
@@ -33,11 +41,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No run with this id."}}
-
-
-def run_not_found(run_id: str) -> HTTPException:
-    """The 404 of every route that names a run that does not exist."""
-    return HTTPException(status_code=404, detail=f"run {run_id[:100]!r} not found")
 
 
 def get_run_or_404(store: RunStore, run_id: str) -> StoredRun:
@@ -136,7 +139,7 @@ def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunRecord, responses=NOT_FOUND, summary="One run")
-def get_run(run_id: str, store: StoreDep) -> RunRecord:
+def get_run(run_id: RunId, store: StoreDep) -> RunRecord:
     return RunRecord.model_validate(get_run_or_404(store, run_id))
 
 
@@ -147,7 +150,7 @@ def get_run(run_id: str, store: StoreDep) -> RunRecord:
     responses={**NOT_FOUND, 422: {"model": ErrorOut, "description": "A tag or the note is invalid."}},
     summary="Edit a run's tags and note",
 )
-def update_run(run_id: str, body: RunUpdate, store: StoreDep) -> RunRecord:
+def update_run(run_id: RunId, body: RunUpdate, store: StoreDep) -> RunRecord:
     """Change the `tags` (the whole list; `[]` removes them) and/or the `note` (`null` or `""` removes
     it) of a run in any status; fields left out stay as they are."""
     record = store.edit_run(
@@ -167,7 +170,7 @@ def update_run(run_id: str, body: RunUpdate, store: StoreDep) -> RunRecord:
     responses={**NOT_FOUND, 422: {"model": ErrorOut, "description": "A tag or the note is invalid."}},
     summary="Run a run again",
 )
-def rerun_run(run_id: str, store: StoreDep, celery: CeleryDep, body: RunRerun | None = None) -> RunRecord:
+def rerun_run(run_id: RunId, store: StoreDep, celery: CeleryDep, body: RunRerun | None = None) -> RunRecord:
     """Queue a new run with the same configuration and preset as run `run_id` (in any status). It
     gets the same tags and the note "rerun of {id}" unless the body gives `tags` or `note`."""
     original = get_run_or_404(store, run_id)
@@ -184,7 +187,7 @@ def rerun_run(run_id: str, store: StoreDep, celery: CeleryDep, body: RunRerun | 
     responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The run already finished."}},
     summary="Cancel a queued or running run",
 )
-def cancel_run(run_id: str, store: StoreDep, celery: CeleryDep) -> RunRecord:
+def cancel_run(run_id: RunId, store: StoreDep, celery: CeleryDep) -> RunRecord:
     """A queued run is cancelled at once and never starts. A running run stops within seconds: its
     status stays `running` until the worker has stopped it, then becomes `cancelled`. Cancelling a
     cancelled run changes nothing."""
@@ -211,7 +214,7 @@ def cancel_run(run_id: str, store: StoreDep, celery: CeleryDep) -> RunRecord:
     responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The run is queued or running."}},
     summary="Delete a finished run and all its data",
 )
-def delete_run(run_id: str, store: StoreDep, model_cache: ModelCacheDep) -> Response:
+def delete_run(run_id: RunId, store: StoreDep, model_cache: ModelCacheDep) -> Response:
     """Removes the run record, its metrics, model and training state. Only finished runs (succeeded,
     failed, cancelled) can be deleted: cancel a queued or running run first."""
     record = get_run_or_404(store, run_id)

@@ -94,11 +94,11 @@ def test_a_bad_spec_gets_a_422_that_says_what_is_wrong(client, celery, spec, mes
     assert celery.sent == [] and client.get("/experiments").json()["total"] == 0
 
 
-@pytest.mark.parametrize("path", ["/experiments/nope", "/experiments/0123456789ab"])
-def test_unknown_and_malformed_ids(client, path):
+@pytest.mark.parametrize("path", ["/experiments/nope", "/experiments/0123456789ab", "/experiments/x:trials"])
+def test_unknown_and_malformed_ids_are_not_found(client, path):
     answer = client.get(path)
-    assert answer.status_code == (422 if path.endswith("nope") else 404)
-    assert "detail" in answer.json()
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == f"experiment {path.removeprefix('/experiments/')!r} not found"
 
 
 def test_cancel_stops_its_runs_and_delete_waits_for_them(client, celery, redis_url):

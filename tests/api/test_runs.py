@@ -102,6 +102,31 @@ def test_unknown_runs_are_404_everywhere(client: TestClient) -> None:
         assert response.json() == {"detail": "run 'nope' not found"}
 
 
+@pytest.mark.parametrize("suffix", [":metrics", ":model", ":state", ":checkpoint", "%20", "A"])
+def test_an_id_that_is_no_run_id_is_404_on_every_route_never_500(client: TestClient, suffix: str) -> None:
+    # "{id}:metrics" once reached the run's metrics stream as if it were a run's hash: a 500.
+    run_id = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
+    store_key_id = run_id + suffix
+    for method, path in [
+        ("GET", "/runs/{}"),
+        ("PATCH", "/runs/{}"),
+        ("POST", "/runs/{}/rerun"),
+        ("POST", "/runs/{}/cancel"),
+        ("DELETE", "/runs/{}"),
+        ("GET", "/runs/{}/metrics"),
+        ("GET", "/runs/{}/metrics.csv"),
+        ("GET", "/runs/{}/events"),
+        ("POST", "/runs/{}/predict"),
+        ("GET", "/runs/{}/model"),
+    ]:
+        response = client.request(
+            method, f"{API}{path.format(store_key_id)}", json={} if method != "GET" else None
+        )
+        assert response.status_code == 404, (method, path, response.text)
+        assert "not found" in response.json()["detail"]
+    assert client.get(f"{API}/runs/{run_id}").json()["status"] == "queued"
+
+
 def test_cancelling_a_queued_run_cancels_it_at_once_and_revokes_its_task(
     client: TestClient, celery: RecordingCelery, store: TestStore
 ) -> None:
