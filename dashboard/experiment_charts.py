@@ -170,7 +170,7 @@ def seed_band_frame(curves: pd.DataFrame, band: str = "minmax") -> pd.DataFrame:
 def seed_curves_chart(curves: pd.DataFrame, bands: pd.DataFrame, head: str = "error_scan") -> alt.LayerChart:
     """Every seed's curve (thin, one colour each), the band around their mean, and the mean (thick)."""
     title = f"validation error ({ERROR_SERIES.get(head, head)})"
-    x = alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1))
+    x = alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d"))
     percent = alt.Axis(format="%")
     band = (
         alt.Chart(bands)

@@ -252,10 +252,10 @@ class ExperimentSummary(BaseModel):
 
     @property
     def label(self) -> str:
-        """How pickers name it: name (or id), search, what it varies, status."""
+        """How pickers name it: name (or id), search, what it varies. Not its status: a picker keeps the
+        label it first drew, and the status changes."""
         title = f"{self.name} ({self.id})" if self.name else self.id
-        varied = ", ".join(self.params) or "nothing"
-        return f"{title} · {self.search} over {varied} · {self.status}"
+        return f"{title} · {self.search} over {', '.join(self.params) or 'nothing'}"
 
 
 class Experiment(ExperimentSummary):

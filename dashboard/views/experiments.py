@@ -192,7 +192,7 @@ def show_seed_group(experiment: Experiment) -> None:
         "Setting",
         range(len(settings)),
         index=default,
-        format_func=lambda i: f"#{i} {settings[i].params} · {settings[i].status}",
+        format_func=lambda i: f"#{i} {settings[i].params}",
         key=f"seed_setting_{experiment.id}",
     )
     objective_head = "error_softmax" if experiment.objective.endswith("softmax") else "error_scan"

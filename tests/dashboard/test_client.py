@@ -152,7 +152,7 @@ def test_experiment_routes_send_the_spec_and_parse_experiments():
     assert created.table.settings[0].runs[0].run_id == "r1"
     assert created.table.settings[0].stat("test_error_scan").mean is None  # a statistic it lacks: empty
     page = client.list_experiments(status="running", limit=5)
-    assert (page.total, page.experiments[0].label) == (1, "lr (e1) · grid over lr · running")
+    assert (page.total, page.experiments[0].label) == (1, "lr (e1) · grid over lr")
     assert client.get_experiment("e1").spec["params"] == {"lr": {"values": [0.001]}}
     assert client.experiment_table_csv("e1").splitlines() == ["trial,status,lr", "0,running,0.001"]
     client.cancel_experiment("e1")

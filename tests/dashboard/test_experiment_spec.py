@@ -158,6 +158,6 @@ def test_the_list_shows_progress_and_the_best_objective():
     assert row["progress"] == 0.25 and row["settings"] == "1/4"
     assert row["runs"] == "2 queued · 1 running · 5 finished"
     assert row["best"] == "5.12% ± 0.12" and row["name"] == "lr sweep"
-    assert summary.label == "lr sweep (e1) · grid over lr · running"
+    assert summary.label == "lr sweep (e1) · grid over lr"
     empty = experiments_frame([])
     assert empty.empty and "progress" in empty.columns
