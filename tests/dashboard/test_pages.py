@@ -14,10 +14,12 @@ from dashboard.live_feed import MetricsFeed
 from tests.support.api import post_run, wait_for_run_status
 from tests.support.mnist import mnist_test_images, png_bytes
 from tests.support.paths import REPO
+from tests.support.waiting import wait_for
 
 APP = REPO / "dashboard" / "app.py"
 
 PAGE_TIMEOUT_S = 60
+EXPERIMENT_TIMEOUT_S = 420
 
 
 def open_app(page: str | None = None, **session) -> AppTest:
@@ -222,3 +224,59 @@ class TestWithTheRealApi:
         at.file_uploader(key="digit_upload").set_value(("blank.png", blank, "image/png")).run()
         assert not at.exception and not at.error
         assert any("ink" in text for text in texts(at.info))
+
+    def test_an_experiment_on_the_experiments_page_and_its_runs_on_the_runs_page(
+        self, stack, point_dashboard_at
+    ):
+        point_dashboard_at(stack.api_url)
+        tiny = {"hidden": [32, 32], "batch_size": 1000, "epochs": 1}
+        spec = {"base": {"preset": "quick", "overrides": tiny}, "params": {"lr": {"values": [0.002]}},
+                "seeds": [0, 1], "name": "pages"}  # fmt: skip
+        with stack.http() as http:
+            response = http.post("/experiments", json=spec)
+            assert response.status_code == 201, response.text
+            experiment_id = response.json()["id"]
+            experiment = wait_for(
+                lambda: (
+                    (answer := http.get(f"/experiments/{experiment_id}").json())["status"] != "running"
+                    and answer
+                ),
+                EXPERIMENT_TIMEOUT_S,
+                f"experiment {experiment_id} to end",
+                interval_s=1.0,
+            )
+            table_csv = http.get(f"/experiments/{experiment_id}/table.csv").text
+        assert experiment["status"] == "succeeded", experiment
+
+        at = open_app("views/experiments.py")
+        assert at.selectbox(key="experiment_choice").value == experiment_id  # the newest
+        results = next(frame.value for frame in at.dataframe if "val error (scan)" in frame.value.columns)
+        (setting,) = experiment["table"]["settings"]
+        for column, name in (
+            ("val error (scan)", "val_error_scan"),
+            ("test error (softmax)", "test_error_softmax"),
+        ):
+            stats = setting["stats"][name]
+            assert results.iloc[0][column] == f"{stats['mean'] * 100:.2f}% ± {stats['std'] * 100:.2f}"
+        assert (results.iloc[0]["best"], results.iloc[0]["runs"]) == ("★ best", "2/2")
+        assert table_csv.startswith("trial,status,lr,")
+
+        at = open_app()
+        at.selectbox(key="experiment_filter").set_value(experiment_id).run()
+        assert not at.exception and not at.error
+        table = at.dataframe[0].value
+        run_ids = {run["run_id"] for run in setting["runs"]}
+        assert set(table["run"]) == run_ids
+        assert table["experiment"].tolist() == [f"{experiment_id} #0"] * 2
+
+        original = sorted(run_ids)[0]
+        at.multiselect(key="selected_runs").select(original).run()
+        next(button for button in at.button if button.label == "Run again").click().run()
+        assert not at.exception and not at.error
+        copy_id = at.session_state["live_run_id"]
+        assert any(f"Run **{copy_id}** is queued" in text for text in texts(at.success))
+        with stack.http() as http:
+            copy, source = http.get(f"/runs/{copy_id}").json(), http.get(f"/runs/{original}").json()
+            assert copy["config"] == source["config"] and copy_id != original
+            http.post(f"/runs/{copy_id}/cancel")  # leave the worker to the other tests
+            wait_for_run_status(http, copy_id, {"cancelled", "succeeded"}, timeout_s=60)
