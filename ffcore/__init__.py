@@ -15,13 +15,14 @@ from ffcore.evaluation import evaluate
 from ffcore.experiment import ExperimentSpec
 from ffcore.experiment_table import ExperimentTable
 from ffcore.model import FFNetwork, Prediction, predict
-from ffcore.train import Trainer, TrainResult
+from ffcore.train import DivergedError, Trainer, TrainResult
 
 __all__ = [
     "PRESETS",
     "DataError",
     "Dataset",
     "DeviceError",
+    "DivergedError",
     "ExperimentSpec",
     "ExperimentTable",
     "FFNetwork",

@@ -290,6 +290,7 @@ def _load(path: str, loader):
 def main(argv: list[str] | None = None) -> int:
     from ffcore.data import DataError
     from ffcore.device import DeviceError
+    from ffcore.train import DivergedError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
@@ -299,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, DataError, DeviceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except DivergedError as error:  # the run cannot succeed; its last saved state is left as it was
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def drop_metrics_after(path: Path, step: int) -> None:

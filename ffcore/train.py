@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 MetricsCallback = Callable[[dict[str, Any]], None]
 
 
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss or activity: the run cannot succeed (try a lower lr)."""
+
+
 @dataclass
 class TrainResult:
     stopped: bool  # should_stop or max_steps ended the run before its last epoch
@@ -309,6 +313,7 @@ class Trainer:
                 if self.step % self.log_every == 0:
                     emit(self._train_record(clock.interval_rate()))
             clock.stop_steps()
+            self._check_finite()  # before the epoch's evaluation and checkpoint record a broken net
             if stopped:
                 break
             self.epoch += 1
@@ -344,9 +349,20 @@ class Trainer:
         self._sums = step_metrics if self._sums is None else self._sums + step_metrics
         self._sum_steps += 1
 
+    def _check_finite(self) -> None:
+        """Raise DivergedError when a step since the last check gave a non-finite metric (a NaN or an
+        infinity in any step makes the running sum non-finite). Called where the host reads the sums
+        anyway, and once an epoch: the step itself never waits for the device."""
+        if self._sums is not None and not bool(torch.isfinite(self._sums).all()):
+            raise DivergedError(
+                f"diverged at step {self.step}: a non-finite loss or goodness in the last "
+                f"{self._sum_steps} steps (lr {self.optimizer.param_groups[0]['lr']:g}; try a lower one)"
+            )
+
     def _train_record(self, samples_per_s: float) -> dict[str, Any]:
         """Average the metrics since the last record (this is where the device synchronises)."""
         assert self._sums is not None
+        self._check_finite()
         values = (self._sums / self._sum_steps).tolist()
         self._sums, self._sum_steps = None, 0
         layers = []

@@ -18,6 +18,7 @@ import torch
 from ffcore import (
     DataError,
     Dataset,
+    DivergedError,
     RunConfig,
     Trainer,
     load_dataset,
@@ -106,6 +107,8 @@ def describe_error(error: BaseException) -> str:
     """A readable one-liner for the run record."""
     if isinstance(error, DataError):
         return f"data: {error}"
+    if isinstance(error, DivergedError):  # says what happened and what to change
+        return str(error)
     return f"{type(error).__name__}: {error}"
 
 

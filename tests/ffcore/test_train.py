@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ffcore import RunConfig, Trainer, load_training_state, save_training_state
-from ffcore.data import shift_images
+from ffcore import DivergedError, RunConfig, Trainer, load_training_state, save_training_state
+from ffcore.data import Dataset, Split, shift_images
 from ffcore.model import embed_labels, rms_normalize
 from ffcore.train import lr_factor
 
@@ -181,3 +181,20 @@ def test_training_states_are_safetensors_not_pickle(mnist_slice):
     assert b"__metadata__" in state[:4096] and not state.startswith(b"\x80")
     with pytest.raises(ValueError, match="not an ffcore training state"):
         load_training_state(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", mnist_slice)
+
+
+@pytest.mark.parametrize(("log_every", "caught_at"), [(2, 2), (1000, 8)])
+def test_a_non_finite_loss_stops_training_with_the_step_and_no_broken_record(log_every, caught_at):
+    # Infinite pixels make the losses non-finite from the first step, as a diverging run's become.
+    images = torch.rand(400, 784, generator=torch.Generator().manual_seed(0))
+    images[:, 500] = float("inf")  # (the first 10 pixels carry the label: it would overwrite them)
+    split = Split(images, torch.randint(0, 10, (400,), generator=torch.Generator().manual_seed(1)))
+    config = RunConfig.from_preset("quick", hidden=[16, 16], batch_size=50, epochs=2, device="cpu")
+    records: list[dict] = []
+    ended: list[int] = []
+    trainer = Trainer(config, dataset=Dataset("mnist", split, split, split), log_every=log_every)
+    with pytest.raises(DivergedError, match=rf"^diverged at step {caught_at}: a non-finite loss"):
+        # Caught at the first train record, or (records rarer than an epoch) at the epoch's end,
+        # before its evaluation and checkpoint.
+        trainer.fit(on_metrics=records.append, on_epoch_end=lambda t: ended.append(t.epoch))
+    assert records == [] and ended == []

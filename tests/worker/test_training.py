@@ -203,6 +203,17 @@ def test_a_failing_run_records_a_readable_error(store, make_context):
     assert store.lease_owner(run_id) is None
 
 
+def test_a_diverging_run_fails_with_the_step_and_streams_no_nan(store, make_context, datasets):
+    # An infinite pixel makes every loss non-finite from the first step, as a diverging run's do.
+    datasets.dataset.train.images[:, 500] = float("inf")
+    run_id = store.create_run(tiny_config()).id
+    assert train_run(make_context(), run_id, datasets) == "failed"
+    record = store.get_run(run_id)
+    assert record.status == "failed" and record.error.startswith("diverged at step 2: a non-finite loss")
+    assert "try a lower one" in record.error
+    assert train_steps(stream(store, run_id)) == [], "no record of a broken step reaches the stream"
+
+
 def test_a_cuda_run_on_a_cpu_worker_fails_with_a_clear_error(store, make_context, datasets):
     run_id = store.create_run(tiny_config(device="cuda")).id
     assert train_run(make_context(), run_id, datasets) == "failed"
