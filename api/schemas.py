@@ -142,6 +142,11 @@ class RunRecord(BaseModel):
     device: str | None = None
     worker: str | None = None
     attempts: int = Field(0, description="How many times a worker started (or resumed) the run.")
+    lost_workers: int = Field(
+        0,
+        description="How many of its attempts ended with their worker lost (killed, out of memory); at "
+        "FF_MAX_ATTEMPTS the run ends failed.",
+    )
     error: str | None = None
     val_error_scan: float | None = Field(None, description="Latest validation error of the label scan.")
     val_error_softmax: float | None = Field(None, description="Latest validation error of the softmax head.")

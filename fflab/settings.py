@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A run whose worker sent no heartbeat for this long is taken up again."
     )
     heartbeat_interval_s: float = Field(5.0, gt=0, description="How often a worker renews its leases.")
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="How many times a run may lose its worker (killed, out of memory, machine lost); "
+        "the last loss ends it failed with the reason instead of requeueing it.",
+    )
     metrics_every_steps: int = Field(
         25, ge=1, description="Training steps between two metric records streamed to Redis."
     )

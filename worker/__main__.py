@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         coordinator=coordinator,
     )
     set_context(context)
-    heartbeat = Heartbeat(context, Reaper(attempts, enqueue, name))
+    heartbeat = Heartbeat(context, Reaper(attempts, enqueue, name, settings.max_attempts))
 
     # Start beating once the worker consumes, so that a registered worker is a ready one.
     def on_ready(**_: object) -> None:

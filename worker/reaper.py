@@ -3,9 +3,10 @@
 A worker renews the lease of the run it trains every `heartbeat_interval_s`. When a worker dies
 (SIGKILL, a lost machine), the lease expires after `lease_ttl_s` while the run still says
 `running`. Every worker's reaper looks for such runs, puts them back to `queued` and enqueues them
-again; whichever worker takes the task resumes the run from its last checkpoint. The check and the
-status change happen in one Redis script, so two reapers never requeue a run twice, and a run a
-worker has just claimed is never touched.
+again; whichever worker takes the task resumes the run from its last checkpoint. A run that has
+lost its worker `max_attempts` times (FF_MAX_ATTEMPTS) ends failed instead: it may be what kills
+them. The check and the status change happen in one Redis script, so two reapers never requeue a
+run twice, and a run a worker has just claimed is never touched.
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from fflab.store.attempts import AttemptStore
+from fflab.store.attempts import DEFAULT_MAX_LOST, AttemptStore
 
 log = logging.getLogger(__name__)
 
 
 class Reaper:
-    def __init__(self, attempts: AttemptStore, enqueue: Callable[[str], None], worker_name: str):
+    def __init__(
+        self,
+        attempts: AttemptStore,
+        enqueue: Callable[[str], None],
+        worker_name: str,
+        max_attempts: int = DEFAULT_MAX_LOST,
+    ):
         self.attempts = attempts
         self.enqueue = enqueue
         self.worker_name = worker_name
+        self.max_attempts = max_attempts
 
     def sweep(self) -> list[str]:
         """Requeue every orphaned running run; returns their ids."""
@@ -31,8 +39,11 @@ class Reaper:
             if self.attempts.lease_owner(run_id) is not None:
                 continue  # cheap pre-check; the script below decides
             reason = f"lease expired (worker lost); requeued by {self.worker_name}"
-            if self.attempts.requeue_if_orphaned(run_id, reason):
+            outcome = self.attempts.requeue_if_orphaned(run_id, reason, self.max_attempts)
+            if outcome == "requeued":
                 self.enqueue(run_id)
                 log.warning("run %s lost its worker; requeued to resume from its checkpoint", run_id)
                 requeued.append(run_id)
+            elif outcome == "failed":
+                log.error("run %s lost its worker %d times; it ends failed", run_id, self.max_attempts)
         return requeued

@@ -117,14 +117,27 @@ return 1
 
 # The reaper: a `running` run without a live lease lost its worker. Checking and requeueing in one
 # script means two reapers cannot both requeue it, nor requeue a run a worker has just claimed.
-# KEYS run, lease, metrics; ARGV now, maxlen, the queued event (JSON).
+# A run that has lost its worker `max_lost` times ends failed instead: it may be what kills them.
+# KEYS run, lease, metrics, state; ARGV now, maxlen, the queued event (JSON), max_lost, the failed
+# run's error, the failed event (JSON). Returns false, 'requeued' or 'failed'.
 _REQUEUE_ORPHAN = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return false end
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local lost = redis.call('HINCRBY', KEYS[1], 'lost_workers', 1)
+if lost >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'worker', '', 'error', ARGV[5], 'finished_at', ARGV[1],
+    'updated_at', ARGV[1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[6])
+  redis.call('DEL', KEYS[4])
+  return 'failed'
+end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'updated_at', ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
-return 1
+return 'requeued'
 """
+
+
+DEFAULT_MAX_LOST = 3  # Settings.max_attempts
 
 
 class LeaseLostError(RuntimeError):
@@ -306,12 +319,26 @@ class AttemptStore:
             pipe.hget(run_key(run_id), "status")
         return [i for i, s in zip(ids, pipe.execute(), strict=True) if s == b"running"]
 
-    def requeue_if_orphaned(self, run_id: str, reason: str) -> bool:
-        """Put a `running` run whose lease expired back to `queued`; False when it was not orphaned."""
+    def requeue_if_orphaned(
+        self, run_id: str, reason: str, max_lost: int = DEFAULT_MAX_LOST
+    ) -> Literal["requeued", "failed"] | None:
+        """Put a `running` run whose lease expired back to `queued` ('requeued'), or, when this is the
+        `max_lost`-th time it lost its worker, end it `failed` with the reason ('failed'); None when it
+        was not orphaned."""
         now = time.time()
-        return bool(
-            self._requeue_orphan(
-                keys=[run_key(run_id), lease_key(run_id), metrics_key(run_id)],
-                args=[repr(now), self.metrics_maxlen, json.dumps(status_event("queued", now, reason=reason))],
-            )
+        error = (
+            f"its worker was lost {max_lost} times (FF_MAX_ATTEMPTS={max_lost}), the last time: {reason}; "
+            "the run may need more memory than a worker has, or crash it"
         )
+        outcome = self._requeue_orphan(
+            keys=[run_key(run_id), lease_key(run_id), metrics_key(run_id), state_key(run_id)],
+            args=[
+                repr(now),
+                self.metrics_maxlen,
+                json.dumps(status_event("queued", now, reason=reason)),
+                max_lost,
+                error,
+                json.dumps(status_event("failed", now, error=error)),
+            ],
+        )
+        return outcome.decode() if outcome else None  # type: ignore[return-value]

@@ -150,6 +150,7 @@ class RunRecord(BaseModel):
     device: str | None = None
     worker: str | None = None
     attempts: int = Field(0, description="How many times a worker started (or resumed) the run.")
+    lost_workers: int = Field(0, description="How many of its attempts ended with their worker lost.")
     error: str | None = None
     val_error_scan: float | None = Field(None, description="Latest validation error of the label scan.")
     val_error_softmax: float | None = Field(None, description="Latest validation error of the softmax head.")
@@ -195,7 +196,7 @@ def status_event(
 
 
 # Hash fields that are not plain strings; an empty string stands for None.
-_INT_FIELDS = {"epoch", "step", "total_steps", "attempts", "setting"}
+_INT_FIELDS = {"epoch", "step", "total_steps", "attempts", "lost_workers", "setting"}
 _FLOAT_FIELDS = {
     "created_at",
     "started_at",

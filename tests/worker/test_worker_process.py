@@ -203,6 +203,27 @@ def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
     assert [r["step"] for r in records if r["kind"] == "eval"] == [20, 40, 60, 80, 80]
 
 
+def test_a_run_that_kills_its_worker_every_time_ends_failed_at_the_attempt_cap(redis_url, mnist_dir):
+    """As a run too large for the workers' memory would: each worker that trains it dies (here by
+    SIGKILL); with FF_MAX_ATTEMPTS=2 the second loss ends it failed instead of requeueing it forever."""
+    store = TestStore.from_url(redis_url)
+    timings = {"lease_ttl_s": 2, "heartbeat_interval_s": 0.3, "env": {"FF_MAX_ATTEMPTS": "2"}}
+    run_id = submit_run(redis_url, small_run(epochs=50, hidden=[1000]))
+    for attempt in (1, 2):
+        with start_worker(redis_url, mnist_dir, name=f"victim-{attempt}", **timings) as victim:
+            wait_for(
+                lambda: store.get_run(run_id).worker == victim.name and store.get_run(run_id).step > 0,
+                120,
+                f"victim {attempt} to train the run",
+            )
+            victim.kill()
+    with start_worker(redis_url, mnist_dir, name="reaper", **timings):
+        record = wait_for_status(store, run_id, {"failed", "succeeded"}, timeout_s=60)
+    assert (record.status, record.attempts, record.lost_workers) == ("failed", 2, 2)
+    assert record.error.startswith("its worker was lost 2 times (FF_MAX_ATTEMPTS=2)")
+    assert statuses(store, run_id) == ["queued", "running", "queued", "running", "failed"]
+
+
 def test_a_stopped_worker_hands_its_run_back_and_another_finishes_it(redis_url, mnist_dir):
     """SIGTERM (a warm shutdown) mid-run: checkpoint where it stands, requeue, exit cleanly."""
     store = TestStore.from_url(redis_url)
