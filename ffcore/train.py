@@ -16,7 +16,6 @@ Evaluation is in evaluation.py; saving and resuming a Trainer's state is in chec
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from ffcore.data import Dataset, load_dataset, shift_images
 from ffcore.device import resolve_device
 from ffcore.evaluation import evaluate
 from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput
+from ffcore.throughput import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -49,46 +49,6 @@ class TrainResult:
     device: str
     test_error_scan: float | None  # None when stopped early
     test_error_softmax: float | None
-
-
-class Throughput:
-    """The clocks of one `fit` call: samples per second of training alone, and wall time.
-
-    Training time runs from `start_steps` to `stop_steps`, so evaluation and checkpoints between
-    epochs count neither in the session's rate nor in the next train record's.
-    """
-
-    def __init__(self) -> None:
-        self.wall_start = time.perf_counter()
-        self.train_seconds = 0.0
-        self.samples = 0  # trained in this session
-        self._steps_start = self._interval_start = time.perf_counter()
-        self._interval_samples = 0  # since the last train record
-
-    def start_steps(self) -> None:
-        self._steps_start = self._interval_start = time.perf_counter()
-
-    def stop_steps(self) -> None:
-        self.train_seconds += time.perf_counter() - self._steps_start
-
-    def add(self, samples: int) -> None:
-        self.samples += samples
-        self._interval_samples += samples
-
-    def interval_rate(self) -> float:
-        """Samples per second since the previous call; starts the next interval."""
-        now = time.perf_counter()
-        rate = self._interval_samples / max(now - self._interval_start, 1e-9)
-        self._interval_start, self._interval_samples = now, 0
-        return rate
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
-
-    @property
-    def wall_s(self) -> float:
-        return time.perf_counter() - self.wall_start
 
 
 def lr_factor(config: RunConfig, epoch: int) -> float:
@@ -350,14 +310,12 @@ class Trainer:
         self._sum_steps += 1
 
     def _check_finite(self) -> None:
-        """Raise DivergedError when a step since the last check gave a non-finite metric (a NaN or an
-        infinity in any step makes the running sum non-finite). Called where the host reads the sums
-        anyway, and once an epoch: the step itself never waits for the device."""
+        """DivergedError if a step since the last check gave a NaN or an infinity (either makes the sums
+        non-finite); checked where the host reads the sums anyway, so the step never waits for it."""
         if self._sums is not None and not bool(torch.isfinite(self._sums).all()):
-            raise DivergedError(
-                f"diverged at step {self.step}: a non-finite loss or goodness in the last "
-                f"{self._sum_steps} steps (lr {self.optimizer.param_groups[0]['lr']:g}; try a lower one)"
-            )
+            lr, steps = self.optimizer.param_groups[0]["lr"], self._sum_steps
+            detail = f"a non-finite loss or goodness in the last {steps} steps (lr {lr:g}; try a lower one)"
+            raise DivergedError(f"diverged at step {self.step}: {detail}")
 
     def _train_record(self, samples_per_s: float) -> dict[str, Any]:
         """Average the metrics since the last record (this is where the device synchronises)."""
