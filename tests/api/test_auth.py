@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from api import deps
 from api.main import create_app
+from ffcore.experiment import ExperimentSpec
 from fflab.settings import Settings
 from tests.support.api import API
 from tests.support.fakes import RecordingCelery
@@ -61,3 +62,28 @@ def test_reading_and_predicting_need_no_key(keyed_client: TestClient, finished_r
 
 def test_without_a_configured_key_nothing_is_asked(client: TestClient) -> None:
     assert client.post(f"{API}/runs", json={"preset": "quick"}).status_code == 201
+
+
+# Routes that take POST but change nothing: a prediction reads a model.
+OPEN_POSTS = {("POST", "/api/v1/runs/{run_id}/predict")}
+
+
+def test_every_route_that_changes_something_needs_the_key(
+    keyed_client: TestClient, store: TestStore, finished_run: str
+) -> None:
+    """Walks the app's routes (as its OpenAPI document lists them): a new write route without the key
+    check fails here by itself."""
+    spec = ExperimentSpec.model_validate({"params": {"lr": {"values": [1e-3]}}})
+    experiment = store.experiments.create(spec)
+    ids = {"run_id": finished_run, "experiment_id": experiment.id}
+    checked = []
+    for template, operations in keyed_client.app.openapi()["paths"].items():
+        for method in sorted(m.upper() for m in operations if m in ("post", "put", "patch", "delete")):
+            if (method, template) in OPEN_POSTS:
+                continue
+            response = keyed_client.request(method, template.format(**ids), json={})
+            assert response.status_code == 401, (method, template, response.text)
+            checked.append((method, template))
+    assert ("POST", "/api/v1/experiments") in checked and ("DELETE", "/api/v1/runs/{run_id}") in checked
+    assert len(checked) >= 8
+    assert store.get_run(finished_run).status == "succeeded" and store.experiments.get(experiment.id)
