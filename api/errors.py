@@ -1,4 +1,4 @@
-"""Error responses: readable 422s, 503 when Redis is down, 413 for oversized bodies.
+"""Error responses: readable 422s, 503 when Redis is down or full, 413 for oversized bodies.
 
 Every error body is `{"detail": "..."}` saying what is wrong (and what is allowed), never a traceback.
 """
@@ -62,10 +62,20 @@ async def _redis_timeout(request: Request, exc: redis.TimeoutError) -> JSONRespo
     return JSONResponse(status_code=503, content={"detail": "the run store (Redis) timed out; try again"})
 
 
+async def _redis_full(request: Request, exc: redis.exceptions.OutOfMemoryError) -> JSONResponse:
+    log.error("Redis is out of memory while serving %s %s: %s", request.method, request.url.path, exc)
+    detail = (
+        "the run store (Redis) is full (its maxmemory is reached) and takes no more writes; nothing "
+        "was changed: delete finished runs, or give Redis more memory"
+    )
+    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "60"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(redis.ConnectionError, _redis_down)
     app.add_exception_handler(redis.TimeoutError, _redis_timeout)
+    app.add_exception_handler(redis.exceptions.OutOfMemoryError, _redis_full)
 
 
 class BodySizeLimit:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     max_layers: int = Field(8, ge=1, description="Most hidden layers a submitted run may have.")
     max_units: int = Field(4096, ge=1, description="Widest hidden layer a submitted run may have.")
     max_epochs: int = Field(1000, ge=1, description="Most epochs a submitted run may have.")
+    max_queued: int = Field(
+        1000, ge=1, description="Most runs that may wait in the queue; submitting more is answered 429."
+    )
     max_trials: int = Field(
         200,
         ge=1,

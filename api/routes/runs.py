@@ -90,7 +90,10 @@ def limit_problems(config: RunConfig, settings: Settings) -> list[str]:
     status_code=201,
     response_model=RunRecord,
     dependencies=[Depends(require_api_key)],
-    responses={422: {"model": ErrorOut, "description": "The configuration is invalid or over a limit."}},
+    responses={
+        422: {"model": ErrorOut, "description": "The configuration is invalid or over a limit."},
+        429: {"model": ErrorOut, "description": "FF_MAX_QUEUED runs are already queued."},
+    },
     summary="Start a training run",
 )
 def create_run(body: RunCreate, store: StoreDep, celery: CeleryDep, settings: SettingsDep) -> RunRecord:
@@ -98,7 +101,20 @@ def create_run(body: RunCreate, store: StoreDep, celery: CeleryDep, settings: Se
     full configuration (`{"config": {...}}`), optionally with `tags` and a `note`. Limits: at most
     `max_layers` hidden layers of at most `max_units` units and `max_epochs` epochs (FF_MAX_* settings)."""
     config, preset = resolve_config(body, settings)
+    check_queue_quota(store, settings)
     return queue_run(store, celery, config, preset, tags=body.tags, note=body.note)
+
+
+def check_queue_quota(store: RunStore, settings: Settings) -> None:
+    """429 when FF_MAX_QUEUED runs already wait in the queue."""
+    waiting = store.count_runs("queued")
+    if waiting >= settings.max_queued:
+        raise HTTPException(
+            status_code=429,
+            detail=f"{waiting} runs are already queued, the most this server takes (FF_MAX_QUEUED); "
+            "try again once some have started, or cancel some",
+            headers={"Retry-After": "60"},
+        )
 
 
 def queue_run(
@@ -167,13 +183,20 @@ def update_run(run_id: RunId, body: RunUpdate, store: StoreDep) -> RunRecord:
     status_code=201,
     response_model=RunRecord,
     dependencies=[Depends(require_api_key)],
-    responses={**NOT_FOUND, 422: {"model": ErrorOut, "description": "A tag or the note is invalid."}},
+    responses={
+        **NOT_FOUND,
+        422: {"model": ErrorOut, "description": "A tag or the note is invalid."},
+        429: {"model": ErrorOut, "description": "FF_MAX_QUEUED runs are already queued."},
+    },
     summary="Run a run again",
 )
-def rerun_run(run_id: RunId, store: StoreDep, celery: CeleryDep, body: RunRerun | None = None) -> RunRecord:
+def rerun_run(
+    run_id: RunId, store: StoreDep, celery: CeleryDep, settings: SettingsDep, body: RunRerun | None = None
+) -> RunRecord:
     """Queue a new run with the same configuration and preset as run `run_id` (in any status). It
     gets the same tags and the note "rerun of {id}" unless the body gives `tags` or `note`."""
     original = get_run_or_404(store, run_id)
+    check_queue_quota(store, settings)
     body = body or RunRerun()
     tags = body.tags if body.tags is not None else original.tags
     note = body.note if "note" in body.model_fields_set else f"rerun of {run_id}"

@@ -170,6 +170,14 @@ class RunStore:
         page = matching[offset : offset + limit]
         return [r for r in (self.get_run(i) for i in page) if r], len(matching)
 
+    def count_runs(self, status: str) -> int:
+        """How many runs have `status` (reads every run's status: fine for thousands of runs)."""
+        ids = self.redis.zrange(RUNS_INDEX, 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hget(run_key(run_id.decode()), "status")
+        return sum(s is not None and s.decode() == status for s in pipe.execute())
+
     def edit_run(
         self, run_id: str, tags: list[str] | None = None, note: str | None = None, clear_note: bool = False
     ) -> RunRecord | None:

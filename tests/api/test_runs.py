@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from api import deps
+from api.main import create_app
 from fflab.queue import TRAIN_TASK_NAME
+from fflab.settings import Settings
 from tests.support.api import API
 from tests.support.fakes import RecordingCelery
 from tests.support.store import TestStore
@@ -285,3 +288,33 @@ def test_rerun_queues_a_new_run_with_the_same_config(
     assert client.post(f"{API}/runs/nope/rerun").status_code == 404
     assert client.post(f"{API}/runs/{original['id']}/rerun", json={"tags": ["a b"]}).status_code == 422
     assert store.list_runs()[1] == 3
+
+
+def test_the_queue_quota_answers_429_and_stores_nothing(redis_url: str, celery: RecordingCelery) -> None:
+    app = create_app(Settings(redis_url=redis_url, max_queued=2))
+    app.dependency_overrides[deps.get_celery] = lambda: celery
+    with TestClient(app) as client:
+        first = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
+        client.post(f"{API}/runs", json={"preset": "quick"})
+        refused = client.post(f"{API}/runs", json={"preset": "quick"})
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "60"
+        assert refused.json()["detail"].startswith("2 runs are already queued, the most this server takes")
+        assert client.post(f"{API}/runs/{first}/rerun").status_code == 429
+        assert client.get(f"{API}/runs").json()["total"] == 2 and len(celery.sent) == 2
+        client.post(f"{API}/runs/{first}/cancel")  # one place frees up
+        assert client.post(f"{API}/runs", json={"preset": "quick"}).status_code == 201
+
+
+def test_a_full_redis_is_answered_503_and_loses_nothing(client: TestClient, store: TestStore) -> None:
+    kept = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
+    used = int(store.redis.info("memory")["used_memory"])
+    store.redis.config_set("maxmemory-policy", "noeviction")
+    store.redis.config_set("maxmemory", used)  # every write from now on is refused
+    try:
+        full = client.post(f"{API}/runs", json={"preset": "quick", "note": "x" * 1000})
+        edit = client.patch(f"{API}/runs/{kept}", json={"note": "y" * 1000})
+    finally:
+        store.redis.config_set("maxmemory", 0)
+    for answer in (full, edit):
+        assert answer.status_code == 503 and "Redis) is full" in answer.json()["detail"], answer.text
+    assert client.get(f"{API}/runs").json()["total"] == 1 and store.get_run(kept).note is None

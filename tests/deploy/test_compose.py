@@ -132,7 +132,7 @@ def test_gpu_stack_has_redis_api_worker_dashboard_wired_to_the_settings(tmp_path
     # Redis: append-only on a named volume, never evicts, healthy when it answers, not published.
     command = " ".join(redis_service["command"])
     assert "--appendonly yes" in command
-    assert "--maxmemory-policy noeviction" in command
+    assert "--maxmemory-policy noeviction" in command and "--maxmemory 2gb" in command
     assert "ports" not in redis_service
     assert "redis-cli" in healthcheck_command(redis_service)
     assert any(v.startswith("redis-data:/data") for v in redis_service["volumes"])
