@@ -7,8 +7,10 @@ pay for them; the task itself lives in `worker.tasks`, which only the worker pro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
+import redis
 from celery import Celery
 
 from fflab.settings import Settings, get_settings
@@ -54,3 +56,29 @@ def enqueue_run(app: Celery, run_id: str) -> None:
 def enqueue_advance(app: Celery, experiment_id: str) -> None:
     """Ask a worker to advance experiment `experiment_id` (worker.coordinator): queue its first runs."""
     app.send_task(ADVANCE_TASK_NAME, args=[experiment_id])
+
+
+# Where kombu's Redis transport keeps messages: a list per queue (named after it), and a hash of the
+# messages delivered to a worker but not yet acknowledged.
+_UNACKED = "unacked"
+
+
+def pending_run_ids(client: redis.Redis) -> set[str]:
+    """Ids of the runs whose training task waits in the broker: in the queue, or delivered to a worker
+    and not yet acknowledged. The reaper re-sends a queued run that is in neither (its message was
+    lost); a message that cannot be read is skipped."""
+    ids: set[str] = set()
+    messages = list(client.lrange(TRAIN_QUEUE, 0, -1))
+    for payload in client.hvals(_UNACKED):
+        try:
+            messages.append(json.loads(payload)[0])
+        except (ValueError, IndexError, TypeError):
+            continue
+    for message in messages:
+        try:
+            headers = (json.loads(message) if isinstance(message, bytes | str) else message)["headers"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if headers.get("task") == TRAIN_TASK_NAME and isinstance(headers.get("id"), str):
+            ids.add(headers["id"])
+    return ids

@@ -30,6 +30,8 @@ class Heartbeat(threading.Thread):
         # A killed worker never deregisters; forget it once it is long gone.
         context.registry.prune(max_age_s=10 * context.settings.lease_ttl_s)
         self.reaper.sweep()
+        # A queued run's task can be lost; a run may wait this long for a worker before it is re-sent.
+        self.reaper.resend_lost(min_age_s=context.settings.lease_ttl_s)
         # Experiments move on when their runs end; this catches the ends whose worker died first.
         if context.coordinator is not None:
             context.coordinator.advance_all()

@@ -7,6 +7,9 @@ again; whichever worker takes the task resumes the run from its last checkpoint.
 lost its worker `max_attempts` times (FF_MAX_ATTEMPTS) ends failed instead: it may be what kills
 them. The check and the status change happen in one Redis script, so two reapers never requeue a
 run twice, and a run a worker has just claimed is never touched.
+
+The reaper also re-sends the task of a run that has been `queued` for a while with no message in the
+broker (lost between a worker taking it and claiming the run, or in a Redis crash's last second).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from fflab.queue import pending_run_ids
 from fflab.store.attempts import DEFAULT_MAX_LOST, AttemptStore
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,19 @@ class Reaper:
         self.enqueue = enqueue
         self.worker_name = worker_name
         self.max_attempts = max_attempts
+
+    def resend_lost(self, min_age_s: float) -> list[str]:
+        """Send again the tasks of runs queued for over `min_age_s` whose message is not in the broker
+        (a worker killed between taking it and claiming the run, Redis losing its last writes). A
+        duplicate is harmless: claiming a run is idempotent."""
+        waiting = self.attempts.queued_run_ids(older_than_s=min_age_s)
+        if not waiting:
+            return []
+        lost = [run_id for run_id in waiting if run_id not in pending_run_ids(self.attempts.redis)]
+        for run_id in lost:
+            self.enqueue(run_id)
+            log.warning("run %s was queued with no task in the broker; its task is sent again", run_id)
+        return lost
 
     def sweep(self) -> list[str]:
         """Requeue every orphaned running run; returns their ids."""

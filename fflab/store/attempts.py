@@ -319,6 +319,19 @@ class AttemptStore:
             pipe.hget(run_key(run_id), "status")
         return [i for i, s in zip(ids, pipe.execute(), strict=True) if s == b"running"]
 
+    def queued_run_ids(self, older_than_s: float = 0.0) -> list[str]:
+        """Ids of the runs `queued` since more than `older_than_s` seconds (by their last update)."""
+        ids = [i.decode() for i in self.redis.zrange(RUNS_INDEX, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hmget(run_key(run_id), "status", "updated_at")
+        cutoff = time.time() - older_than_s
+        return [
+            run_id
+            for run_id, (status, updated) in zip(ids, pipe.execute(), strict=True)
+            if status == b"queued" and updated and float(updated) < cutoff
+        ]
+
     def requeue_if_orphaned(
         self, run_id: str, reason: str, max_lost: int = DEFAULT_MAX_LOST
     ) -> Literal["requeued", "failed"] | None:

@@ -58,7 +58,8 @@ class TestStore:
     # --- writes the service makes only through a worker's attempt -------------------------------
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        fields["updated_at"] = time.time()
+        """Write fields of a run's record; `updated_at` is now unless given."""
+        fields.setdefault("updated_at", time.time())
         self.redis.hset(run_key(run_id), mapping=encode_fields(fields))
 
     def set_status(self, run_id: str, status: RunStatus, **fields: Any) -> None:

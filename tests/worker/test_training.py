@@ -14,6 +14,7 @@ import time
 import torch
 
 from ffcore import load_model
+from fflab.queue import enqueue_run, make_celery, pending_run_ids
 from fflab.store.keys import lease_key
 from tests.support.tiny_data import tiny_config
 from tests.support.waiting import wait_for
@@ -305,3 +306,18 @@ def test_a_run_whose_provenance_cannot_be_collected_still_trains(store, make_con
     run_id = store.create_run(tiny_config()).id
     assert train_run(make_context(), run_id, datasets) == "succeeded"
     assert store.get_run(run_id).provenance is None
+
+
+def test_the_reaper_resends_a_queued_run_whose_task_was_lost_and_only_that(store, settings, enqueued):
+    celery = make_celery(settings)
+    waiting = store.create_run(tiny_config()).id
+    enqueue_run(celery, waiting)  # its task is in the broker: it only waits for a worker
+    lost = store.create_run(tiny_config()).id  # created, and its task never sent (or lost)
+    store.create_run(tiny_config())  # queued a moment ago, with no task either: not yet lost
+    for run_id in (waiting, lost):
+        store.update_run(run_id, updated_at=time.time() - 60)
+    reaper = Reaper(store, enqueued.append, "reaper")
+
+    assert reaper.resend_lost(min_age_s=30) == [lost] == enqueued  # the fresh one may still be sent
+    assert pending_run_ids(store.redis) == {waiting}
+    celery.close()

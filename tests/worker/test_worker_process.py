@@ -224,6 +224,14 @@ def test_a_run_that_kills_its_worker_every_time_ends_failed_at_the_attempt_cap(r
     assert statuses(store, run_id) == ["queued", "running", "queued", "running", "failed"]
 
 
+def test_a_queued_run_whose_task_was_lost_is_picked_up_again(redis_url, mnist_dir):
+    store = TestStore.from_url(redis_url)
+    run_id = store.runs.create_run(small_run(epochs=1)).id  # queued, and no task sent
+    with start_worker(redis_url, mnist_dir, lease_ttl_s=2, heartbeat_interval_s=0.3):
+        record = wait_for_status(store, run_id, {"succeeded", "failed"}, timeout_s=120)
+    assert record.status == "succeeded" and record.attempts == 1
+
+
 def test_a_stopped_worker_hands_its_run_back_and_another_finishes_it(redis_url, mnist_dir):
     """SIGTERM (a warm shutdown) mid-run: checkpoint where it stands, requeue, exit cleanly."""
     store = TestStore.from_url(redis_url)
