@@ -1,14 +1,41 @@
-"""`python -m api`: serve the REST API with uvicorn on FF_API_HOST:FF_API_PORT (default 127.0.0.1:8000)."""
+"""`python -m api`: serve the REST API with uvicorn on FF_API_HOST:FF_API_PORT (default 127.0.0.1:8000).
+
+Reachable beyond loopback (FF_API_HOST, or FF_PUBLISHED_HOST in a container) it needs FF_API_KEY,
+unless FF_INSECURE_OPEN_WITHOUT_KEY says something else guards it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 
 import uvicorn
 
 from api.main import create_app
 from fflab.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def open_without_key(settings: Settings, host: str) -> str | None:
+    """Why the API must not start like this (None: it may): reachable beyond loopback, no key."""
+    reachable_on = settings.published_host or host
+    if is_loopback(reachable_on) or settings.api_key or settings.insecure_open_without_key:
+        return None
+    where = f"published on {reachable_on}" if settings.published_host else f"listening on {host}"
+    return (
+        f"refusing to start {where} without FF_API_KEY: anyone who reaches this host could queue, delete "
+        "and download runs. Set FF_API_KEY (clients then send it as X-API-Key), or listen on 127.0.0.1, "
+        "or, if something else guards this address, set FF_INSECURE_OPEN_WITHOUT_KEY=true"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.api_port, help="port to listen on (FF_API_PORT)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    refusal = open_without_key(settings, args.host)
+    if refusal is not None:
+        parser.exit(2, f"error: {refusal}\n")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     # HTTP
     api_host: str = Field("127.0.0.1", description="Address `python -m api` listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `python -m api` listens on.")
+    published_host: str | None = Field(
+        None,
+        description="The address clients reach the API on when it differs from FF_API_HOST: in "
+        "docker-compose.yml, the host address its port is published on (default 127.0.0.1).",
+    )
+    insecure_open_without_key: bool = Field(
+        False,
+        description="Let `python -m api` be reachable beyond loopback without FF_API_KEY: anyone who reaches "
+        "it can queue, delete and download runs. Only behind something else that guards it.",
+    )
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest request body the API accepts.")
     model_cache_size: int = Field(8, ge=1, description="Trained models the API keeps loaded.")
 

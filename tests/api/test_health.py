@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
 from fflab.settings import Settings
-from tests.support.api import API
+from tests.support.api import API, start_api
 from tests.support.ports import free_port
+from tests.support.processes import environment_without
 from tests.support.store import TestStore
 
 
@@ -41,3 +47,21 @@ def test_readyz_is_503_with_a_message_when_redis_is_unreachable() -> None:
         runs = client.get(f"{API}/runs")
         assert runs.status_code == 503
         assert "unreachable" in runs.json()["detail"]
+
+
+def test_the_api_refuses_to_listen_openly_without_a_key(redis_url: str) -> None:
+    env = environment_without("FF_") | {"FF_REDIS_URL": redis_url}
+    command = [sys.executable, "-m", "api", "--host", "0.0.0.0", "--port", str(free_port())]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: refusing to start listening on 0.0.0.0 without FF_API_KEY")
+    published = env | {"FF_PUBLISHED_HOST": "192.168.1.5", "FF_API_HOST": "0.0.0.0"}
+    refused = subprocess.run(command[:3], env=published, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "published on 192.168.1.5 without FF_API_KEY" in refused.stderr
+
+
+@pytest.mark.parametrize("env", [{"FF_API_KEY": "k"}, {"FF_INSECURE_OPEN_WITHOUT_KEY": "true"}])
+def test_the_api_listens_openly_with_a_key_or_when_told_to(redis_url: str, env: dict) -> None:
+    port = free_port()
+    with start_api(redis_url, port=port, env=env | {"FF_API_HOST": "0.0.0.0"}) as api:
+        assert httpx.get(f"{api.base_url}/healthz", timeout=5).status_code == 200

@@ -114,7 +114,20 @@ def service_settings(service: dict, settings_class: type[BaseSettings], monkeypa
 
 
 def port_target(service: dict) -> list[tuple[int, int]]:
-    return [(int(p["published"]), int(p["target"])) for p in service.get("ports", [])]
+    return [(published, target) for _, published, target in published_ports(service)]
+
+
+def published_ports(service: dict) -> list[tuple[str | None, int, int]]:
+    """(host address, published port, container port) of each port: docker-compose prints ports with
+    a host address as "ADDRESS:PUBLISHED:TARGET/tcp", others as mappings."""
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            host, published, target = port.split("/")[0].rsplit(":", 2)
+            ports.append((host, int(published), int(target)))
+        else:
+            ports.append((port.get("host_ip"), int(port["published"]), int(port["target"])))
+    return ports
 
 
 def healthcheck_command(service: dict) -> str:
@@ -353,3 +366,14 @@ def test_the_redis_override_shown_in_the_compose_comments_is_valid(tmp_path):
     assert "--requirepass change-me" in " ".join(redis_service["command"])
     assert "--maxmemory-policy noeviction" in " ".join(redis_service["command"])
     assert "-a change-me" in healthcheck_command(redis_service)
+
+
+def test_ports_are_published_on_loopback_unless_deliberately_opened(tmp_path):
+    services = compose_config(GPU_FILES, tmp_path)["services"]
+    for name in ("api", "dashboard"):
+        assert [host for host, _, _ in published_ports(services[name])] == ["127.0.0.1"], name
+    assert services["api"]["environment"]["FF_PUBLISHED_HOST"] == "127.0.0.1"
+    opened = compose_config(GPU_FILES, tmp_path, env_file_text="FF_PUBLISHED_HOST=0.0.0.0\n")["services"]
+    assert [host for host, _, _ in published_ports(opened["api"])] == ["0.0.0.0"]
+    # ... and then the API, told where it is published, refuses to start without a key.
+    assert opened["api"]["environment"]["FF_PUBLISHED_HOST"] == "0.0.0.0"
