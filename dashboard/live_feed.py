@@ -37,7 +37,8 @@ class MetricsFeed:
         """
         if not self.loaded:
             page = client.metrics(self.run_id, max_points=self.initial_points)
-            self.records = list(page.records)
+            self.records = []
+            self._add(page.records)
             self.cursor = page.next or self._last_id(self.cursor)
             self.loaded = True
             added = len(self.records)
@@ -45,7 +46,7 @@ class MetricsFeed:
             added = 0
             for _ in range(MAX_PAGES_PER_POLL):
                 page = client.metrics(self.run_id, after=self.cursor, limit=POLL_PAGE_SIZE)
-                self.records.extend(page.records)
+                self._add(page.records)
                 added += len(page.records)
                 if page.records:
                     self.cursor = page.next or page.records[-1].get("id", self.cursor)
@@ -54,6 +55,14 @@ class MetricsFeed:
         if added:
             logger.debug("run %s: %d new metric records (cursor %s)", self.run_id, added, self.cursor)
         return added
+
+    def _add(self, records: list[dict[str, Any]]) -> None:
+        """Append records; a rewind (a resumed run) first drops the train and eval records past its
+        step, which a dead attempt had logged: the curves never fold back."""
+        for record in records:
+            if record.get("kind") == "rewind":
+                self.records = [r for r in self.records if _before_rewind(r, record.get("step", 0))]
+            self.records.append(record)
 
     def _last_id(self, default: str | None) -> str | None:
         return self.records[-1].get("id", default) if self.records else default
@@ -68,3 +77,8 @@ class MetricsFeed:
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [record for record in self.records if record.get("kind") == kind]
+
+
+def _before_rewind(record: dict[str, Any], step: int) -> bool:
+    """Whether a record survives a rewind to `step`: every status record, train and eval ones up to it."""
+    return record.get("kind") not in ("train", "eval") or record.get("step", 0) <= step

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Literal
 
 import redis
@@ -27,7 +28,7 @@ from ffcore import (
     save_training_state,
 )
 from fflab.store.attempts import LeaseLostError
-from fflab.store.keys import RunRecord, RunStatus
+from fflab.store.keys import RunRecord, RunStatus, rewind_event
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
 from worker.provenance import collect_provenance
@@ -180,11 +181,13 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
             state, dataset=dataset, device=train_config.device, log_every=settings.metrics_every_steps
         )
         # The dead attempt's records after the checkpoint would repeat steps: drop them.
-        attempts.discard_metrics_after(run_id, checkpoint.stream_id if checkpoint else None)
+        dropped = attempts.discard_metrics_after(run_id, checkpoint.stream_id if checkpoint else None)
         log.info("run %s: resuming at step %d (epoch %d)", run_id, trainer.step, trainer.epoch)
     else:
         trainer = Trainer(train_config, dataset=dataset, log_every=settings.metrics_every_steps)
-        attempts.discard_metrics_after(run_id, None)  # a first attempt that died before checkpointing
+        dropped = attempts.discard_metrics_after(run_id, None)  # an attempt that died before checkpointing
+    if dropped:  # live viewers received them already: tell them where training starts again
+        attempts.publish_progress(run_id, name, [rewind_event(trainer.step, trainer.epoch, time.time())])
 
     monitor = RunMonitor(attempts, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
     attempts.publish_progress(

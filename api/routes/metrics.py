@@ -127,7 +127,7 @@ def read_metrics(
         int, Query(ge=1, le=10_000, description="Most records to read (without max_points).")
     ] = 1000,
     kind: Annotated[
-        Literal["train", "eval", "status"] | None, Query(description="Only records of this kind.")
+        Literal["train", "eval", "status", "rewind"] | None, Query(description="Only records of this kind.")
     ] = None,
     max_points: Annotated[
         int | None,
@@ -170,7 +170,7 @@ def export_metrics_csv(
     run_id: RunId,
     store: StoreDep,
     kind: Annotated[
-        Literal["train", "eval", "status"] | None,
+        Literal["train", "eval", "status", "rewind"] | None,
         Query(description="Only records of this kind (default: all, with a `kind` column)."),
     ] = None,
 ) -> Response:
@@ -214,8 +214,10 @@ async def stream_events(
 ) -> EventSourceResponse:
     """Every metric record after the cursor (from the start without one), then new ones as they are
     written: event `metric` for train and eval records, `status` for status changes, each with the
-    record as JSON data and its stream id as the event id. After the run finished and everything was
-    sent, an `end` event (data: the final status) closes the stream."""
+    record as JSON data and its stream id as the event id. Event `rewind` (data `{"kind": "rewind",
+    "step": N, "epoch": E, "at": T}`) says a resumed run dropped the records of a dead attempt that
+    came after step N: drop every train and eval record past step N received so far. After the run
+    finished and everything was sent, an `end` event (data: the final status) closes the stream."""
     record = await to_thread.run_sync(store.get_run, run_id)
     if record is None:
         raise run_not_found(run_id)
@@ -232,7 +234,7 @@ async def _events(store: RunStore, aclient, run_id: str, cursor: str) -> AsyncIt
     """
 
     def to_event(event_id: str, record: dict) -> ServerSentEvent:
-        kind = "status" if record.get("kind") == "status" else "metric"
+        kind = record.get("kind") if record.get("kind") in ("status", "rewind") else "metric"
         return ServerSentEvent(data=json.dumps(record), event=kind, id=event_id)
 
     try:

@@ -138,6 +138,7 @@ return 'requeued'
 
 
 DEFAULT_MAX_LOST = 3  # Settings.max_attempts
+HISTORY_KINDS = ("status", "rewind")  # records a resumed attempt keeps
 
 
 class LeaseLostError(RuntimeError):
@@ -212,8 +213,8 @@ class AttemptStore:
         """Delete the train and eval records after `stream_id` (all of them for None).
 
         A resumed attempt starts from its checkpoint; the dead attempt's records past it would
-        otherwise repeat steps. Status records stay: they are the run's history. Returns how many
-        records were deleted.
+        otherwise repeat steps. Status and rewind records stay: they are the run's history. Returns
+        how many records were deleted.
         """
         start = "-" if stream_id is None else f"({stream_id}"
         deleted = 0
@@ -221,7 +222,7 @@ class AttemptStore:
             entries = self.redis.xrange(metrics_key(run_id), min=start, max="+", count=1000)
             if not entries:
                 return deleted
-            stale = [eid for eid, f in entries if json.loads(f[b"data"]).get("kind") != "status"]
+            stale = [eid for eid, f in entries if json.loads(f[b"data"]).get("kind") not in HISTORY_KINDS]
             if stale:
                 deleted += self.redis.xdel(metrics_key(run_id), *stale)
             start = f"({entries[-1][0].decode()}"

@@ -195,6 +195,13 @@ def status_event(
     return event
 
 
+def rewind_event(step: int, epoch: int, at: float) -> dict[str, Any]:
+    """The record a resumed attempt leaves in the run's metrics stream once it dropped the dead
+    attempt's records past its checkpoint: viewers that already received those drop every train and
+    eval record after `step` (where training starts again), so that curves never fold back."""
+    return {"kind": "rewind", "step": step, "epoch": epoch, "at": at}
+
+
 # Hash fields that are not plain strings; an empty string stands for None.
 _INT_FIELDS = {"epoch", "step", "total_steps", "attempts", "lost_workers", "setting"}
 _FLOAT_FIELDS = {

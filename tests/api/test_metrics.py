@@ -135,7 +135,7 @@ def test_the_csv_export_filters_by_kind_and_refuses_unknown_runs(client: TestCli
         ({"after": "99999999999999999999999-0"}, "is not a cursor"),
         ({"limit": 0}, "limit: Input should be greater than or equal to 1"),
         ({"max_points": 1}, "max_points: Input should be greater than or equal to 2"),
-        ({"kind": "loss"}, "kind: Input should be 'train', 'eval' or 'status'"),
+        ({"kind": "loss"}, "kind: Input should be 'train', 'eval', 'status' or 'rewind'"),
     ],
 )
 def test_bad_parameters_get_422(client: TestClient, seeded_run: str, params: dict, message: str) -> None:

@@ -115,3 +115,51 @@ def test_a_quick_run_trains_streams_its_metrics_and_reads_mnist_digits(
     assert answer.status_code == 200
     assert answer.json()["scan_label"] == labels[0]
     assert answer.json()["model_step"] == record.step
+
+
+def test_a_live_consumer_following_a_run_through_a_worker_sigkill_sees_steps_only_increase(
+    api_server: RunningApi, redis_url: str, mnist_dir: str, store: TestStore
+) -> None:
+    """The dead attempt's records past its checkpoint reach the consumer before the worker dies; the
+    resumed attempt sends a rewind to the checkpoint's step, and dropping what came after it (as the
+    dashboard and the README's example do) leaves one increasing series."""
+    timings = {"lease_ttl_s": 3, "heartbeat_interval_s": 0.5, "metrics_every_steps": 5}
+    # One wide layer and big batches: 20 steps an epoch, each epoch a few seconds.
+    overrides = {"hidden": [1000], "scan_layers": [0], "head_layers": [0], "batch_size": 2500, "epochs": 3}
+    received: list[tuple[str, dict]] = []
+    with start_worker(redis_url, mnist_dir, **timings) as victim:
+        body = {"preset": "quick", "overrides": overrides}
+        run_id = httpx.post(f"{api_server.base_url}/runs", json=body, timeout=30).json()["id"]
+
+        def follow() -> None:
+            with httpx.stream("GET", f"{api_server.base_url}/runs/{run_id}/events", timeout=300) as stream:
+                for event in read_events(stream):
+                    received.append((event["event"], json.loads(event["data"])))
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+
+        def streamed_past_a_checkpoint():
+            checkpoint = store.load_checkpoint(run_id)
+            steps = [r["step"] for e, r in list(received) if e == "metric" and r["kind"] == "train"]
+            return checkpoint if checkpoint and steps and steps[-1] > checkpoint.step else None
+
+        checkpoint = wait_for(
+            streamed_past_a_checkpoint, 120, "the consumer to see steps past a checkpoint", interval_s=0.05
+        )
+        victim.kill()
+    with start_worker(redis_url, mnist_dir, **timings):
+        follower.join(timeout=180)
+    assert not follower.is_alive() and received[-1][0] == "end" and received[-1][1]["status"] == "succeeded"
+
+    rewinds = [r for e, r in received if e == "rewind"]
+    assert [r["step"] for r in rewinds] == [checkpoint.step]
+    raw = [r["step"] for e, r in received if e == "metric" and r["kind"] == "train"]
+    assert len(set(raw)) < len(raw), "steps the dead attempt sent past its checkpoint came again"
+    kept: list[dict] = []
+    for event, record in received:
+        if event == "rewind":
+            kept = [r for r in kept if r["step"] <= record["step"]]
+        elif event == "metric" and record["kind"] == "train":
+            kept.append(record)
+    assert [r["step"] for r in kept] == list(range(5, 61, 5))

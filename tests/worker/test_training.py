@@ -110,7 +110,9 @@ def test_a_killed_attempt_is_resumed_from_its_checkpoint_exactly(store, make_con
     # Steps 10 and 12 of the dead attempt are gone; the series continues from the checkpoint.
     assert train_steps(records) == list(range(2, 25, 2))
     resumed_at = max(i for i, r in enumerate(records) if r.get("status") == "running")
-    assert records[resumed_at + 1]["step"] == 10
+    # It tells live viewers, who saw steps 10 and 12 already, where training starts again.
+    assert records[resumed_at + 1] | {"at": 0} == {"kind": "rewind", "step": 8, "epoch": 1, "at": 0}
+    assert records[resumed_at + 2]["step"] == 10
     assert [r["step"] for r in records if r["kind"] == "eval"] == [8, 16, 24, 24]
 
     # Exact resume: the same weights as a run that was never interrupted.

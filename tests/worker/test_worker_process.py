@@ -199,7 +199,13 @@ def test_a_killed_worker_loses_no_run(redis_url, mnist_dir):
     assert steps == list(range(METRICS_EVERY, 81, METRICS_EVERY))
     resumed = max(i for i, r in enumerate(records) if r.get("status") == "running")
     assert records[resumed]["attempt"] == 2
-    assert records[resumed + 1]["step"] == checkpoint.step + METRICS_EVERY  # from the checkpoint, not 0
+    assert records[resumed + 1] | {"at": 0} == {
+        "kind": "rewind",
+        "step": checkpoint.step,
+        "epoch": checkpoint.epoch,
+        "at": 0,
+    }  # what live viewers drop the dead attempt's records by
+    assert records[resumed + 2]["step"] == checkpoint.step + METRICS_EVERY  # from the checkpoint, not 0
     assert [r["step"] for r in records if r["kind"] == "eval"] == [20, 40, 60, 80, 80]
 
 
