@@ -13,6 +13,7 @@ from ffcore.cli import build_parser
 from ffcore.experiment import ExperimentSpec
 from ffcore.experiment_table import ERRORS
 from ffcore.sweep import run_sweep
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -207,6 +208,16 @@ def test_the_cli_runs_a_spec_and_writes_the_table(mnist_dir, tmp_path):
     assert row["runs"] == row["succeeded"] == "2"
     stat = setting["stats"]["val_error_scan"]
     assert f"val_error_scan {stat['mean']:.4f} ± {stat['std']:.4f} over 2 seeds" in result.stdout
+
+    # scripts/sweep_result.py packages the folder for docs/results: the table and every run's curve.
+    packaged = tmp_path / "result.json"
+    script = [sys.executable, str(REPO / "scripts" / "sweep_result.py"), str(out), str(packaged)]
+    script += ["--command", "c", "--commit", "x"]
+    assert subprocess.run(script, capture_output=True, timeout=60).returncode == 0
+    result = json.loads(packaged.read_text())
+    assert (result["command"], result["commit"], result["table"]) == ("c", "x", table)
+    assert sorted(result["evaluations"]) == ["000-seed0", "000-seed1"]
+    assert [r["split"] for r in result["evaluations"]["000-seed0"]] == ["val", "test"]
 
     # The same --out again: refused without --resume; with it, the finished runs are read back.
     again = ["sweep", str(path), "--data-dir", mnist_dir, "--device", "cpu", "--out", str(out)]
