@@ -277,7 +277,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweep.prepare_out(spec, Path(args.out), args.resume)
     except ValueError as error:
         raise CliError(str(error)) from error
-    return sweep.cmd_sweep(spec, args)
+    try:
+        return sweep.cmd_sweep(spec, args)
+    except sweep.ResumeMismatch as error:
+        raise CliError(str(error)) from error
 
 
 def _load(path: str, loader):

@@ -99,10 +99,14 @@ class ParamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     values: list[Any] | None = Field(None, min_length=1, description="The values to try.")
-    low: float | None = Field(None, description="Smallest value of a range (numeric settings only).")
-    high: float | None = Field(None, description="Largest value of a range.")
+    low: float | None = Field(
+        None, allow_inf_nan=False, description="Smallest value of a range (numeric settings only)."
+    )
+    high: float | None = Field(None, allow_inf_nan=False, description="Largest value of a range.")
     log: bool = Field(False, description="Sample the range on a log scale (low must be > 0).")
-    step: float | None = Field(None, gt=0, description="Sample the range in steps of this size.")
+    step: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Sample the range in steps of this size."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ParamSpec:
@@ -214,6 +218,8 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(
                     f"max_trials: the grid has {self.grid_size()} settings, more than {self.max_trials}"
                 )
+            # Before the grid is built: a few values of a few params make billions of settings.
+            check_limits(self, max_trials=(info.context or {}).get("max_trials", MAX_TRIALS))
             for setting in self.grid():
                 self._check_setting(base, setting, "params")
         else:
@@ -258,7 +264,7 @@ class ExperimentSpec(BaseModel):
             raise ValueError(f"{where}: give a value for each of {names}, got {list(setting)}")
         for name, value in setting.items():
             param = self.params[name]
-            if not param.is_range and value not in (param.values or []):
+            if not param.is_range and _json(value) not in {_json(v) for v in param.values or []}:
                 raise ValueError(f"{where}.{name}: {value!r} is not one of the listed values {param.values}")
             if param.is_range and not (
                 isinstance(value, int | float) and param.low <= value <= param.high  # type: ignore[operator]
@@ -327,3 +333,8 @@ def describe_spec_error(error: ValidationError) -> str:
         else:
             lines.append(f"{where or 'config'}: {item['msg']}")
     return "; ".join(lines)
+
+
+def _json(value: Any) -> str:
+    """A value as JSON text: how listed values are told apart (1, 1.0 and true are three values)."""
+    return json.dumps(value, sort_keys=True)

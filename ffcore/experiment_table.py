@@ -68,6 +68,7 @@ class SettingResult(BaseModel):
         "run failed; 'cancelled': its experiment was cancelled first."
     )
     runs: list[RunOutcome] = []
+    error: str | None = Field(None, description="Why a setting failed without a run (RunConfig refused it).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

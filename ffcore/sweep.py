@@ -46,10 +46,15 @@ TABLE_CSV = "table.csv"
 SPEC_FILE = "spec.json"
 RUNS_DIR = "runs"  # one folder per run: runs/<setting index>-seed<seed>/
 OUTCOME_FILE = "outcome.json"
+SETTING_FILE = "setting.json"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.safetensors"
 
 RunEndCallback = Callable[[ExperimentTable, SettingResult, RunOutcome], None]
+
+
+class ResumeMismatch(ValueError):
+    """The sweep folder being resumed holds runs of other settings than this sweep draws."""
 
 
 class _SettingFailed(Exception):
@@ -202,8 +207,7 @@ def _outcome(result: SettingResult, spec: ExperimentSpec) -> float:
     if result.status == "failed":
         raise _SettingFailed(next(r.error for r in result.runs if r.status == "failed"))
     mean = result.stats[spec.objective].mean
-    assert mean is not None
-    return mean
+    return 0.0 if mean is None else mean  # a seed group on all 60k: no validation error to rank by
 
 
 def _train(
@@ -243,6 +247,8 @@ def _train(
 
     try:
         config = spec.run_config(setting, seed, **updates)
+        if folder is not None:
+            _check_folder_setting(folder, setting)
         if folder is not None and (folder / OUTCOME_FILE).is_file():
             replay(_read_records(folder / METRICS_FILE))
             return RunOutcome.model_validate_json((folder / OUTCOME_FILE).read_text())
@@ -272,7 +278,7 @@ def _train(
         finally:
             if metrics_file is not None:
                 metrics_file.close()
-    except DataError:  # no data, no sweep: the caller says so (the CLI: one line, exit status 2)
+    except (DataError, ResumeMismatch):  # no data, or the wrong folder: the caller says so
         raise
     except Exception as error:  # one bad run must not end the sweep; the table says what happened
         log.exception("setting %s, seed %d failed", setting, seed)
@@ -290,6 +296,23 @@ def _train(
         write_atomically(folder / OUTCOME_FILE, (outcome.model_dump_json(indent=2) + "\n").encode())
         (folder / STATE_FILE).unlink(missing_ok=True)  # finished: its outcome and metrics are what stays
     return outcome
+
+
+def _check_folder_setting(folder: Path, setting: dict[str, Any]) -> None:
+    """Record the run's setting in its folder, or check that the folder holds this setting's run: a
+    resumed sweep whose sampler draws differently (a run that failed before succeeded this time, and
+    TPE moved on) must not credit one setting's results to another."""
+    path = folder / SETTING_FILE
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if json.dumps(found, sort_keys=True) != json.dumps(setting, sort_keys=True):
+            raise ResumeMismatch(
+                f"{folder} holds a run of {found}, but the resumed sweep draws {setting} there: it no "
+                "longer follows the interrupted one; start it afresh with another --out"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(setting, sort_keys=True) + "\n")
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
@@ -331,7 +354,11 @@ def prepare_out(spec: ExperimentSpec, out: Path, resume: bool) -> None:
             raise ValueError(
                 f"{out} already holds a sweep; pass --resume to continue it, or choose another --out"
             )
-        if ExperimentSpec.model_validate_json(saved.read_text()) != spec:
+        try:
+            previous = ExperimentSpec.model_validate_json(saved.read_text())
+        except ValidationError:
+            raise ValueError(f"{saved} is not a valid spec; choose another --out") from None
+        if previous != spec:
             raise ValueError(f"{out} holds a sweep of another spec ({saved}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(spec.model_dump_json(indent=2) + "\n")

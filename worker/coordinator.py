@@ -42,6 +42,10 @@ from fflab.study import load_study
 log = logging.getLogger(__name__)
 
 MAX_NOTE = 500
+# A pass holds the experiment's lock this long at most; it asks at most MAX_ASKS_PER_PASS trials (a
+# small search space draws many duplicates, which take no place), so it ends well within it.
+LOCK_TTL_S = 300.0
+MAX_ASKS_PER_PASS = 50
 
 
 class Coordinator:
@@ -54,14 +58,18 @@ class Coordinator:
         self.redis_url = redis_url
 
     def advance_all(self) -> None:
-        """Advance every running experiment (the heartbeat's part)."""
+        """Advance every running experiment (the heartbeat's part); one that fails does not hold up
+        the others."""
         for experiment_id in self.experiments.running_ids():
-            self.advance(experiment_id)
+            try:
+                self.advance(experiment_id)
+            except Exception:
+                log.exception("experiment %s: advancing it failed; trying again later", experiment_id)
 
     def advance(self, experiment_id: str) -> None:
         """Move the experiment on as far as it can go now; a no-op when another process is at it."""
         try:
-            with self.experiments.lock(experiment_id):
+            with self.experiments.lock(experiment_id, ttl_s=LOCK_TTL_S):
                 _Pass(self, experiment_id).run()
         except ExperimentLocked:
             log.debug("experiment %s: another coordinator is advancing it", experiment_id)
@@ -101,9 +109,16 @@ class _Pass:
                     break
                 self.launch(setting, result.params, seed)
                 free -= 1
-        while free > 0 and len(entries) < spec.planned_trials():
+        asks = 0
+        while free > 0 and len(entries) < spec.planned_trials() and asks < MAX_ASKS_PER_PASS:
             entry, new = self.ask(entries, table)
             entries.append(entry)
+            asks += 1
+            if entry.error is not None:  # RunConfig refuses the setting: failed, and the study knows
+                table.settings.append(
+                    SettingResult(trial=entry.number, params=entry.params, status="failed", error=entry.error)
+                )
+                continue
             if not new:
                 continue
             table.settings.append(SettingResult(trial=entry.number, params=entry.params, status="running"))
@@ -151,18 +166,36 @@ class _Pass:
         known = {e.number for e in entries}
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         orphans = [t for t in running if t.number not in known]
+        number, params, error = None, {}, None
         if orphans:
-            trial = orphans[0]
-            params = decode_params(spec, trial.params)
+            number = orphans[0].number
+            params = decode_params(spec, orphans[0].params)
+            if set(params) != set(spec.params):  # it died half-way through suggesting
+                error = "its setting was never completely drawn (a coordinator died while drawing it)"
         else:
             live = study.ask()
-            trial = live
-            params = suggest_setting(spec, live)
+            number = live.number
+            try:
+                params = suggest_setting(spec, live)
+            except Exception as exc:  # Optuna refused a value: the trial fails, the experiment goes on
+                error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            try:
+                spec.run_config(params, spec.seeds[0])
+            except ValueError as exc:  # ValidationError too: a random combination RunConfig refuses
+                error = f"RunConfig refuses {params}: {exc}".splitlines()[0]
         by_params = {_key(s.params): i for i, s in enumerate(table.settings)}
-        setting = by_params.get(_key(params), len(table.settings))
-        entry = TrialEntry(number=trial.number, setting=setting, params=params)
+        setting = (
+            len(table.settings) if error is not None else by_params.get(_key(params), len(table.settings))
+        )
+        entry = TrialEntry(number=number, setting=setting, params=params, error=error)
+        if error is not None:
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            entry.told = True
         self.c.experiments.save_trial(self.id, entry)
-        log.info("experiment %s: trial %d draws setting %d %s", self.id, trial.number, setting, params)
+        log.info(
+            "experiment %s: trial %d draws setting %d %s %s", self.id, number, setting, params, error or ""
+        )
         return entry, setting == len(table.settings)
 
     def launch(self, setting: int, params: dict[str, Any], seed: int) -> None:
@@ -211,14 +244,17 @@ def _active(table: ExperimentTable) -> int:
 
 
 def _due_seeds(spec: Any, result: SettingResult) -> list[int]:
-    """The seeds of a running setting whose runs should be queued now."""
+    """The seeds of a running setting whose runs should be queued now. With pruning, the first seed
+    trains alone and the others follow once it succeeded unpruned; a seed group (nothing the pruner
+    could compare it with) and a spec without pruning queue all of them at once."""
     if result.status != "running":
         return []
     sent = {run.seed: run for run in result.runs}
     first = spec.seeds[0]
+    one_first = spec.prune and not spec.is_seed_group()
     if first not in sent:
-        return [first] if spec.prune else [s for s in spec.seeds if s not in sent]
-    if spec.prune and sent[first].status != "succeeded":
+        return [first] if one_first else [s for s in spec.seeds if s not in sent]
+    if one_first and sent[first].status != "succeeded":
         return []
     return [s for s in spec.seeds if s not in sent]
 

@@ -22,6 +22,7 @@ class Heartbeat(threading.Thread):
         self.context = context
         self.reaper = reaper
         self._stopped = threading.Event()
+        self._coordinating: threading.Thread | None = None
 
     def beat(self) -> None:
         context = self.context
@@ -32,9 +33,13 @@ class Heartbeat(threading.Thread):
         self.reaper.sweep()
         # A queued run's task can be lost; a run may wait this long for a worker before it is re-sent.
         self.reaper.resend_lost(min_age_s=context.settings.lease_ttl_s)
-        # Experiments move on when their runs end; this catches the ends whose worker died first.
-        if context.coordinator is not None:
-            context.coordinator.advance_all()
+        # Experiments move on when their runs end; this catches the ends whose worker died first. In a
+        # thread of its own: a slow pass (Optuna replaying a long study) must not delay the lease.
+        if context.coordinator is not None and not (self._coordinating and self._coordinating.is_alive()):
+            self._coordinating = threading.Thread(
+                target=context.coordinator.advance_all, name="fflab-coordinator", daemon=True
+            )
+            self._coordinating.start()
 
     def run(self) -> None:
         while True:

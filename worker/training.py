@@ -229,6 +229,10 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
         if not attempts.end_attempt(run_id, name, status, **position, **fields):
             raise LeaseLostError(f"run {run_id}: lease lost before it could be marked {status}")
 
+    if not result.stopped and pruning is not None and pruning.pruned and record.experiment is not None:
+        # Pruned at its last evaluation: the run is complete, but its setting's other seeds are not
+        # run (ffcore.sweep's rule); the experiment's table shows the setting pruned.
+        context.experiments.mark_pruned(record.experiment, run_id)  # type: ignore[union-attr]
     if not result.stopped:
         end_attempt(
             "succeeded", test_error_scan=result.test_error_scan, test_error_softmax=result.test_error_softmax

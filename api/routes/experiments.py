@@ -35,8 +35,9 @@ from api.schemas import (
 from ffcore.experiment import ExperimentSpec, check_limits
 from fflab.queue import enqueue_advance
 from fflab.settings import Settings
-from fflab.store.experiments import ExperimentStore, counts
+from fflab.store.experiments import ExperimentLocked, ExperimentStore, counts
 from fflab.store.keys import FINISHED, ExperimentRecord
+from fflab.store.runs import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,14 @@ def check_server_limits(spec: ExperimentSpec, settings: Settings) -> None:
         problems += [f"{where}: {setting}: {p}" for p in limit_problems(config, settings)]
     if problems:
         raise HTTPException(status_code=422, detail="; ".join(dict.fromkeys(problems)))
+
+
+def _all_run_ids(experiments: ExperimentStore, store: RunStore, experiment_id: str) -> list[str]:
+    """Its runs: those its coordinator recorded, and any it made without recording them (it died
+    between sending a run's task and recording it)."""
+    recorded = list(experiments.run_ids(experiment_id).values())
+    made = [r.id for r in store.list_runs(experiment=experiment_id, limit=100_000)[0]]
+    return list(dict.fromkeys(recorded + made))
 
 
 def summary_fields(experiments: ExperimentStore, record: ExperimentRecord) -> dict:
@@ -188,7 +197,7 @@ def cancel_experiment(
         raise experiment_not_found(experiment_id)
     if before in ("succeeded", "failed"):
         raise HTTPException(status_code=409, detail=f"experiment {experiment_id!r} already {before}")
-    for run_id in experiments.run_ids(experiment_id).values():
+    for run_id in _all_run_ids(experiments, store, experiment_id):
         if store.cancel_run(run_id) == "queued":
             try:
                 celery.control.revoke(run_id)
@@ -221,18 +230,26 @@ def delete_experiment(
             detail=f"experiment {experiment_id!r} is running; cancel it first "
             f"(POST /api/v1/experiments/{experiment_id}/cancel)",
         )
-    run_ids = list(experiments.run_ids(experiment_id).values())
-    runs = [store.get_run(i) for i in run_ids]
-    unfinished = [r.id for r in runs if r is not None and r.status not in FINISHED]
-    if unfinished:
-        raise HTTPException(
-            status_code=409,
-            detail=f"{len(unfinished)} of its runs are still stopping ({', '.join(unfinished[:5])}); "
-            "try again in a few seconds",
-        )
-    experiments.delete(experiment_id)
-    for run_id in run_ids:
-        store.delete_run(run_id)
-        model_cache.invalidate(run_id)
+    busy = HTTPException(
+        status_code=409, detail=f"experiment {experiment_id!r} is being advanced; try again in a few seconds"
+    )
+    try:
+        # Under the coordinator's lock: a pass that started before the cancel must not write after this.
+        with experiments.lock(experiment_id, ttl_s=60):
+            run_ids = _all_run_ids(experiments, store, experiment_id)
+            runs = [store.get_run(i) for i in run_ids]
+            unfinished = [r.id for r in runs if r is not None and r.status not in FINISHED]
+            if unfinished:
+                raise HTTPException(
+                    status_code=409,
+                    detail=f"{len(unfinished)} of its runs are still stopping ({', '.join(unfinished[:5])}); "
+                    "try again in a few seconds",
+                )
+            experiments.delete(experiment_id)
+            for run_id in run_ids:
+                store.delete_run(run_id)
+                model_cache.invalidate(run_id)
+    except ExperimentLocked:
+        raise busy from None
     log.info("deleted experiment %s and its %d runs", experiment_id, len(run_ids))
     return Response(status_code=204)

@@ -175,7 +175,9 @@ class ExperimentStore:
         spec = record.spec
         settings: dict[int, dict[str, Any]] = {}
         for entry in self.trials(record.id):
-            settings.setdefault(entry.setting, {"trial": entry.number, "params": entry.params})
+            settings.setdefault(
+                entry.setting, {"trial": entry.number, "params": entry.params, "error": entry.error}
+            )
         run_ids = self.run_ids(record.id)
         pruned = {m.decode() for m in self.redis.smembers(experiment_pruned_key(record.id))}
         ordered = sorted(run_ids.items())
@@ -183,12 +185,20 @@ class ExperimentStore:
         for _, run_id in ordered:
             pipe.hmget(run_key(run_id), *_RUN_FIELDS)
         runs: dict[int, list[RunOutcome]] = {}
+        pruned_settings = set()
         for ((setting, seed), run_id), values in zip(ordered, pipe.execute(), strict=True):
             runs.setdefault(setting, []).append(_outcome(seed, run_id, values, run_id in pruned))
+            if run_id in pruned:
+                pruned_settings.add(setting)
         table = ExperimentTable(spec=spec)
         for index in sorted(settings):
             setting_runs = sorted(runs.get(index, []), key=lambda r: spec.seeds.index(r.seed))
-            status = setting_status(spec, setting_runs, record.status == "cancelled")
+            if settings[index]["error"] is not None:
+                status: SettingStatus = "failed"
+            elif index in pruned_settings:  # its first seed was pruned (stopped early, or at its end)
+                status = "pruned"
+            else:
+                status = setting_status(spec, setting_runs, record.status == "cancelled")
             table.settings.append(SettingResult(**settings[index], status=status, runs=setting_runs))
         return table
 

@@ -299,6 +299,7 @@ class TrialEntry(BaseModel):
     setting: int = Field(description="Index of its setting in the table; a setting drawn again shares it.")
     params: dict[str, Any]
     told: bool = Field(False, description="Whether the study has been told the trial's outcome.")
+    error: str | None = Field(None, description="Why its setting cannot be trained (it then has no runs).")
 
 
 def encode_experiment(record: ExperimentRecord) -> dict[str, str]:

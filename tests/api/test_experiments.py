@@ -81,6 +81,26 @@ def test_a_submitted_experiment_is_recorded_and_handed_to_the_workers(client, ce
             "base: validation='none' leaves no validation set",
         ),
         (
+            {
+                "base": BASE,
+                "params": {"epochs": {"values": [1, 2]}},
+                "search": "random",
+                "max_trials": 2,
+                "start_with": [{"epochs": 1.0}],
+            },
+            "start_with[0].epochs: 1.0 is not one of the listed values [1, 2]",
+        ),
+        (
+            {
+                "base": BASE,
+                "params": {
+                    n: {"values": [1e-3 * i for i in range(1, 60)]}
+                    for n in ("lr", "head_lr", "momentum", "weight_decay", "head_weight_decay")
+                },
+            },
+            "params: the grid has 714924299 settings; at most 1000 allowed",
+        ),
+        (
             {"base": BASE, "params": LR, "max_parallel": 0},
             "max_parallel: Input should be greater than or equal to 1",
         ),
@@ -122,6 +142,9 @@ def test_cancel_stops_its_runs_and_delete_waits_for_them(client, celery, redis_u
     assert answer.status_code == 409 and "still stopping (bbbbbbbbbbbb)" in answer.json()["detail"]
 
     store.set_status(running.id, "cancelled")
+    with store.experiments.lock(experiment_id):  # a coordinator's pass that began before the cancel
+        answer = client.delete(f"/experiments/{experiment_id}")
+        assert answer.status_code == 409 and "is being advanced" in answer.json()["detail"]
     assert client.delete(f"/experiments/{experiment_id}").status_code == 204
     assert store.get_run(queued.id) is None and store.get_run(running.id) is None
     assert client.get(f"/experiments/{experiment_id}").status_code == 404
@@ -130,3 +153,23 @@ def test_cancel_stops_its_runs_and_delete_waits_for_them(client, celery, redis_u
 
 def store_config() -> RunConfig:
     return RunConfig.from_preset("quick", epochs=2)
+
+
+def test_cancel_and_delete_also_reach_a_run_the_coordinator_made_but_never_recorded(client, redis_url):
+    # The coordinator sent this run's task and died before recording it in the experiment.
+    store = TestStore.from_url(redis_url)
+    experiment_id = client.post("/experiments", json={"base": BASE, "params": LR}).json()["id"]
+    unrecorded = store.runs.create_run(
+        store_config(), run_id="cccccccccccc", experiment=experiment_id, setting=0
+    )
+    client.post(f"/experiments/{experiment_id}/cancel")
+    assert store.get_run(unrecorded.id).status == "cancelled"
+    assert client.delete(f"/experiments/{experiment_id}").status_code == 204
+    assert store.get_run(unrecorded.id) is None
+
+
+def test_an_infinite_range_gets_a_422_not_a_500(client):
+    body = '{"search": "random", "max_trials": 2, "params": {"epochs": {"low": 1, "high": 1e400}}}'
+    answer = client.post("/experiments", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "params.epochs.high: Input should be a finite number"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ffcore import Trainer, sweep
+from ffcore import Dataset, Trainer, sweep
 from ffcore.cli import build_parser
 from ffcore.experiment import ExperimentSpec
 from ffcore.experiment_table import ERRORS
@@ -241,3 +241,28 @@ def test_sweep_help_names_its_options(capsys):
     options = ("SPEC.json", "--data-dir", "--device", "--out", "--resume", "--threads", "table.json")
     for option in (*options, "max_parallel"):
         assert option in text
+
+
+def test_a_seed_group_without_a_validation_set_ranks_nothing_and_reports_its_test_errors(mnist_slice):
+    on_all = Dataset(mnist_slice.name, mnist_slice.train, None, mnist_slice.test)
+    spec = ExperimentSpec.model_validate(
+        {
+            "base": {"preset": "quick", "overrides": TINY | {"validation": "none"}},
+            "params": {"lr": {"values": [3e-3]}},
+            "seeds": [0, 1],
+        }
+    )
+    table = run_sweep(spec, dataset=on_all, device="cpu")
+    [group] = table.settings
+    assert group.status == "succeeded" and group.stats["val_error_scan"].mean is None
+    assert group.stats["test_error_scan"].n == 2 and table.best is None
+
+
+def test_a_resumed_sweep_that_draws_other_settings_is_refused(mnist_slice, tmp_path):
+    spec = tiny_spec(params={"lr": {"values": [3e-3, 1e-2]}}, seeds=[0], prune=False)
+    out = tmp_path / "sweep"
+    run_sweep(spec, dataset=mnist_slice, device="cpu", out=out)
+    # As if the interrupted sweep had drawn another setting first.
+    (out / "runs" / "000-seed0" / sweep.SETTING_FILE).write_text('{"lr": 0.5}\n')
+    with pytest.raises(sweep.ResumeMismatch, match="holds a run of {'lr': 0.5}"):
+        run_sweep(spec, dataset=mnist_slice, device="cpu", out=out)

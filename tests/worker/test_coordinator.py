@@ -173,3 +173,66 @@ def test_a_grid_advanced_one_trial_at_a_time_draws_every_point_once(store, coord
     drawn = [store.get_run(r).config.lr for r in sent]
     assert sorted(drawn) == [1e-3, 2e-3, 3e-3, 4e-3]
     assert store.experiments.get(experiment.id).status == "succeeded"
+
+
+def test_a_drawn_setting_runconfig_refuses_fails_alone_and_the_experiment_goes_on(store, coordinator, sent):
+    # One layer cannot be scanned at layer 1: two of the four combinations are refused by RunConfig.
+    spec = ExperimentSpec.model_validate(
+        {
+            "base": {
+                "preset": "quick",
+                "overrides": {"hidden": [32, 32], "scan_layers": [0], "head_layers": [0], "epochs": 2},
+            },
+            "search": "random",
+            "params": {"hidden": {"values": [[32], [32, 32]]}, "scan_layers": {"values": [[0], [1]]}},
+            "seeds": [0],
+            "max_trials": 8,
+            "max_parallel": 8,
+        }
+    )
+    experiment = store.experiments.create(spec)
+    coordinator.advance(experiment.id)
+    for run_id in sent:
+        finish(store, run_id, 0.2)
+    coordinator.advance(experiment.id)
+
+    record = store.experiments.get(experiment.id)
+    table = store.experiments.table(record)
+    refused = [s for s in table.settings if s.status == "failed"]
+    assert refused and all(s.params == {"hidden": [32], "scan_layers": [1]} and not s.runs for s in refused)
+    assert all("RunConfig refuses" in s.error for s in refused)
+    assert {s.status for s in table.settings} == {"failed", "succeeded"} and record.status == "succeeded"
+    states = {t.state.name for t in load_study(coordinator.redis_url, experiment.id, spec).trials}
+    assert states == {"FAIL", "COMPLETE"} and len(store.experiments.trials(experiment.id)) == 8
+
+
+def test_an_orphaned_trial_drawn_half_way_fails_instead_of_training_the_base(store, coordinator, sent):
+    spec = make_spec(search="random", max_trials=2, params={"lr": {"low": 1e-4, "high": 1e-2}}, seeds=[0])
+    experiment = store.experiments.create(spec)
+    load_study(coordinator.redis_url, experiment.id, spec).ask()  # died before suggesting anything
+    coordinator.advance(experiment.id)
+    first, second = store.experiments.trials(experiment.id)
+    assert first.error and first.params == {} and first.told
+    assert second.error is None and [store.get_run(r).config.lr for r in sent] == [second.params["lr"]]
+
+
+def test_a_seed_group_queues_all_its_seeds_at_once(store, coordinator, sent):
+    experiment = store.experiments.create(make_spec(params={"lr": {"values": [1e-3]}}, max_parallel=3))
+    coordinator.advance(experiment.id)
+    assert sorted(store.get_run(r).config.seed for r in sent) == [0, 1, 2]
+
+
+def test_a_first_seed_pruned_at_its_last_evaluation_ends_its_setting(store, coordinator, sent):
+    spec = make_spec(seeds=[0, 1], max_parallel=2)
+    experiment = store.experiments.create(spec)
+    coordinator.advance(experiment.id)
+    completed_but_pruned = sent[0]
+    finish(store, completed_but_pruned, 0.5)  # it trained to its end ...
+    store.experiments.mark_pruned(experiment.id, completed_but_pruned)  # ... where the pruner said stop
+    coordinator.advance(experiment.id)
+    table = store.experiments.table(store.experiments.get(experiment.id))
+    pruned = table.settings[store.get_run(completed_but_pruned).setting]
+    assert pruned.status == "pruned" and [r.status for r in pruned.runs] == ["succeeded"]
+    assert completed_but_pruned not in sent[2:] and all(
+        store.get_run(r).setting != pruned.trial for r in sent[2:]
+    )
