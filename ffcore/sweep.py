@@ -184,7 +184,7 @@ def run_sweep(
                 break
         if result.status == "succeeded":
             stat = result.stats[spec.objective]
-            log.info("trial %d: %s %.4f ± %s", trial.number, spec.objective, stat.mean, _fmt(stat.std))
+            log.info("trial %d: %s %s ± %s", trial.number, spec.objective, _fmt(stat.mean), _fmt(stat.std))
         else:
             log.info("trial %d: %s", trial.number, result.status)
         return _outcome(result, spec)
