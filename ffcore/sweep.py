@@ -1,15 +1,13 @@
 """Run an ExperimentSpec locally: one Optuna trial per setting, its seeds trained one after another.
 
-The sampler follows the spec's `search`: GridSampler over the listed values, RandomSampler or
-TPESampler (seeded, so that a sweep is reproducible). Listed values reach Optuna as categorical
-choices of their JSON text, so that any value (a list of widths too) can be listed. A setting's
-value for Optuna is the mean over its seeds of the objective's last validation error.
+The sampler follows the spec's `search` (Grid, Random or TPE, seeded: a sweep is reproducible).
+Listed values reach Optuna as categorical choices of their JSON text, so any value can be listed.
+A setting's value for Optuna is the mean over its seeds of the objective's last validation error.
 
 Pruning (the rule the service follows too): the first seed's validation error at each evaluation
 is reported to Optuna's MedianPruner; when it says prune, that run stops, the setting's remaining
-seeds are not run and the setting stays in the table marked 'pruned'. A setting drawn again (random
-and tpe draw listed values with replacement) is not trained again: its trial takes the first
-outcome. `max_parallel` is the service's; a local sweep runs one run at a time.
+seeds are not run and the setting stays in the table marked 'pruned'. A setting drawn again is not
+trained again: its trial takes the first outcome. A local sweep runs one run at a time.
 """
 
 from __future__ import annotations
