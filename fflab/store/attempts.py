@@ -18,7 +18,6 @@ from pydantic import BaseModel
 
 from fflab.store.keys import (
     FINISHED,
-    RUNS_INDEX,
     Checkpoint,
     Provenance,
     RunRecord,
@@ -31,6 +30,7 @@ from fflab.store.keys import (
     lease_key,
     metrics_key,
     model_key,
+    read_all_runs,
     run_key,
     state_key,
     status_event,
@@ -314,22 +314,14 @@ class AttemptStore:
 
     def running_run_ids(self) -> list[str]:
         """Ids of the runs whose status is `running`."""
-        ids = [i.decode() for i in self.redis.zrange(RUNS_INDEX, 0, -1)]
-        pipe = self.redis.pipeline(transaction=False)
-        for run_id in ids:
-            pipe.hget(run_key(run_id), "status")
-        return [i for i, s in zip(ids, pipe.execute(), strict=True) if s == b"running"]
+        return [run_id for run_id, (status,) in read_all_runs(self.redis, "status") if status == b"running"]
 
     def queued_run_ids(self, older_than_s: float = 0.0) -> list[str]:
         """Ids of the runs `queued` since more than `older_than_s` seconds (by their last update)."""
-        ids = [i.decode() for i in self.redis.zrange(RUNS_INDEX, 0, -1)]
-        pipe = self.redis.pipeline(transaction=False)
-        for run_id in ids:
-            pipe.hmget(run_key(run_id), "status", "updated_at")
         cutoff = time.time() - older_than_s
         return [
             run_id
-            for run_id, (status, updated) in zip(ids, pipe.execute(), strict=True)
+            for run_id, (status, updated) in read_all_runs(self.redis, "status", "updated_at")
             if status == b"queued" and updated and float(updated) < cutoff
         ]
 

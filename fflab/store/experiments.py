@@ -95,18 +95,23 @@ class ExperimentStore:
         self, status: str | None = None, offset: int = 0, limit: int = 50
     ) -> tuple[list[ExperimentRecord], int]:
         """Experiments newest first (optionally only those with `status`), and how many matched."""
-        ids = [i.decode() for i in self.redis.zrevrange(EXPERIMENTS_INDEX, 0, -1)]
-        if status is not None:
-            pipe = self.redis.pipeline()
-            for experiment_id in ids:
-                pipe.hget(experiment_key(experiment_id), "status")
-            statuses = pipe.execute()
-            ids = [i for i, s in zip(ids, statuses, strict=True) if s is not None and s.decode() == status]
+        ids = self._ids(status)
         page = [self.get(i) for i in ids[offset : offset + limit]]
         return [r for r in page if r is not None], len(ids)
 
     def running_ids(self) -> list[str]:
-        return [r.id for r in self.list(status="running", limit=10_000)[0]]
+        """Ids of the running experiments: the heartbeat's question, answered without reading specs."""
+        return self._ids("running")
+
+    def _ids(self, status: str | None) -> list[str]:
+        """Experiment ids newest first, only those with `status` unless it is None."""
+        ids = [i.decode() for i in self.redis.zrevrange(EXPERIMENTS_INDEX, 0, -1)]
+        if status is None:
+            return ids
+        pipe = self.redis.pipeline(transaction=False)
+        for experiment_id in ids:
+            pipe.hget(experiment_key(experiment_id), "status")
+        return [i for i, s in zip(ids, pipe.execute(), strict=True) if s == status.encode()]
 
     def finish(self, experiment_id: str, status: ExperimentStatus, error: str | None = None) -> str | None:
         """End a running experiment with `status`; the status it had before (None: no such experiment).

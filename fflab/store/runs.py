@@ -30,6 +30,7 @@ from fflab.store.keys import (
     field_pairs,
     metrics_key,
     model_key,
+    read_all_runs,
     run_key,
     status_event,
 )
@@ -153,13 +154,9 @@ class RunStore:
             total = self.redis.zcard(RUNS_INDEX)
             ids = self.redis.zrevrange(RUNS_INDEX, offset, offset + limit - 1)
             return [r for r in (self.get_run(i.decode()) for i in ids) if r], total
-        # Filtering reads every record's status and tags; fine for thousands of runs.
-        ids = [i.decode() for i in self.redis.zrevrange(RUNS_INDEX, 0, -1)]
-        pipe = self.redis.pipeline()
-        for run_id in ids:
-            pipe.hmget(run_key(run_id), "status", "tags", "experiment")
         matching = []
-        for run_id, (run_status, tags, run_experiment) in zip(ids, pipe.execute(), strict=True):
+        rows = read_all_runs(self.redis, "status", "tags", "experiment", newest_first=True)
+        for run_id, (run_status, tags, run_experiment) in rows:
             if run_status is None or (status is not None and run_status.decode() != status):
                 continue
             if tag is not None and tag not in (json.loads(tags) if tags else []):
@@ -171,12 +168,8 @@ class RunStore:
         return [r for r in (self.get_run(i) for i in page) if r], len(matching)
 
     def count_runs(self, status: str) -> int:
-        """How many runs have `status` (reads every run's status: fine for thousands of runs)."""
-        ids = self.redis.zrange(RUNS_INDEX, 0, -1)
-        pipe = self.redis.pipeline(transaction=False)
-        for run_id in ids:
-            pipe.hget(run_key(run_id.decode()), "status")
-        return sum(s is not None and s.decode() == status for s in pipe.execute())
+        """How many runs have `status`."""
+        return sum(value == status.encode() for _, (value,) in read_all_runs(self.redis, "status"))
 
     def edit_run(
         self, run_id: str, tags: list[str] | None = None, note: str | None = None, clear_note: bool = False
