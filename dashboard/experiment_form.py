@@ -14,7 +14,7 @@ import streamlit as st
 from dashboard import experiment_spec, run_schema
 from dashboard.api_session import get_client, get_run_options, show_api_error
 from dashboard.client import ApiError
-from dashboard.run_form import FORM_PRESET
+from dashboard.run_form import preset_selectbox
 
 # Session keys this form sets for the page: the experiment it started, and what to say about it.
 STARTED_EXPERIMENT = "started_experiment"
@@ -51,13 +51,9 @@ def start_experiment_form() -> None:
     except ApiError as error:
         show_api_error(error, "load the run options")
         return
-    presets = list(options.presets)
-    first = FORM_PRESET if FORM_PRESET in presets else options.default_preset
-    preset = st.selectbox(
+    preset = preset_selectbox(
+        options,
         "Base preset",
-        presets,
-        index=presets.index(first) if first in presets else 0,
-        format_func=lambda name: run_schema.preset_summary(name, options.presets[name]),
         key="exp_preset",
         help="Every setting starts from this preset and the overrides below.",
     )

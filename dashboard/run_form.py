@@ -50,6 +50,20 @@ def choice_field(
     )
 
 
+def preset_selectbox(options: Any, label: str, key: str, help: str) -> str:
+    """A choice of the server's presets, each with its summary; FORM_PRESET preselected when it exists."""
+    presets = list(options.presets)
+    first = FORM_PRESET if FORM_PRESET in presets else options.default_preset
+    return st.selectbox(
+        label,
+        presets,
+        index=presets.index(first) if first in presets else 0,
+        format_func=lambda name: run_schema.preset_summary(name, options.presets[name]),
+        key=key,
+        help=help,
+    )
+
+
 def start_run_form() -> None:
     st.subheader("Start a run")
     try:
@@ -57,13 +71,9 @@ def start_run_form() -> None:
     except ApiError as error:
         show_api_error(error, "load the run options")
         return
-    presets = list(options.presets)
-    first = FORM_PRESET if FORM_PRESET in presets else options.default_preset
-    preset = st.selectbox(
+    preset = preset_selectbox(
+        options,
         "Preset",
-        presets,
-        index=presets.index(first) if first in presets else 0,
-        format_func=lambda name: run_schema.preset_summary(name, options.presets[name]),
         key="form_preset",
         help="A named recipe; the fields below start from its values and whatever you change is sent as "
         "overrides.",
