@@ -76,6 +76,22 @@ def test_procfile_and_compose_commands_in_the_readme_are_the_real_ones():
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
+def run_bash_example(example: str, stack, timeout_s: float) -> str:
+    """A bash example of the README, verbatim but for the API's address and the run's size, run against
+    the stack; its standard output."""
+    example = example.replace(README_API, stack.api_url)
+    assert README_RUN in example
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", example.replace(README_RUN, TINY_RUN)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert result.returncode == 0, result.stderr + stack.log()[-3000:]
+    return result.stdout
+
+
 def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
     """Both API examples, verbatim but for the API's address and the run's size, against the whole
     local stack."""
@@ -95,35 +111,14 @@ def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
         assert re.search(r"^epoch 1: val error \d+\.\d\d%$", out, flags=re.MULTILINE), out
         assert re.search(r"^label scan: \d - softmax head: \d$", out, flags=re.MULTILINE), out
 
-        curl_example = code_block("bash", "curl -sN").replace(README_API, stack.api_url)
-        assert README_RUN in curl_example
-        curl_example = curl_example.replace(README_RUN, TINY_RUN)
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", curl_example],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=200,
-        )
-        assert result.returncode == 0, result.stderr + stack.log()[-3000:]
-        out = result.stdout
+        out = run_bash_example(code_block("bash", "curl -sN"), stack, timeout_s=200)
         assert "event: metric" in out and "event: end" in out, out[-2000:]
         assert '"kind":"eval"' in out.replace(" ", ""), out[-2000:]
         assert re.search(r'"scan_label":\s*\d,', out), out[-2000:]
         assert re.search(r'"head_probs":\s*\[', out), out[-2000:]
 
-        experiment_example = code_block("bash", "/experiments").replace(README_API, stack.api_url)
-        assert README_RUN in experiment_example
-        experiment_example = experiment_example.replace(README_RUN, TINY_RUN)
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", experiment_example],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr + stack.log()[-3000:]
-        summary, table = result.stdout.split("trial,status,lr,")
+        out = run_bash_example(code_block("bash", "/experiments"), stack, timeout_s=300)
+        summary, table = out.split("trial,status,lr,")
         assert json.loads(summary)["status"] == "succeeded", summary
         assert json.loads(summary)["progress"]["runs_finished"] == 4, summary
         assert len(table.strip().splitlines()) == 3, table  # the header's rest and two settings
