@@ -52,21 +52,36 @@ deviation over seeds. When the server has an API key configured
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for `settings` (default: read from FF_* environment variables)."""
     settings = settings or get_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_keepalive=True,
+    )
     store = RunStore(client, metrics_maxlen=settings.metrics_maxlen)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(PREDICT_TORCH_THREADS)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-        # The asyncio client serves the event streams' blocking reads; it belongs to the server's loop.
-        # Its socket timeout must outlast a blocking XREAD (api.routes.metrics.EVENTS_BLOCK_MS).
+        # Asyncio clients belong to the server's loop. /predict's model lookups use one; the event
+        # streams' blocking reads have their own pool, sized to the stream cap, so that open streams can
+        # never take the connections other routes need. Socket timeouts must outlast a blocking XREAD
+        # (api.routes.metrics.EVENTS_BLOCK_MS).
         app.state.async_redis = redis.asyncio.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=5, socket_timeout=30
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=30, socket_keepalive=True
+        )
+        app.state.stream_redis = redis.asyncio.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            socket_keepalive=True,
+            max_connections=settings.max_streams,
         )
         try:
             yield
         finally:
+            await app.state.stream_redis.aclose()
             await app.state.async_redis.aclose()
             app.state.model_cache.close()
             client.close()

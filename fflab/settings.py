@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         None, description="When set, requests that change something need it in the X-API-Key header."
     )
+    read_key: str | None = Field(
+        None,
+        description="When set (with FF_API_KEY), reads need a key too: X-API-Key equal to this read-only "
+        "key or to FF_API_KEY. Unset: reads are open.",
+    )
 
     # Product limits on what a submitted run may ask for.
     max_layers: int = Field(8, ge=1, description="Most hidden layers a submitted run may have.")
@@ -96,6 +101,35 @@ class Settings(BaseSettings):
         "it can queue, delete and download runs. Only behind something else that guards it.",
     )
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest request body the API accepts.")
+    max_streams: int = Field(
+        200,
+        ge=1,
+        description="Most event streams (GET /runs/{id}/events) open at once; more are answered 503.",
+    )
+    max_streams_per_client: int = Field(
+        10, ge=1, description="Most event streams one client address may hold open; more are answered 429."
+    )
+    max_image_pixels: int = Field(
+        4_000_000,
+        ge=784,
+        description="Largest uploaded picture (width x height) /predict decodes; larger ones are "
+        "refused 422.",
+    )
+    max_concurrent_decodes: int = Field(
+        2, ge=1, description="Uploaded pictures decoded at once; the others wait their turn."
+    )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="When set, finished runs (and experiments) older than this many days are deleted "
+        "with all their data by the workers' reaper. Unset: nothing expires.",
+    )
+    redis_socket_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="How long any Redis command may take before the client gives up (a passing stall is "
+        "retried by the worker).",
+    )
     model_cache_size: int = Field(8, ge=1, description="Trained models the API keeps loaded.")
 
 

@@ -222,7 +222,7 @@ async def stream_events(
     if record is None:
         raise run_not_found(run_id)
     cursor = parse_cursor(last_event_id, "Last-Event-ID") or parse_cursor(after, "after") or "0-0"
-    aclient = request.app.state.async_redis
+    aclient = request.app.state.stream_redis
     return EventSourceResponse(_events(store, aclient, run_id, cursor), ping=15)
 
 
