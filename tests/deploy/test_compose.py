@@ -377,3 +377,30 @@ def test_ports_are_published_on_loopback_unless_deliberately_opened(tmp_path):
     assert [host for host, _, _ in published_ports(opened["api"])] == ["0.0.0.0"]
     # ... and then the API, told where it is published, refuses to start without a key.
     assert opened["api"]["environment"]["FF_PUBLISHED_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("files", [GPU_FILES, CPU_FILES], ids=["gpu", "cpu"])
+def test_every_container_is_hardened_and_memory_bounded(files, tmp_path):
+    services = compose_config(files, tmp_path)["services"]
+    for name, service in services.items():
+        if "gpu" in service.get("profiles", []) and files == CPU_FILES:
+            continue  # the GPU worker does not start in the CPU variant
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("read_only") is True, name
+        assert "/tmp" in service.get("tmpfs", []), name
+        assert service.get("mem_limit"), f"{name} has no memory limit"
+    # Redis runs as its image's user from the start: its entrypoint needs no capability to switch to it.
+    assert services["redis"]["user"] == "redis"
+    # Its memory limit leaves room above Redis's own --maxmemory cap.
+    command = services["redis"]["command"]
+    assert _bytes(services["redis"]["mem_limit"]) > _bytes(command[command.index("--maxmemory") + 1])
+
+
+def _bytes(size) -> int:
+    """A compose or Redis size ('3g', '2gb', 3221225472) in bytes."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"(\d+)([kmg])b?", str(size).lower())
+    assert match, size
+    return int(match[1]) * 1024 ** "kmg".index(match[2]) * 1024
