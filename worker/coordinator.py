@@ -17,9 +17,16 @@ it died). Under the experiment's lock it
 
 Crash safety: each step is recorded before the next depends on it, and each can be repeated. A
 trial the study handed out but that was never recorded is adopted from the study's running trials;
-a run's id is derived from (experiment, setting, seed), so creating it again finds it; its task is
-sent before the run is recorded as sent, and a second task for one run does nothing (claiming is
-idempotent). No trial is lost and none is trained twice.
+the spec's `start_with` settings are enqueued with Optuna's skip_if_exists, so a pass that died half
+way through enqueuing them is completed by the next; a run's id is derived from (experiment,
+setting, seed), so creating it again finds it; its task is sent before the run is recorded as sent,
+and a second task for one run does nothing (claiming is idempotent). No trial is lost and none is
+trained twice. A pass renews its lock before every write and stops when the lock was lost (it
+stalled past the lock's expiry and another coordinator took over), so two passes never interleave
+their writes.
+
+Bounds: a pass queues nothing while the service already has FF_MAX_QUEUED runs queued (the
+experiment waits for room, as a POST /runs would get 429), so experiments cannot flood the queue.
 """
 
 from __future__ import annotations
@@ -34,7 +41,13 @@ from optuna.trial import TrialState
 
 from ffcore.experiment_table import ExperimentTable, SettingResult
 from ffcore.sweep import decode_params, encode_setting, suggest_setting
-from fflab.store.experiments import ExperimentLocked, ExperimentStore, counts
+from fflab.store.experiments import (
+    ExperimentLease,
+    ExperimentLocked,
+    ExperimentLockLost,
+    ExperimentStore,
+    counts,
+)
 from fflab.store.keys import TrialEntry, experiment_run_id
 from fflab.store.runs import RunStore
 from fflab.study import load_study
@@ -50,12 +63,18 @@ MAX_ASKS_PER_PASS = 50
 
 class Coordinator:
     def __init__(
-        self, experiments: ExperimentStore, runs: RunStore, enqueue: Callable[[str], None], redis_url: str
+        self,
+        experiments: ExperimentStore,
+        runs: RunStore,
+        enqueue: Callable[[str], None],
+        redis_url: str,
+        max_queued: int | None = None,
     ):
         self.experiments = experiments
         self.runs = runs
         self.enqueue = enqueue
         self.redis_url = redis_url
+        self.max_queued = max_queued  # FF_MAX_QUEUED; None: no cap
 
     def advance_all(self) -> None:
         """Advance every running experiment (the heartbeat's part); one that fails does not hold up
@@ -69,18 +88,30 @@ class Coordinator:
     def advance(self, experiment_id: str) -> None:
         """Move the experiment on as far as it can go now; a no-op when another process is at it."""
         try:
-            with self.experiments.lock(experiment_id, ttl_s=LOCK_TTL_S):
-                _Pass(self, experiment_id).run()
+            with self.experiments.lock(experiment_id, ttl_s=LOCK_TTL_S) as lease:
+                _Pass(self, experiment_id, lease).run()
         except ExperimentLocked:
             log.debug("experiment %s: another coordinator is advancing it", experiment_id)
+        except ExperimentLockLost:
+            log.warning(
+                "experiment %s: this pass outlived its lock and stopped; the next one resumes it",
+                experiment_id,
+            )
+
+    def queue_room(self) -> int | None:
+        """How many more runs the service's queue takes (FF_MAX_QUEUED); None when uncapped."""
+        if self.max_queued is None:
+            return None
+        return max(0, self.max_queued - self.runs.count_runs("queued"))
 
 
 class _Pass:
     """One advance of one experiment, under its lock."""
 
-    def __init__(self, coordinator: Coordinator, experiment_id: str):
+    def __init__(self, coordinator: Coordinator, experiment_id: str, lease: ExperimentLease):
         self.c = coordinator
         self.id = experiment_id
+        self.lease = lease
         self._study: optuna.Study | None = None
 
     def study(self, trials_so_far: int) -> optuna.Study:
@@ -88,9 +119,10 @@ class _Pass:
             assert self.record is not None
             spec = self.record.spec
             self._study = load_study(self.c.redis_url, self.id, spec, sampler_seed=trials_so_far)
-            if not self._study.trials:  # a new study: the spec's known settings come first
-                for setting in spec.start_with:
-                    self._study.enqueue_trial(encode_setting(spec, setting))
+            # The spec's known settings come first; enqueuing one that is there already does nothing.
+            for setting in spec.start_with:
+                self.lease.renew()
+                self._study.enqueue_trial(encode_setting(spec, setting), skip_if_exists=True)
         return self._study
 
     def run(self) -> None:
@@ -103,6 +135,10 @@ class _Pass:
         self.tell_ended(entries, table)
 
         free = spec.max_parallel - _active(table)
+        room = self.c.queue_room()
+        if room is not None and room < free:
+            log.info("experiment %s: the queue is full (FF_MAX_QUEUED); waiting for room", self.id)
+            free = room
         for setting, result in enumerate(table.settings):
             for seed in _due_seeds(spec, result):
                 if free <= 0:
@@ -141,6 +177,7 @@ class _Pass:
             if result.status == "running":
                 continue
             study = self.study(len(entries))
+            self.lease.renew()
             if result.status == "succeeded":
                 value = result.stats[spec.objective].mean
                 # A seed group trained on all 60k has no validation error: its trial just completes.
@@ -163,6 +200,7 @@ class _Pass:
         Returns it and whether its setting is new (a setting drawn again shares the first draw's)."""
         spec = self.record.spec
         study = self.study(len(entries))
+        self.lease.renew()
         known = {e.number for e in entries}
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         orphans = [t for t in running if t.number not in known]
@@ -204,6 +242,7 @@ class _Pass:
         spec = record.spec
         run_id = experiment_run_id(self.id, setting, seed)
         note = f"experiment {record.name or self.id}, setting {setting}: {json.dumps(params)}; seed {seed}"
+        self.lease.renew()
         run = self.c.runs.create_run(
             spec.run_config(params, seed),
             preset=spec.base.preset,
@@ -228,6 +267,7 @@ class _Pass:
             return
         if any(s.status == "running" for s in table.settings):
             return
+        self.lease.renew()
         if any(s.status == "succeeded" for s in table.settings):
             self.c.experiments.finish(self.id, "succeeded")
             log.info("experiment %s succeeded", self.id)

@@ -52,6 +52,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Renew the lock's expiry only if we still hold it; 0 when it was lost. KEYS lock; ARGV token, ttl ms.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 # The run fields a results table reads.
 _RUN_FIELDS = (
     "status",
@@ -68,11 +74,32 @@ class ExperimentLocked(Exception):
     """Another coordinator is advancing this experiment right now."""
 
 
+class ExperimentLockLost(Exception):
+    """The lock expired (or was taken over) while its holder was still at work: it must stop writing."""
+
+
+class ExperimentLease:
+    """A held coordinator lock. `renew()` before each write: it pushes the expiry back and fails when
+    the lock is no longer ours, so a holder that stalled past its expiry stops instead of writing over
+    the new holder's work."""
+
+    def __init__(self, renew_script, key: str, token: str, ttl_ms: int):
+        self._renew = renew_script
+        self.key = key
+        self.token = token
+        self.ttl_ms = ttl_ms
+
+    def renew(self) -> None:
+        if not self._renew(keys=[self.key], args=[self.token, self.ttl_ms]):
+            raise ExperimentLockLost(self.key)
+
+
 class ExperimentStore:
     def __init__(self, client: redis.Redis):
         self.redis = client
         self._finish = client.register_script(_FINISH)
         self._unlock = client.register_script(_UNLOCK)
+        self._renew = client.register_script(_RENEW)
 
     # --- records -------------------------------------------------------------------------------
 
@@ -140,15 +167,16 @@ class ExperimentStore:
     # --- what the coordinator records ------------------------------------------------------------
 
     @contextmanager
-    def lock(self, experiment_id: str, ttl_s: float = 60.0) -> Iterator[None]:
+    def lock(self, experiment_id: str, ttl_s: float = 60.0) -> Iterator[ExperimentLease]:
         """Hold the experiment's coordinator lock, or raise ExperimentLocked; it expires after `ttl_s`
-        should its holder die."""
+        (from the last renewal) should its holder die."""
         token = uuid.uuid4().hex
         key = experiment_lock_key(experiment_id)
-        if not self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)):
+        ttl_ms = int(ttl_s * 1000)
+        if not self.redis.set(key, token, nx=True, px=ttl_ms):
             raise ExperimentLocked(experiment_id)
         try:
-            yield
+            yield ExperimentLease(self._renew, key, token, ttl_ms)
         finally:
             self._unlock(keys=[key], args=[token])
 

@@ -236,3 +236,50 @@ def test_a_first_seed_pruned_at_its_last_evaluation_ends_its_setting(store, coor
     assert completed_but_pruned not in sent[2:] and all(
         store.get_run(r).setting != pruned.trial for r in sent[2:]
     )
+
+
+def test_start_with_settings_enqueued_half_way_are_all_drawn_by_the_next_pass(store, coordinator, sent):
+    starts = [{"lr": 3e-3}, {"lr": 5e-3}]
+    spec = make_spec(
+        search="random",
+        max_trials=3,
+        params={"lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+        seeds=[0],
+        max_parallel=3,
+        start_with=starts,
+    )
+    experiment = store.experiments.create(spec)
+    # A pass died after enqueuing the first known setting and before the second.
+    load_study(coordinator.redis_url, experiment.id, spec).enqueue_trial(starts[0])
+    coordinator.advance(experiment.id)
+    drawn = [store.get_run(r).config.lr for r in sent]
+    assert drawn[:2] == [3e-3, 5e-3] and len(drawn) == 3
+    coordinator.advance(experiment.id)  # the study is loaded again: nothing is enqueued twice
+    assert len(load_study(coordinator.redis_url, experiment.id, spec).trials) == 3
+
+
+def test_experiments_wait_while_the_queue_holds_ff_max_queued_runs(store, sent, redis_url):
+    coordinator = Coordinator(store.experiments, store.runs, sent.append, redis_url, max_queued=3)
+    others = [store.runs.create_run(make_spec().base_config()).id for _ in range(2)]
+    experiment = store.experiments.create(make_spec(seeds=[0, 1], prune=False, max_parallel=4))
+    coordinator.advance(experiment.id)
+    assert len(sent) == 1, "two of the three places are taken by other runs"
+    for run_id in others:
+        store.set_status(run_id, "running")
+    coordinator.advance(experiment.id)
+    assert len(sent) == 3 and len(set(sent)) == 3, "each place freed is filled, no run twice"
+
+
+def test_a_pass_that_lost_its_lock_stops_writing(store, sent, redis_url):
+    def enqueue_then_lose_the_lock(run_id: str) -> None:
+        sent.append(run_id)
+        store.redis.delete(f"ff:experiment:{experiment.id}:lock")  # it expired; another holder may act
+
+    coordinator = Coordinator(store.experiments, store.runs, enqueue_then_lose_the_lock, redis_url)
+    experiment = store.experiments.create(make_spec(seeds=[0, 1], prune=False, max_parallel=4))
+    coordinator.advance(experiment.id)
+    assert len(sent) == 1, "the pass stops at its next write"
+    assert store.redis.hlen(f"ff:experiment:{experiment.id}:runs") == 1
+    calm = Coordinator(store.experiments, store.runs, sent.append, redis_url)
+    calm.advance(experiment.id)
+    assert len(sent) == 4 and len(set(sent)) == 4, "the next pass finishes the job, no run twice"
