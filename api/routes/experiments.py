@@ -22,7 +22,7 @@ from api.deps import (
     experiment_not_found,
     require_api_key,
 )
-from api.routes.runs import limit_problems
+from api.routes.runs import check_queue_quota, limit_problems
 from api.schemas import (
     ErrorOut,
     Experiment,
@@ -120,18 +120,28 @@ def full(experiments: ExperimentStore, record: ExperimentRecord) -> Experiment:
     status_code=201,
     response_model=Experiment,
     dependencies=[Depends(require_api_key)],
-    responses={422: {"model": ErrorOut, "description": "The spec is invalid or over a limit."}},
+    responses={
+        422: {"model": ErrorOut, "description": "The spec is invalid or over a limit."},
+        429: {"model": ErrorOut, "description": "FF_MAX_QUEUED runs are already queued."},
+    },
     summary="Start an experiment",
 )
 def create_experiment(
-    body: ExperimentCreate, experiments: ExperimentsDep, celery: CeleryDep, settings: SettingsDep
+    body: ExperimentCreate,
+    experiments: ExperimentsDep,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
 ) -> Experiment:
     """Train each setting of `params` once per seed, across the workers, at most `max_parallel` runs at
     once; rank the settings by the mean over their seeds of the `objective` (a validation error). The
     base is a preset with overrides or a full config, as in POST /runs, within the same server limits;
-    a search may try at most FF_MAX_TRIALS settings. See ffcore/experiment.py for every field."""
+    a search may try at most FF_MAX_TRIALS settings. See ffcore/experiment.py for every field. Its runs
+    share the queue's bound: it is refused (429) while FF_MAX_QUEUED runs wait, and a running experiment
+    queues its next runs only while there is room."""
     spec = ExperimentSpec.model_validate(body.model_dump(exclude={"name"}))
     check_server_limits(spec, settings)
+    check_queue_quota(store, settings)
     record = experiments.create(spec, name=body.name)
     try:
         enqueue_advance(celery, record.id)

@@ -173,3 +173,16 @@ def test_an_infinite_range_gets_a_422_not_a_500(client):
     answer = client.post("/experiments", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422
     assert answer.json()["detail"] == "params.epochs.high: Input should be a finite number"
+
+
+def test_a_full_queue_refuses_a_new_experiment_with_429(redis_url: str, celery: RecordingCelery):
+    app = create_app(Settings(redis_url=redis_url, max_queued=1))
+    app.dependency_overrides[deps.get_celery] = lambda: celery
+    with TestClient(app) as client:
+        queued = client.post("/api/v1/runs", json={"preset": "quick"}).json()["id"]
+        grid = {"base": BASE, "params": LR}
+        refused = client.post("/api/v1/experiments", json=grid)
+        assert refused.status_code == 429 and "FF_MAX_QUEUED" in refused.json()["detail"]
+        assert client.get("/api/v1/experiments").json()["total"] == 0
+        client.post(f"/api/v1/runs/{queued}/cancel")
+        assert client.post("/api/v1/experiments", json=grid).status_code == 201
