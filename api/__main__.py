@@ -1,7 +1,8 @@
 """`python -m api`: serve the REST API with uvicorn on FF_API_HOST:FF_API_PORT (default 127.0.0.1:8000).
 
 Reachable beyond loopback (FF_API_HOST, or FF_PUBLISHED_HOST in a container) it needs FF_API_KEY,
-unless FF_INSECURE_OPEN_WITHOUT_KEY says something else guards it.
+unless FF_INSECURE_OPEN_WITHOUT_KEY says something else guards it. A read-only key (FF_READ_KEY) needs
+FF_API_KEY beside it, and a different one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ def open_without_key(settings: Settings, host: str) -> str | None:
     )
 
 
+def read_key_without_api_key(settings: Settings) -> str | None:
+    """Why FF_READ_KEY cannot be used like this (None: it can)."""
+    if not settings.read_key:
+        return None
+    if not settings.api_key:
+        return (
+            "refusing to start with FF_READ_KEY but without FF_API_KEY: the read-only key protects reads "
+            "only together with an API key that protects changes, and without one reads would stay open "
+            "and anyone could change everything. Set FF_API_KEY too, or unset FF_READ_KEY"
+        )
+    if settings.read_key == settings.api_key:
+        return (
+            "refusing to start with FF_READ_KEY equal to FF_API_KEY: whoever holds the read-only key could "
+            "change everything. Give FF_READ_KEY a value of its own"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     parser = argparse.ArgumentParser(
@@ -49,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=settings.api_port, help="port to listen on (FF_API_PORT)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    refusal = open_without_key(settings, args.host)
+    refusal = read_key_without_api_key(settings) or open_without_key(settings, args.host)
     if refusal is not None:
         parser.exit(2, f"error: {refusal}\n")
     logging.basicConfig(

@@ -1,5 +1,6 @@
 """FastAPI dependencies: settings, the run and experiment stores, the worker registry, the Celery app,
-the model cache and the API key check.
+the model cache and the key checks (FF_API_KEY for changes; FF_READ_KEY or FF_API_KEY for everything else
+when reads are protected).
 
 Everything a route needs comes from here, built once per app in `api.main.create_app`'s lifespan and
 kept on `app.state`. Tests swap any of them with `app.dependency_overrides`.
@@ -77,22 +78,58 @@ def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
-def require_api_key(
-    settings: Annotated[Settings, Depends(get_settings)],
-    x_api_key: Annotated[
-        str | None,
-        Header(description="The API key; needed on requests that change something when FF_API_KEY is set."),
-    ] = None,
-) -> None:
-    """Refuse a changing request without the right X-API-Key when the server has a key configured."""
-    if not settings.api_key:  # unset (or set empty): the API is open
-        return
+KEY_HEADER_HELP = (
+    "The API key (FF_API_KEY): needed on requests that change something when the server has one. When the "
+    "server also has a read key (FF_READ_KEY), every other request needs this key or the read key."
+)
+ApiKeyHeader = Annotated[str | None, Header(description=KEY_HEADER_HELP)]
+
+
+def _matches(sent: str | None, key: str) -> bool:
     # compare_digest takes time independent of where the strings differ (no timing side channel).
-    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), settings.api_key.encode()):
-        raise HTTPException(
-            status_code=401,
-            detail="missing or wrong API key: send it in the X-API-Key header",
-            headers={"WWW-Authenticate": "X-API-Key"},
+    return sent is not None and secrets.compare_digest(sent.encode(), key.encode())
+
+
+def _refused(detail: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "X-API-Key"})
+
+
+def reads_protected(settings: Settings) -> bool:
+    """Reads need a key only when both keys are set (`python -m api` refuses a read key alone)."""
+    return bool(settings.api_key and settings.read_key)
+
+
+def can_write(settings: Settings, x_api_key: str | None) -> bool:
+    return not settings.api_key or _matches(x_api_key, settings.api_key)
+
+
+def can_read(settings: Settings, x_api_key: str | None) -> bool:
+    if not reads_protected(settings):
+        return True
+    return any(_matches(x_api_key, key) for key in (settings.read_key, settings.api_key) if key)
+
+
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)], x_api_key: ApiKeyHeader = None
+) -> None:
+    """Refuse a changing request without X-API-Key equal to FF_API_KEY when the server has one; the read
+    key does not do."""
+    if not can_write(settings, x_api_key):
+        raise _refused(
+            "missing or wrong API key: requests that change something need the API key in the X-API-Key "
+            "header (a read-only key does not do)"
+        )
+
+
+def require_read_key(
+    settings: Annotated[Settings, Depends(get_settings)], x_api_key: ApiKeyHeader = None
+) -> None:
+    """Refuse any request under /api/v1 but the probes without X-API-Key equal to FF_READ_KEY or FF_API_KEY,
+    when the server has both keys; with FF_READ_KEY unset, reads are open."""
+    if not can_read(settings, x_api_key):
+        raise _refused(
+            "missing or wrong API key: this server protects reads too; send the API key or the read-only "
+            "key in the X-API-Key header"
         )
 
 

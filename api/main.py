@@ -1,8 +1,8 @@
 """The FF Lab REST API: `create_app(settings)` builds the FastAPI application.
 
 Routes live in api/routes (one module per resource), all under /api/v1; the dependencies they use
-(settings, run and experiment stores, worker registry, Celery app, model cache, API key check) come from
-api/deps.py.
+(settings, run and experiment stores, worker registry, Celery app, model cache, key checks) come from
+api/deps.py. Every route under /api/v1 but the probes and /access passes the read-key check.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from contextlib import asynccontextmanager
 import redis
 import redis.asyncio
 import torch
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from api.deps import require_read_key
 from api.errors import BodySizeLimit, install_error_handlers
 from api.inference import ModelCache
 from api.routes import experiments, health, metrics, options, predict, runs
@@ -44,8 +45,15 @@ Train, watch and probe networks taught by Hinton's Forward-Forward algorithm on 
 Submit a run (a preset plus overrides, or a full configuration), follow its metrics by cursor or as
 Server-Sent Events, and ask its model to read digits. Run experiments: seed groups and sweeps (grid,
 random or Optuna's TPE, with pruning) fanned out over the workers, compared by mean ± standard
-deviation over seeds. When the server has an API key configured
-(FF_API_KEY), requests that change something need it in the `X-API-Key` header.
+deviation over seeds.
+
+Keys: when the server has an API key (FF_API_KEY), requests that change something (creating, editing,
+rerunning, cancelling and deleting runs and experiments) need it in the `X-API-Key` header. Reading,
+downloading models and predicting (a POST that changes nothing) stay open, unless the server also has
+a read-only key (FF_READ_KEY): then every request under /api/v1 needs `X-API-Key` equal to the read-only
+key or to the API key, and changes still need the API key itself. Without a right key the answer is 401.
+The probes (/healthz, /readyz), `GET /api/v1/access` (which requests need a key, and what the key sent
+allows) and these docs are always open.
 """
 
 
@@ -105,10 +113,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = lambda: _openapi_with_readable_errors(app)  # type: ignore[method-assign]
 
-    api = APIRouter(prefix=API_PREFIX)
-    for module in (runs, experiments, options, metrics, predict, health):
-        api.include_router(module.router)
-    app.include_router(api)
+    # Every resource route needs the read key when reads are protected (a no-op otherwise); the ones that
+    # change something also take require_api_key themselves.
+    resources = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Depends(require_read_key)],
+        responses={
+            401: {
+                "model": ErrorOut,
+                "description": "X-API-Key is missing or wrong (only when the server has keys: FF_API_KEY "
+                "for changes, FF_READ_KEY for everything else).",
+            }
+        },
+    )
+    for module in (runs, experiments, options, metrics, predict):
+        resources.include_router(module.router)
+    app.include_router(resources)
+    # The probes and /access stay open: orchestrators and clients ask them before they have a key.
+    app.include_router(health.router, prefix=API_PREFIX)
+    app.include_router(health.access_router, prefix=API_PREFIX)
     # Probes also at the root, where orchestrators look for them by default.
     app.include_router(health.router, include_in_schema=False)
     return app

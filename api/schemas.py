@@ -236,7 +236,22 @@ class ReadyOut(BaseModel):
     workers: list[WorkerOut] = Field(description="Workers that sent a heartbeat recently.")
 
 
+class AccessOut(BaseModel):
+    """What this server asks of clients, and what the X-API-Key sent with the request allows."""
+
+    writes_need_key: bool = Field(
+        description="Requests that change something need the API key (the server has FF_API_KEY)."
+    )
+    reads_need_key: bool = Field(
+        description="Every other request under /api/v1 but the probes and this one needs the API key or "
+        "the read-only key (the server has FF_READ_KEY)."
+    )
+    can_read: bool = Field(description="The key sent (or none) may read runs, metrics, models and predict.")
+    can_write: bool = Field(description="The key sent (or none) may change something.")
+
+
 __all__ = [
+    "AccessOut",
     "ErrorOut",
     "HealthOut",
     "MetricsPage",

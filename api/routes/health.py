@@ -1,4 +1,4 @@
-"""Liveness and readiness probes."""
+"""Liveness and readiness probes, and what the API asks of clients (GET /access): all open, key or not."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from anyio import to_thread
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import SettingsDep, StoreDep, WorkersDep
-from api.schemas import ErrorOut, HealthOut, ReadyOut, WorkerOut
+from api.deps import ApiKeyHeader, SettingsDep, StoreDep, WorkersDep, can_read, can_write, reads_protected
+from api.schemas import AccessOut, ErrorOut, HealthOut, ReadyOut, WorkerOut
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
+# Only under /api/v1 (the probes are also at the root, for orchestrators).
+access_router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Is the API process alive")
@@ -41,3 +43,20 @@ async def readyz(store: StoreDep, workers: WorkersDep, settings: SettingsDep) ->
             content={"detail": f"Redis is unreachable: {error}", "redis": False, "workers": []},
         )
     return ReadyOut(redis=True, workers=[WorkerOut.model_validate(w) for w in live])
+
+
+@access_router.get(
+    "/access",
+    response_model=AccessOut,
+    summary="Which requests need a key, and what the X-API-Key sent allows",
+)
+def access(settings: SettingsDep, x_api_key: ApiKeyHeader = None) -> AccessOut:
+    """Open to everyone, like the probes: a client (the dashboard) learns from it whether to ask its user
+    for a key, and whether the key it was given reads only (FF_READ_KEY) or also changes things
+    (FF_API_KEY). It says nothing about the keys themselves."""
+    return AccessOut(
+        writes_need_key=bool(settings.api_key),
+        reads_need_key=reads_protected(settings),
+        can_read=can_read(settings, x_api_key),
+        can_write=can_write(settings, x_api_key),
+    )
