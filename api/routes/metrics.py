@@ -20,6 +20,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.deps import RunId, StoreDep, run_not_found
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, MetricsPage
+from api.streams import STREAM_LIMIT_RESPONSES, GatedEventSourceResponse, StreamGateDep, client_address
 from fflab.store.keys import FINISHED
 from fflab.store.runs import RunStore
 
@@ -194,6 +195,7 @@ def export_metrics_csv(
         200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
         **NOT_FOUND,
         422: {"model": ErrorOut, "description": "The cursor is invalid."},
+        **STREAM_LIMIT_RESPONSES,
     },
     response_class=EventSourceResponse,
     summary="Live metrics and status changes (Server-Sent Events)",
@@ -202,6 +204,7 @@ async def stream_events(
     run_id: RunId,
     request: Request,
     store: StoreDep,
+    gate: StreamGateDep,
     after: CursorQuery = None,
     last_event_id: Annotated[
         str | None,
@@ -217,13 +220,20 @@ async def stream_events(
     record as JSON data and its stream id as the event id. Event `rewind` (data `{"kind": "rewind",
     "step": N, "epoch": E, "at": T}`) says a resumed run dropped the records of a dead attempt that
     came after step N: drop every train and eval record past step N received so far. After the run
-    finished and everything was sent, an `end` event (data: the final status) closes the stream."""
+    finished and everything was sent, an `end` event (data: the final status) closes the stream.
+
+    Open streams are capped, and a refused stream is answered before it starts: 429 when this client
+    address already holds FF_MAX_STREAMS_PER_CLIENT streams, 503 when FF_MAX_STREAMS are open on the
+    server; both with Retry-After. A stream's place is freed as soon as it ends, however it ends."""
     record = await to_thread.run_sync(store.get_run, run_id)
     if record is None:
         raise run_not_found(run_id)
     cursor = parse_cursor(last_event_id, "Last-Event-ID") or parse_cursor(after, "after") or "0-0"
     aclient = request.app.state.stream_redis
-    return EventSourceResponse(_events(store, aclient, run_id, cursor), ping=15)
+    # Admitted last, after every check that can refuse the request: nothing between here and the
+    # response can fail and leave the slot taken.
+    slot = gate.admit(client_address(request))
+    return GatedEventSourceResponse(_events(store, aclient, run_id, cursor), ping=15, slot=slot)
 
 
 async def _events(store: RunStore, aclient, run_id: str, cursor: str) -> AsyncIterator[ServerSentEvent]:

@@ -1,0 +1,190 @@
+"""The caps on open event streams (GET /runs/{id}/events): per client address (429), in all (503), slots
+freed when a stream ends, and the rest of the API answering while every slot is taken.
+
+Through the real API server (uvicorn) on the real redis-server. The gate counts streams per client
+address; the tests open streams from several loopback addresses (127.0.0.2, 127.0.0.3, ...: Linux
+routes all of 127/8 to the loopback interface) to be several clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from ffcore.config import RunConfig
+from tests.support.api import RunningApi, start_api
+from tests.support.events import read_events
+from tests.support.store import TestStore
+from tests.support.waiting import wait_for
+
+MAX_STREAMS = 12
+MAX_PER_CLIENT = 4
+# Enough addresses to fill the server, and one more that finds it full.
+ADDRESSES = [f"127.0.0.{n}" for n in range(2, 2 + MAX_STREAMS // MAX_PER_CLIENT + 1)]
+# A stream closed by the previous test is released once the server has seen its connection close.
+ADMIT_TIMEOUT_S = 60
+
+
+class StreamClient:
+    """An HTTP client whose connections come from one loopback address, and the streams it holds open."""
+
+    def __init__(self, api: RunningApi, address: str):
+        self.address = address
+        self.http = httpx.Client(
+            base_url=api.base_url,
+            transport=httpx.HTTPTransport(local_address=address),
+            timeout=30,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+        )
+        self.streams: list[httpx.Response] = []
+
+    def try_open(self, run_id: str) -> httpx.Response:
+        """GET the run's events; an admitted stream (200) stays open, a refusal is read and closed."""
+        response = self.http.send(self.http.build_request("GET", f"/runs/{run_id}/events"), stream=True)
+        if response.status_code == 200:
+            self.streams.append(response)
+        else:
+            response.read()
+            response.close()
+        return response
+
+    def open_admitted(self, run_id: str) -> httpx.Response:
+        """Open a stream, trying again while it is refused (a slot may still be on its way back)."""
+        return wait_for(
+            lambda: (response := self.try_open(run_id)).status_code == 200 and response,
+            ADMIT_TIMEOUT_S,
+            f"a stream from {self.address} to be admitted",
+            interval_s=0.2,
+        )
+
+    def close_stream(self, response: httpx.Response) -> None:
+        self.streams.remove(response)
+        response.close()
+
+    def close(self) -> None:
+        for response in self.streams:
+            response.close()
+        self.http.close()
+
+
+@pytest.fixture(scope="module")
+def capped_api(redis_server) -> Iterator[RunningApi]:
+    env = {"FF_MAX_STREAMS": str(MAX_STREAMS), "FF_MAX_STREAMS_PER_CLIENT": str(MAX_PER_CLIENT)}
+    with start_api(f"redis://{redis_server.host}:{redis_server.port}/0", env=env) as running:
+        yield running
+
+
+@pytest.fixture
+def clients(capped_api: RunningApi, redis_url: str) -> Iterator[list[StreamClient]]:
+    """One StreamClient per address of ADDRESSES; every stream they hold is closed after the test."""
+    with contextlib.ExitStack() as stack:
+        made = []
+        for address in ADDRESSES:
+            client = StreamClient(capped_api, address)
+            stack.callback(client.close)
+            made.append(client)
+        yield made
+
+
+def running_run(store: TestStore) -> str:
+    run_id = store.create_run(RunConfig.from_preset("quick")).id
+    store.set_status(run_id, "running")
+    return run_id
+
+
+def fill_the_server(clients: list[StreamClient], run_id: str) -> None:
+    """MAX_STREAMS streams open, MAX_PER_CLIENT from each of the first clients."""
+    for client in clients[: MAX_STREAMS // MAX_PER_CLIENT]:
+        for _ in range(MAX_PER_CLIENT):
+            client.open_admitted(run_id)
+
+
+def assert_retry_after(response: httpx.Response) -> None:
+    assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.timeout(180)
+def test_a_client_at_its_own_cap_gets_429_and_other_clients_still_get_streams(
+    clients: list[StreamClient], store: TestStore
+) -> None:
+    run_id = running_run(store)
+    first, second = clients[0], clients[1]
+    for _ in range(MAX_PER_CLIENT):
+        first.open_admitted(run_id)
+
+    refused = first.try_open(run_id)
+
+    assert refused.status_code == 429, refused.text
+    assert_retry_after(refused)
+    detail = refused.json()["detail"]
+    assert f"at most {MAX_PER_CLIENT} may be open at once per client address" in detail
+    assert "FF_MAX_STREAMS_PER_CLIENT" in detail
+    # Another address is counted on its own, and its stream is a working one.
+    admitted = second.open_admitted(run_id)
+    first_event = next(read_events(admitted))
+    assert first_event["event"] == "status" and json.loads(first_event["data"])["status"] == "queued"
+
+
+@pytest.mark.timeout(180)
+def test_the_server_at_its_global_cap_answers_503(clients: list[StreamClient], store: TestStore) -> None:
+    run_id = running_run(store)
+    fill_the_server(clients, run_id)
+
+    refused = clients[-1].try_open(run_id)
+
+    assert refused.status_code == 503, refused.text
+    assert_retry_after(refused)
+    detail = refused.json()["detail"]
+    assert f"at most {MAX_STREAMS} open at once" in detail and "FF_MAX_STREAMS" in detail
+    # A client at its own cap hears about its own cap first.
+    assert clients[0].try_open(run_id).status_code == 429
+
+
+@pytest.mark.timeout(180)
+def test_a_stream_that_ends_gives_its_slot_back(clients: list[StreamClient], store: TestStore) -> None:
+    followed, finishing = running_run(store), running_run(store)
+    client = clients[0]
+    for _ in range(MAX_PER_CLIENT - 1):
+        client.open_admitted(followed)
+    ending = client.open_admitted(finishing)
+    assert client.try_open(followed).status_code == 429
+
+    # The client goes away: its slot comes back once the server has seen the connection close.
+    client.close_stream(client.streams[0])
+    client.open_admitted(followed)
+    assert client.try_open(followed).status_code == 429  # at the cap again: refusals took no slot
+
+    # The run finishes: the server ends the stream, and its slot comes back.
+    store.set_status(finishing, "succeeded")
+    events = list(read_events(ending))
+    assert events[-1]["event"] == "end" and json.loads(events[-1]["data"]) == {"status": "succeeded"}
+    client.close_stream(ending)
+    client.open_admitted(followed)
+    assert client.try_open(followed).status_code == 429
+
+
+@pytest.mark.timeout(180)
+def test_health_and_predict_answer_while_every_stream_slot_is_taken(
+    clients: list[StreamClient], capped_api: RunningApi, store: TestStore, finished_run: str
+) -> None:
+    run_id = running_run(store)
+    fill_the_server(clients, run_id)
+    assert clients[-1].try_open(run_id).status_code == 503  # really full
+
+    image = np.zeros((28, 28))
+    image[6:22, 13:15] = 1.0  # a stroke: a "1"
+    with httpx.Client(base_url=capped_api.base_url, timeout=30) as http:
+        health = http.get("/healthz")
+        prediction = http.post(f"/runs/{finished_run}/predict", json={"image": image.tolist()})
+        run = http.get(f"/runs/{run_id}")
+
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert prediction.status_code == 200, prediction.text
+    body = prediction.json()
+    assert body["run_id"] == finished_run and len(body["head_probs"]) == 10
+    assert run.status_code == 200 and run.json()["status"] == "running"
