@@ -257,15 +257,18 @@ async def _events(store: RunStore, aclient, run_id: str, cursor: str) -> AsyncIt
             if len(entries) == _EVENTS_BATCH:
                 block_ms = None  # more backlog
                 continue
-            run = await to_thread.run_sync(store.get_run, run_id)
-            if run is None or run.status in FINISHED:
+            # Through the stream client, not a thread and the shared pool: hundreds of open streams
+            # each ask every EVENTS_BLOCK_MS, and must not queue ahead of other routes' threads.
+            found = await store.model_status_async(aclient, run_id)
+            status = found[0] if found is not None else None
+            if status is None or status in FINISHED:
                 while entries := await store.read_metrics_blocking(
                     aclient, run_id, cursor, None, _EVENTS_BATCH
                 ):
                     for event_id, record in entries:
                         cursor = event_id
                         yield to_event(event_id, record)
-                final = run.status if run is not None else "deleted"
+                final = status if status is not None else "deleted"
                 yield ServerSentEvent(data=json.dumps({"status": final}), event="end", id=cursor)
                 return
             block_ms = EVENTS_BLOCK_MS

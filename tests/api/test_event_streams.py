@@ -143,6 +143,12 @@ def test_the_server_at_its_global_cap_answers_503(clients: list[StreamClient], s
     assert f"at most {MAX_STREAMS} open at once" in detail and "FF_MAX_STREAMS" in detail
     # A client at its own cap hears about its own cap first.
     assert clients[0].try_open(run_id).status_code == 429
+    # A stream that closes makes room, and the stream admitted in its place works: it finds a Redis
+    # connection in the stream pool (sized to the cap), as the one before it did.
+    clients[0].close_stream(clients[0].streams[0])
+    admitted = clients[-1].open_admitted(run_id)
+    first_event = next(read_events(admitted))
+    assert first_event["event"] == "status" and json.loads(first_event["data"])["status"] == "queued"
 
 
 @pytest.mark.timeout(180)
