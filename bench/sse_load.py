@@ -13,6 +13,9 @@ to follow and a succeeded run with an untrained 3x1000 model (as bench.predict_l
 3. asks for --over more streams, past the cap, and counts how they are answered (200 up to the cap,
    then 503 with Retry-After), then times the requests once more with the cap full.
 
+Each phase first waits --idle seconds without requests and records the server's CPU share meanwhile:
+what the open streams alone cost (CPU time depends far less on the machine's other load than latency).
+
 The load generator shares the machine with the server (and, on a shared machine, with whatever else
 runs): compare the phases of one run with each other, not figures across runs.
 
@@ -189,15 +192,22 @@ async def measure(api_base: str, api_pid: int, redis_url: str, runs: dict, args:
         phases: dict[str, dict] = {}
 
         async def phase(name: str, streams_open: int) -> None:
+            # First no requests at all: what the open streams alone cost the server. CPU time, unlike
+            # latency, hardly depends on what else the machine runs. The wait also lets every new stream
+            # reach its blocking read, and covers one wake-up of each (EVENTS_BLOCK_MS).
+            cpu_before, started = process_cpu_s(api_pid), time.perf_counter()
+            await asyncio.sleep(args.idle)
+            idle_share = (process_cpu_s(api_pid) - cpu_before) / (time.perf_counter() - started)
             log.info("phase %s: %d streams open, %d requests each", name, streams_open, args.requests)
             cpu_before, started = process_cpu_s(api_pid), time.perf_counter()
             figures = await time_requests(http, predict_path, payloads, args.requests)
             figures["streams_open"] = streams_open
             figures["redis_connected_clients"] = redis_clients(redis_url)
-            # The server's CPU share while it answered: idle streams cost it CPU between requests too.
+            # The server's CPU share while it answered, the open streams' share included.
             figures["server_cpu_share"] = round(
                 (process_cpu_s(api_pid) - cpu_before) / (time.perf_counter() - started), 3
             )
+            figures["server_cpu_share_idle"] = round(idle_share, 3)
             phases[name] = figures
 
         await phase("no_streams", 0)
@@ -207,11 +217,9 @@ async def measure(api_base: str, api_pid: int, redis_url: str, runs: dict, args:
         open_s = time.perf_counter() - opened_at
         live = await holder.live()
         log.info("opened %s in %.1f s; %d delivered their first event", dict(answers), open_s, live)
-        await asyncio.sleep(args.settle)  # let every stream reach its blocking read
         await phase("with_streams", answers["200"])
         over_answers = await holder.open(args.over)
         log.info("asked for %d more: %s", args.over, dict(over_answers))
-        await asyncio.sleep(args.settle)
         await phase("cap_full", answers["200"] + over_answers["200"])
         await holder.close()
     return {
@@ -230,7 +238,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=500, help="idle event streams held open")
     parser.add_argument("--over", type=int, default=150, help="further streams asked for, past the cap")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per route and phase")
-    parser.add_argument("--settle", type=float, default=6.0, help="seconds to wait after opening streams")
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="seconds of each phase without requests (idle server CPU)"
+    )
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -288,7 +298,8 @@ def main() -> None:
                 f"statuses {f['statuses']}"
             )
         print(
-            f"{'':12s} server CPU share {figures['server_cpu_share']:.2f}, "
+            f"{'':12s} server CPU share {figures['server_cpu_share_idle']:.3f} idle, "
+            f"{figures['server_cpu_share']:.2f} answering; "
             f"Redis connections {figures['redis_connected_clients']}"
         )
     for route, ratio in ratios.items():
