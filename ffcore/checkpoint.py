@@ -1,9 +1,11 @@
 """ffcore's files: trained models and resumable training states, as safetensors.
 
 A model file holds the weights plus the run configuration in its metadata; a training state also
-holds the optimizer's buffers, the random generator and the position in the epoch, so that a run
-continues exactly as if it had never stopped. Loading parses JSON and raw tensors only; nothing is
-ever unpickled.
+holds the optimizer's buffers, the random generator (and the kind of device it ran on) and the
+position in the epoch, so that a run continues exactly as if it had never stopped. A state loads on
+any device: tensors go where the new Trainer's parameters are, and a generator from the other kind
+of device is reseeded (ffcore.rng), which keeps the run deterministic but no longer bit-exact.
+Loading parses JSON and raw tensors only; nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from safetensors.torch import save as save_safetensors
 from ffcore.config import RunConfig
 from ffcore.data import Dataset
 from ffcore.model import FFNetwork
+from ffcore.rng import restore_generator
 from ffcore.train import Trainer
 
 MODEL_FORMAT = "ffcore-model/2"
@@ -119,6 +122,7 @@ def save_training_state(trainer: Trainer) -> bytes:
         "epoch": str(trainer.epoch),
         "step": str(trainer.step),
         "batch": str(trainer.next_batch),
+        "rng_device": trainer.rng.device.type,  # a CPU and a CUDA generator's states differ in kind
     }
     return save_safetensors(tensors, metadata=metadata)
 
@@ -129,6 +133,8 @@ def load_training_state(
     """Rebuild a Trainer from `save_training_state`; training continues as if never interrupted.
 
     `dataset` saves loading the configured data set again; `device` overrides the saved config's.
+    On another kind of device than the state was saved on, the generator is reseeded (with a
+    warning) and `trainer.exact_resume` is False.
     """
     metadata = read_metadata(data)
     check_format(metadata.get("format"), STATE_FORMAT, "an ffcore training state")
@@ -139,15 +145,18 @@ def load_training_state(
     tensors = load_safetensors(data)
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     trainer.model.load_state_dict(model_state)
-    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    # The optimizer's own load_state_dict puts each buffer on its parameter's device and dtype, and
+    # Adam's step counter where this optimizer keeps it (on the parameter's device when fused, as
+    # ours are; on the CPU otherwise). Parameters are numbered as in save_training_state.
+    optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
             _, j, key = name.split(".", 2)
-            param = params[int(j)]
-            # Adam keeps its step count on the CPU unless it runs fused/capturable.
-            target = value if key == "step" else value.to(trainer.device)
-            trainer.optimizer.state[param][key] = target
-    trainer.rng.set_state(tensors["rng"])
+            optimizer_state.setdefault(int(j), {})[key] = value
+    trainer.optimizer.load_state_dict({**trainer.optimizer.state_dict(), "state": optimizer_state})
+    trainer.exact_resume = restore_generator(
+        trainer.rng, tensors["rng"], metadata.get("rng_device"), config.seed, int(metadata["step"])
+    )
     if "order" in tensors:
         trainer.order = tensors["order"].to(trainer.device)
     trainer.epoch = int(metadata["epoch"])

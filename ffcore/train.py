@@ -10,7 +10,8 @@ autograd graph to build. tests/ffcore/test_train.py checks these gradients again
 The softmax head learns from the activities of the neutral-label pass (all ten label pixels 0.1)
 with a cross-entropy loss; with `negatives="hard"` its predictions also choose the wrong labels.
 
-Evaluation is in evaluation.py; saving and resuming a Trainer's state is in checkpoint.py.
+Evaluation is in evaluation.py; saving and resuming a Trainer's state is in checkpoint.py; drawing
+hard negatives without host reads and restoring the generator on another device, in rng.py.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ffcore.data import Dataset, load_dataset, shift_images
 from ffcore.device import resolve_device
 from ffcore.evaluation import evaluate
 from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput
+from ffcore.rng import draw_categorical
 from ffcore.throughput import Throughput
 
 log = logging.getLogger(__name__)
@@ -94,9 +96,11 @@ class Trainer:
         self.log_every = log_every
 
         # One generator on the training device drives data order, negatives and jitter; weights
-        # come from a CPU generator so that they are the same on every device.
+        # come from a CPU generator so that they are the same on every device. A training state
+        # records the generator's device (see ffcore.rng for a resume on another kind).
         self.rng = torch.Generator(device=self.device)
         self.rng.manual_seed(config.seed)
+        self.exact_resume = True  # False once a resume had to reseed the generator
         self.model = FFNetwork(config)
         self.model.reset_parameters(torch.Generator().manual_seed(config.seed))
         self.model.to(self.device)
@@ -230,8 +234,8 @@ class Trainer:
             return (labels + offset) % NUM_CLASSES
         assert probs is not None
         weights = probs + 1e-12  # never an all-zero row, even when the head is certain
-        weights[torch.arange(len(labels), device=labels.device), labels] = 0.0
-        return torch.multinomial(weights, 1, generator=self.rng).squeeze(1)
+        weights.scatter_(1, labels[:, None], 0.0)  # (a scalar fill: no host-to-GPU copy)
+        return draw_categorical(weights, self.rng)
 
     # --- the loop -------------------------------------------------------------------------------
 

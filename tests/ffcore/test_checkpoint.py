@@ -19,7 +19,7 @@ from ffcore import (
 
 
 def trained(mnist_slice) -> Trainer:
-    trainer = Trainer(RunConfig(hidden=[40, 30], epochs=1), mnist_slice)
+    trainer = Trainer(RunConfig(device="cpu", hidden=[40, 30], epochs=1), mnist_slice)
     trainer.fit(max_steps=10)
     return trainer
 
@@ -95,3 +95,74 @@ def test_a_write_cut_short_leaves_the_previous_file_whole(tmp_path, monkeypatch)
     assert target.read_bytes() == b"old state"
     write_atomically(target, b"new state")
     assert target.read_bytes() == b"new state"
+
+
+def with_changes(data: bytes, tensors: dict | None = None, metadata: dict | None = None, drop=()) -> bytes:
+    """A training state rewritten: tensors and metadata fields replaced or added, metadata fields dropped."""
+    from safetensors.torch import load, save
+
+    from ffcore.checkpoint import read_metadata
+
+    fields = {k: v for k, v in (read_metadata(data) | (metadata or {})).items() if k not in drop}
+    return save(load(data) | (tensors or {}), metadata=fields)
+
+
+def resume_config(**fields) -> RunConfig:
+    return RunConfig(device="cpu", hidden=[50, 40], epochs=2, batch_size=100, negatives="hard", **fields)
+
+
+def test_a_training_state_records_its_generators_device(mnist_slice):
+    from ffcore.checkpoint import read_metadata
+
+    assert read_metadata(save_training_state(trained(mnist_slice)))["rng_device"] == "cpu"
+
+
+def test_a_state_from_before_the_device_field_still_resumes_exactly(mnist_slice):
+    straight = Trainer(resume_config(jitter=1), mnist_slice)
+    straight.fit()
+    first = Trainer(resume_config(jitter=1), mnist_slice)
+    first.fit(max_steps=27)
+    old_state = with_changes(save_training_state(first), drop=("rng_device",))
+    resumed = load_training_state(old_state, mnist_slice)
+    assert resumed.exact_resume
+    resumed.fit()
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_state_from_a_gpu_generator_resumes_on_the_cpu_reseeded(mnist_slice, optimizer, caplog):
+    # What a GPU worker's state looks like to a CPU worker: a 16-byte Philox state, recorded as cuda.
+    from ffcore.rng import reseed_value
+
+    config = resume_config(jitter=1, optimizer=optimizer, seed=4)
+    first = Trainer(config, mnist_slice)
+    first.fit(max_steps=27)
+    gpu_generator = {"rng": torch.arange(16, dtype=torch.uint8)}
+    state = with_changes(save_training_state(first), gpu_generator, {"rng_device": "cuda"})
+
+    resumed = load_training_state(state, mnist_slice)
+    assert not resumed.exact_resume
+    assert "resume at step 27 is not bit-exact" in caplog.text and "saved on cuda" in caplog.text
+    expected = torch.Generator().manual_seed(reseed_value(4, 27)).get_state()
+    assert torch.equal(resumed.rng.get_state(), expected)
+    # Everything else is as saved: weights, optimizer buffers (on their parameters' device), position.
+    assert (resumed.epoch, resumed.step, resumed.next_batch) == (first.epoch, first.step, first.next_batch)
+    assert torch.equal(resumed.order, first.order)
+    first_params = [p for g in first.optimizer.param_groups for p in g["params"]]
+    resumed_params = [p for g in resumed.optimizer.param_groups for p in g["params"]]
+    for before, after in zip(first_params, resumed_params, strict=True):
+        assert torch.equal(after, before)
+        assert first.optimizer.state[before].keys() == resumed.optimizer.state[after].keys()
+        for key, value in first.optimizer.state[before].items():
+            restored = resumed.optimizer.state[after][key]
+            assert torch.equal(restored, value) and restored.device == after.device, key
+
+    # The reseeded run is deterministic (two workers taking it up train the same weights) and it
+    # really draws from the new stream (not the old one's data order, negatives and jitter).
+    again = load_training_state(state, mnist_slice)
+    exact = load_training_state(save_training_state(first), mnist_slice)
+    for trainer in (resumed, again, exact):
+        assert trainer.fit().steps == 40
+    weights = [t.model.layers[1].weight for t in (resumed, again, exact)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
