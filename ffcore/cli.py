@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--device",
-        choices=["auto", "cpu", "cuda"],
-        help="where to train (default: auto; with --resume, where the run trained before)",
+        metavar="DEVICE",
+        help="where to train: auto, cpu, cuda or cuda:N (default: auto; with --resume, where the run "
+        "trained before; a run resumed on another kind of device goes on, but not bit-exactly)",
     )
     train.add_argument("--out", default="runs/latest", help="output folder (default: %(default)s)")
     train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (benchmarks)")
@@ -94,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="model folder (or its model.safetensors)")
     evaluate.add_argument("--data-dir", help="torchvision root holding MNIST/raw (default: the model's)")
     evaluate.add_argument("--split", choices=["test", "val"], default="test", help="default: %(default)s")
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.add_argument(
+        "--device", metavar="DEVICE", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)"
+    )
 
     sweep = sub.add_parser(
         "sweep",
@@ -111,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--device",
-        choices=["auto", "cpu", "cuda"],
-        help="where to train (default: the spec's base configuration's, auto unless it says otherwise)",
+        metavar="DEVICE",
+        help="where to train: auto, cpu, cuda or cuda:N (default: the spec's base configuration's, auto "
+        "unless it says otherwise)",
     )
     sweep.add_argument(
         "--out",
@@ -153,15 +157,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ffcore.checkpoint import load_training_state, save_model_dir, save_training_state, write_atomically
+    from ffcore.device import DeviceError, run_device
     from ffcore.train import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device is not None:  # checked before anything is loaded or written
+        args.device = run_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     if args.resume and state_path.is_file():
-        trainer = load_training_state(state_path.read_bytes(), device=args.device, log_every=args.log_every)
+        try:
+            trainer = load_training_state(
+                state_path.read_bytes(), device=args.device, log_every=args.log_every
+            )
+        except DeviceError as error:  # the run trained on a GPU that this machine lacks
+            raise CliError(f"{error}; --device cpu continues the run on the CPU") from error
         log.info("resuming from %s at epoch %d, step %d", state_path, trainer.epoch, trainer.step)
         drop_metrics_after(out / METRICS_FILE, trainer.step)
         metrics_mode = "a"
@@ -271,7 +283,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ffcore import sweep
+    from ffcore.device import run_device
 
+    if args.device is not None:
+        args.device = run_device(args.device)
     try:
         spec = sweep.load_spec(args.spec)
         sweep.prepare_out(spec, Path(args.out), args.resume)

@@ -1,8 +1,8 @@
 """Where to compute: the one device resolver of the CLI, the Trainer and the worker.
 
-A run's config says `auto`, `cpu` or `cuda`; a worker may also be pinned to `cuda:N`. The answer
-is a concrete `torch.device`, or a `DeviceError` that says what PyTorch sees instead of a
-traceback from deep inside torch.
+A run's config says `auto`, `cpu` or `cuda`; a worker or the CLI may also be pinned to `cuda:N`.
+The answer is a concrete `torch.device`, or a `DeviceError` that says what PyTorch sees instead of
+a traceback from deep inside torch.
 """
 
 from __future__ import annotations
@@ -29,3 +29,16 @@ def resolve_device(requested: str) -> torch.device:
     if index and int(index) >= count:
         raise DeviceError(f"device {requested!r} was asked for, but PyTorch sees {count} CUDA GPU(s)")
     return torch.device(requested)
+
+
+def run_device(requested: str) -> str:
+    """A --device word ('auto', 'cpu', 'cuda' or 'cuda:N') as a run configuration's device.
+
+    Checks it against this machine first (DeviceError otherwise). A run configuration says only
+    'cuda', so 'cuda:N' makes GPU N the current one, which 'cuda' then means (as the worker does).
+    """
+    device = resolve_device(requested)
+    if requested.startswith("cuda:"):
+        torch.cuda.set_device(device)
+        return "cuda"
+    return requested

@@ -38,6 +38,8 @@ def trained_dir(mnist_dir, tmp_path_factory):
         "--no-progress",
         "--threads",
         "1",
+        "--device",
+        "cpu",
     )
     assert result.returncode == 0, result.stderr
     return out
@@ -158,13 +160,75 @@ def test_eval_of_a_split_the_model_has_not_is_one_clear_line(mnist_dir, tmp_path
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
-@pytest.mark.parametrize("command", ["train", "eval"])
-def test_cuda_without_a_gpu_is_one_clear_line(command, tmp_path):
-    args = ("--out", str(tmp_path)) if command == "train" else ("--model", str(tmp_path))
-    result = ffcore(command, "--device", "cuda", *args)
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+@pytest.mark.parametrize("command", ["train", "eval", "sweep"])
+def test_cuda_without_a_gpu_is_one_clear_line(command, device, tmp_path):
+    args = {
+        "train": ("--out", str(tmp_path)),
+        "eval": ("--model", str(tmp_path)),
+        "sweep": (str(tmp_path / "spec.json"), "--out", str(tmp_path / "sweep")),
+    }[command]
+    result = ffcore(command, "--device", device, *args)
     assert result.returncode == 2
-    assert "error: device 'cuda' was asked for, but PyTorch sees no CUDA GPU" in result.stderr
+    assert f"error: device '{device}' was asked for, but PyTorch sees no CUDA GPU" in result.stderr
     assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_an_unknown_device_is_one_clear_line(command, tmp_path):
+    args = ("--out", str(tmp_path)) if command == "train" else ("--model", str(tmp_path))
+    result = ffcore(command, "--device", "tpu", *args)
+    assert result.returncode == 2
+    assert "error: unknown device 'tpu'; use auto, cpu, cuda or cuda:N" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_index_past_the_last_is_one_clear_line(tmp_path):
+    device = f"cuda:{torch.cuda.device_count()}"
+    result = ffcore("train", "--device", device, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert f"error: device '{device}' was asked for, but PyTorch sees" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_saved_on_a_gpu_resumes_on_the_cpu_with_a_warning(mnist_dir, tmp_path):
+    # A GPU worker's state as a CPU machine sees it: config device cuda, a 16-byte Philox generator.
+    from safetensors.torch import load, save
+
+    from ffcore import RunConfig, Trainer, load_dataset, save_training_state
+    from ffcore.checkpoint import read_metadata
+
+    config = RunConfig.from_preset("quick", hidden=[30, 30], data_dir=mnist_dir, device="cpu")
+    trainer = Trainer(config, load_dataset(config), log_every=5)
+    trainer.fit(max_steps=10)
+    state = save_training_state(trainer)
+    on_gpu = config.model_copy(update={"device": "cuda"}).model_dump_json()
+    fields = read_metadata(state) | {"config": on_gpu, "rng_device": "cuda"}
+    (tmp_path / "state.safetensors").write_bytes(
+        save(load(state) | {"rng": torch.arange(16, dtype=torch.uint8)}, metadata=fields)
+    )
+    args = (
+        "train",
+        "--out",
+        str(tmp_path),
+        "--resume",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--max-steps",
+        "15",
+    )
+    if not torch.cuda.is_available():
+        result = ffcore(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "PyTorch sees no CUDA GPU; --device cpu continues the run on the CPU" in result.stderr
+    result = ffcore(*args, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "resume at step 10 is not bit-exact" in result.stderr and "saved on cuda" in result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 15
 
 
 def test_help_lists_the_subcommands_and_options():
