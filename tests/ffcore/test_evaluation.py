@@ -4,7 +4,7 @@ from ffcore import RunConfig, Trainer, evaluate
 
 
 def test_evaluate_counts_the_errors_of_both_classifiers(mnist_slice):
-    trainer = Trainer(RunConfig(hidden=[20, 20], epochs=1), mnist_slice)
+    trainer = Trainer(RunConfig(device="cpu", hidden=[20, 20], epochs=1), mnist_slice)
     trainer.fit(max_steps=5)
     split = mnist_slice.split("val")
     errors = evaluate(trainer.model, split, batch_size=128)  # a last batch shorter than the others

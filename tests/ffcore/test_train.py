@@ -22,7 +22,7 @@ class FullGradReLU(torch.autograd.Function):
 
 @pytest.mark.parametrize("kind", ["sum", "mean"])
 def test_hand_written_gradients_match_autograd(synthetic, kind):
-    config = RunConfig(hidden=[30, 20], batch_size=8, peer_norm_weight=0.5, goodness=kind)
+    config = RunConfig(device="cpu", hidden=[30, 20], batch_size=8, peer_norm_weight=0.5, goodness=kind)
     trainer = Trainer(config, synthetic)
     layer = trainer.model.layers[0]
     images, labels = synthetic.train.images[:8], synthetic.train.labels[:8]
@@ -49,7 +49,9 @@ def test_hand_written_gradients_match_autograd(synthetic, kind):
 def test_hinton_peer_norm_adds_weight_times_deviation_per_example(synthetic):
     # Hinton's code adds weight * (unit's running mean - layer's mean) to each positive example's
     # gradient; written as a loss, that is weight * deviation . mean activity, deviation held fixed.
-    config = RunConfig(hidden=[30, 20], batch_size=8, peer_norm_weight=0.5, peer_norm_style="hinton")
+    config = RunConfig(
+        device="cpu", hidden=[30, 20], batch_size=8, peer_norm_weight=0.5, peer_norm_style="hinton"
+    )
     trainer = Trainer(config, synthetic)
     layer = trainer.model.layers[0]
     images, labels = synthetic.train.images[:8], synthetic.train.labels[:8]
@@ -81,7 +83,7 @@ def test_hinton_peer_norm_adds_weight_times_deviation_per_example(synthetic):
 
 
 def test_head_gradient_matches_autograd(synthetic):
-    trainer = Trainer(RunConfig(hidden=[30, 20], batch_size=8), synthetic)
+    trainer = Trainer(RunConfig(device="cpu", hidden=[30, 20], batch_size=8), synthetic)
     head = trainer.model.head
     torch.nn.init.normal_(head.weight)
     images, labels = synthetic.train.images[:8], synthetic.train.labels[:8]
@@ -97,7 +99,7 @@ def test_head_gradient_matches_autograd(synthetic):
 
 @pytest.mark.parametrize("negatives", ["random", "hard"])
 def test_negative_labels_are_never_the_true_label(synthetic, negatives):
-    trainer = Trainer(RunConfig(hidden=[20, 20], negatives=negatives), synthetic)
+    trainer = Trainer(RunConfig(device="cpu", hidden=[20, 20], negatives=negatives), synthetic)
     labels = torch.arange(10).repeat(500)
     # A head that is nearly certain of the true label: hard negatives must still avoid it.
     probs = F.one_hot(labels, 10).float() * 0.999999 + 1e-7
@@ -107,7 +109,7 @@ def test_negative_labels_are_never_the_true_label(synthetic, negatives):
 
 
 def test_hard_negatives_follow_the_heads_belief(synthetic):
-    trainer = Trainer(RunConfig(hidden=[20, 20], negatives="hard"), synthetic)
+    trainer = Trainer(RunConfig(device="cpu", hidden=[20, 20], negatives="hard"), synthetic)
     labels = torch.zeros(20_000, dtype=torch.long)
     probs = torch.tensor([0.5, 0.4, 0.1] + [0.0] * 7).repeat(20_000, 1)
     counts = torch.bincount(trainer._negative_labels(labels, probs), minlength=10)
@@ -135,7 +137,7 @@ def test_shift_images_moves_the_digit_and_fills_with_background():
 
 def test_metrics_records_cover_every_layer(mnist_slice):
     records = []
-    config = RunConfig(hidden=[40, 30, 20], epochs=1, batch_size=100)
+    config = RunConfig(device="cpu", hidden=[40, 30, 20], epochs=1, batch_size=100)
     Trainer(config, mnist_slice, log_every=5).fit(on_metrics=records.append)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
@@ -149,7 +151,7 @@ def test_metrics_records_cover_every_layer(mnist_slice):
 
 
 def test_should_stop_and_max_steps_end_training_early(mnist_slice):
-    config = RunConfig(hidden=[20, 20], epochs=3)
+    config = RunConfig(device="cpu", hidden=[20, 20], epochs=3)
     result = Trainer(config, mnist_slice).fit(max_steps=7)
     assert result.stopped and result.steps == 7 and result.test_error_scan is None
     calls = []
@@ -159,7 +161,7 @@ def test_should_stop_and_max_steps_end_training_early(mnist_slice):
 
 @pytest.mark.parametrize("negatives", ["random", "hard"])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(mnist_slice, negatives):
-    config = RunConfig(hidden=[50, 40], epochs=2, batch_size=100, negatives=negatives, jitter=1)
+    config = RunConfig(device="cpu", hidden=[50, 40], epochs=2, batch_size=100, negatives=negatives, jitter=1)
     straight = Trainer(config, mnist_slice)
     straight.fit()
 
@@ -176,7 +178,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(mnist_slice, nega
 
 
 def test_training_states_are_safetensors_not_pickle(mnist_slice):
-    trainer = Trainer(RunConfig(hidden=[20, 20]), mnist_slice)
+    trainer = Trainer(RunConfig(device="cpu", hidden=[20, 20]), mnist_slice)
     state = save_training_state(trainer)
     assert b"__metadata__" in state[:4096] and not state.startswith(b"\x80")
     with pytest.raises(ValueError, match="not an ffcore training state"):
