@@ -1,17 +1,21 @@
 """The REST client: the only way the dashboard talks to FF Lab.
 
-One `ApiClient` wraps an `httpx.Client` (connection pooling, timeouts). Every failure, from a
-refused connection to a 422, becomes an `ApiError` whose message a page can show as it is.
+One `ApiClient` wraps an `httpx.Client` (connection pooling, timeouts). The key it sends is its own, not
+the pool's: `with_key` gives each visitor a client on the same pool that sends that visitor's key, so
+that no key is ever shared between sessions. Every failure, from a refused connection to a 422, becomes
+an `ApiError` whose message a page can show as it is.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
 import httpx
 
 from dashboard.models import (
+    Access,
     Experiment,
     ExperimentPage,
     MetricsPage,
@@ -24,6 +28,9 @@ from dashboard.models import (
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+# What a visitor reads when the API refuses them for want of a key (the sidebar holds the key field).
+WRITE_KEY_NEEDED = "This API needs a key to change anything: enter it in the sidebar."
+READ_KEY_NEEDED = "This API needs a key to show anything: enter it in the sidebar."
 
 
 class ApiError(Exception):
@@ -55,7 +62,7 @@ def _detail_text(detail: Any) -> str:
     return str(detail)
 
 
-def _error_from_response(response: httpx.Response) -> ApiError:
+def _error_from_response(response: httpx.Response, changes: bool) -> ApiError:
     try:
         body = response.json()
         detail = _detail_text(body.get("detail", body)) if isinstance(body, dict) else str(body)
@@ -63,7 +70,8 @@ def _error_from_response(response: httpx.Response) -> ApiError:
         detail = response.text.strip()[:300] or response.reason_phrase
     status = response.status_code
     if status == 401:
-        message = f"The API refused the request: {detail}. Set FF_API_KEY for the dashboard."
+        needed = WRITE_KEY_NEEDED if changes else READ_KEY_NEEDED
+        message = f"{needed} (The API answered: {detail}.)"
     elif status >= 500:
         message = f"The API failed (HTTP {status}): {detail}"
     else:
@@ -82,18 +90,30 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
     ):
         self.base_url = base_url.rstrip("/")
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport
-        )
+        # The pool has no key: every request adds this client's own (see with_key).
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, transport=transport)
+        self._key_headers = {"X-API-Key": api_key} if api_key else {}
+
+    def with_key(self, api_key: str | None) -> ApiClient:
+        """A client on the same connection pool that sends `api_key` (None: no key) with each request."""
+        client = copy.copy(self)
+        client._key_headers = {"X-API-Key": api_key} if api_key else {}
+        return client
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self._key_headers)
 
     def close(self) -> None:
+        """Close the connection pool, which every client made by with_key shares."""
         self._http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, changes: bool | None = None, **kwargs: Any) -> httpx.Response:
+        """`changes`: whether the request changes something (default: any method but GET)."""
         url = path if path.startswith("/openapi") else API_PREFIX + path
+        headers = {**self._key_headers, **kwargs.pop("headers", {})}
         try:
-            response = self._http.request(method, url, **kwargs)
+            response = self._http.request(method, url, headers=headers, **kwargs)
         except httpx.TimeoutException as error:
             raise ApiError(f"The FF Lab API at {self.base_url} did not answer in time ({error}).") from error
         except httpx.TransportError as error:
@@ -102,7 +122,7 @@ class ApiClient:
                 "Is it running? `make up` starts the whole stack."
             ) from error
         if response.is_error:
-            error = _error_from_response(response)
+            error = _error_from_response(response, method != "GET" if changes is None else changes)
             logger.info("%s %s -> %s: %s", method, url, response.status_code, error.message)
             raise error
         return response
@@ -230,7 +250,7 @@ class ApiClient:
 
     def predict_pixels(self, run_id: str, pixels: list[list[float]]) -> Prediction:
         """Predict a 28x28 image given as values in [0, 1]."""
-        response = self._request("POST", f"/runs/{run_id}/predict", json={"image": pixels})
+        response = self._request("POST", f"/runs/{run_id}/predict", changes=False, json={"image": pixels})
         return Prediction.model_validate(response.json())
 
     def predict_file(
@@ -238,10 +258,14 @@ class ApiClient:
     ) -> Prediction:
         """Predict an image file of any size (the API preprocesses it as MNIST was)."""
         files = {"image": (filename, data, content_type)}
-        response = self._request("POST", f"/runs/{run_id}/predict", files=files)
+        response = self._request("POST", f"/runs/{run_id}/predict", changes=False, files=files)
         return Prediction.model_validate(response.json())
 
     # --- service -----------------------------------------------------------------------------
+
+    def access(self) -> Access:
+        """GET /access: which requests need a key, and what this client's key (or none) allows."""
+        return Access.model_validate(self._request("GET", "/access").json())
 
     def ready(self) -> dict[str, Any]:
         """GET /readyz: Redis reachable and the live workers. A 503 raises ApiError."""

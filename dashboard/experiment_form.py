@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import experiment_spec, run_schema
+from dashboard.access import write_lock_notice
 from dashboard.api_session import get_client, get_run_options, show_api_error
 from dashboard.client import ApiError
 from dashboard.run_form import preset_selectbox
@@ -132,7 +133,11 @@ def start_experiment_form() -> None:
         "Prune", value=True, key="exp_prune", help="Stop hopeless settings early (Optuna's MedianPruner)."
     )
     name = st.text_input("Name", key="exp_name", placeholder="Optional: what this experiment is for")
-    if not st.button("Start experiment", type="primary", icon=":material/science:", key="exp_start"):
+    locked = write_lock_notice()
+    started = st.button(
+        "Start experiment", type="primary", icon=":material/science:", key="exp_start", disabled=locked
+    )
+    if not started or locked:
         return
     try:
         overrides = run_schema.overrides_against(

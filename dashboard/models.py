@@ -107,6 +107,18 @@ class Run(BaseModel):
         return self.experiment if self.setting is None else f"{self.experiment} #{self.setting}"
 
 
+class Access(BaseModel):
+    """GET /access: which requests need a key, and what the key sent (or none) allows. An API that does not
+    answer it counts as open: the API itself still refuses what a key guards."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    writes_need_key: bool = False
+    reads_need_key: bool = False
+    can_read: bool = True
+    can_write: bool = True
+
+
 class RunPage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 

@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import run_schema
+from dashboard.access import write_lock_notice
 from dashboard.api_session import get_client, get_run_options, show_api_error
 from dashboard.client import ApiError
 from dashboard.navigation import LIVE_PAGE, LIVE_RUN_ID
@@ -80,6 +81,7 @@ def start_run_form() -> None:
     )
     config = options.presets[preset]
     infos = run_schema.field_infos(options.config_schema)
+    locked = write_lock_notice()
     with st.form(f"start_run_{preset}", border=True):
         left, right = st.columns(2)
         with left:
@@ -133,8 +135,10 @@ def start_run_form() -> None:
             key="form_tags",
         )
         note = st.text_area("Note", placeholder="Optional: what this run is for", key="form_note")
-        submitted = st.form_submit_button("Start run", type="primary", icon=":material/play_arrow:")
-    if not submitted:
+        submitted = st.form_submit_button(
+            "Start run", type="primary", icon=":material/play_arrow:", disabled=locked
+        )
+    if not submitted or locked:
         return
     try:
         hidden = run_schema.parse_hidden(hidden_text)

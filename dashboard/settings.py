@@ -1,7 +1,8 @@
 """The dashboard's settings, read from `FF_*` environment variables.
 
 The dashboard has its own small settings object (not fflab's): it runs in an image without
-PyTorch or Redis and only needs to know where the REST API is.
+PyTorch or Redis and only needs to know where the REST API is. It holds no API key: each visitor enters
+their own in the sidebar (dashboard/access.py), and FF_API_KEY in its environment is ignored.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ class DashboardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FF_", extra="ignore")
 
     api_url: str = Field("http://127.0.0.1:8000", description="Base URL of the FF Lab REST API.")
-    api_key: str | None = Field(
-        None, description="Sent as X-API-Key with every request when the API requires a key."
-    )
     dashboard_host: str = Field(
         "127.0.0.1", description="Address `python -m dashboard` listens on (0.0.0.0 in a container)."
     )

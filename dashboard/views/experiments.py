@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, experiment_charts
+from dashboard.access import write_lock
 from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
 from dashboard.experiment_form import EXPERIMENT_NOTICE, STARTED_EXPERIMENT, start_experiment_form
@@ -108,8 +109,9 @@ def show_header(experiment: Experiment) -> None:
 
 
 def experiment_actions(experiment: Experiment) -> None:
-    """CSV download, runs, cancel and delete (with a confirmation)."""
+    """CSV download, runs, cancel and delete (with a confirmation); the last two need a key for changes."""
     client = get_client()
+    lock = write_lock()
     download, runs, cancel, delete = st.columns(4)
     try:
         table_csv = client.experiment_table_csv(experiment.id)
@@ -123,8 +125,8 @@ def experiment_actions(experiment: Experiment) -> None:
     if runs.button("Its runs", icon=":material/view_list:", width="stretch", key="experiment_runs"):
         st.session_state[RUNS_EXPERIMENT] = experiment.id
         st.switch_page(RUNS_PAGE)
-    if cancel.button("Cancel", icon=":material/stop_circle:", disabled=not experiment.is_running,
-                     width="stretch", key="experiment_cancel"):  # fmt: skip
+    if cancel.button("Cancel", icon=":material/stop_circle:", width="stretch", key="experiment_cancel",
+                     disabled=lock is not None or not experiment.is_running, help=lock):  # fmt: skip
         try:
             client.cancel_experiment(experiment.id)
         except ApiError as error:
@@ -132,10 +134,13 @@ def experiment_actions(experiment: Experiment) -> None:
             return
         st.session_state[EXPERIMENT_NOTICE] = f"Cancelling experiment {experiment.id}."
         st.rerun()
-    if delete.button("Delete", icon=":material/delete:", disabled=experiment.is_running, width="stretch",
-                     key="experiment_delete"):  # fmt: skip
+    if delete.button("Delete", icon=":material/delete:", disabled=lock is not None or experiment.is_running,
+                     width="stretch", key="experiment_delete", help=lock):  # fmt: skip
         st.session_state[PENDING_EXPERIMENT_DELETE] = experiment.id
-    if st.session_state.get(PENDING_EXPERIMENT_DELETE) == experiment.id:
+    if lock is not None:
+        st.caption(lock)
+        st.session_state.pop(PENDING_EXPERIMENT_DELETE, None)  # asked before the key was taken away
+    elif st.session_state.get(PENDING_EXPERIMENT_DELETE) == experiment.id:
         st.warning(f"Delete experiment {experiment.id} and its results? This cannot be undone.",
                    icon=":material/warning:")  # fmt: skip
         confirm, keep = st.columns(2)

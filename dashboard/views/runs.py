@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, run_schema
+from dashboard.access import write_lock, write_lock_notice
 from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
 from dashboard.models import FINISHED_STATUSES, Run
@@ -124,6 +125,7 @@ def overview(tag: str | None = None, experiment: str | None = None) -> None:
 def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
     client = get_client()
     single = selected[0] if len(selected) == 1 else None
+    locked = write_lock_notice()  # run again, cancel and delete need a key the API takes for changes
     buttons = st.columns(5)
     if buttons[0].button(
         "Watch live", icon=":material/monitoring:", disabled=single is None, width="stretch"
@@ -139,7 +141,11 @@ def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
         st.session_state[DRAW_RUN_ID] = single.id
         st.switch_page(DRAW_PAGE)
     if buttons[2].button(
-        "Run again", icon=":material/replay:", disabled=single is None, width="stretch", key="run_again"
+        "Run again",
+        icon=":material/replay:",
+        disabled=locked or single is None,
+        width="stretch",
+        key="run_again",
     ):
         try:
             copy = client.rerun(single.id)
@@ -152,7 +158,9 @@ def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
         st.session_state[LIVE_RUN_ID] = copy.id
         st.rerun()
     active = [run for run in selected if run.is_active]
-    if buttons[3].button("Cancel", icon=":material/stop_circle:", disabled=not active, width="stretch"):
+    if buttons[3].button(
+        "Cancel", icon=":material/stop_circle:", disabled=locked or not active, width="stretch"
+    ):
         for run in active:
             try:
                 client.cancel_run(run.id)
@@ -162,9 +170,13 @@ def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
         st.session_state[RUN_NOTICE] = f"Cancelling {', '.join(run.id for run in active)}."
         st.rerun()
     finished = [run for run in selected if run.status in FINISHED_STATUSES]
-    if buttons[4].button("Delete", icon=":material/delete:", disabled=not finished, width="stretch"):
+    if buttons[4].button(
+        "Delete", icon=":material/delete:", disabled=locked or not finished, width="stretch"
+    ):
         st.session_state[PENDING_DELETE] = [run.id for run in finished]
     pending = [run_id for run_id in st.session_state.get(PENDING_DELETE, []) if run_id in runs_by_id]
+    if locked:  # a confirmation asked before the key was taken away
+        pending = st.session_state[PENDING_DELETE] = []
     if pending:
         st.warning(
             f"Delete {len(pending)} run(s) ({', '.join(pending)}) with their metrics and models? "
@@ -208,8 +220,11 @@ def run_details(run: Run) -> None:
         with st.form(f"edit_{run.id}", border=False):
             tags_text = st.text_input("Tags", value=", ".join(run.tags), key=f"edit_tags_{run.id}")
             note = st.text_area("Note", value=run.note or "", key=f"edit_note_{run.id}")
-            saved = st.form_submit_button("Save note and tags", icon=":material/save:")
-        if saved:
+            lock = write_lock()  # act_on, above, says why
+            saved = st.form_submit_button(
+                "Save note and tags", icon=":material/save:", disabled=lock is not None, help=lock
+            )
+        if saved and lock is None:
             try:
                 get_client().edit_run(run.id, tags=run_schema.parse_tags(tags_text), note=note.strip())
             except ApiError as error:

@@ -51,19 +51,18 @@ def stack(redis_server, mnist_dir) -> Iterator[ServiceStack]:
 
 @pytest.fixture
 def point_dashboard_at(monkeypatch) -> Callable[[str], None]:
-    """Make the dashboard's next AppTest talk to the API at `url` (settings, client and run options are
-    cached)."""
-    from dashboard.api_session import fetch_run_options, get_client
+    """Make the dashboard's next AppTest talk to the API at `url` (settings, the shared connection pool and
+    run options are cached)."""
+    from dashboard.api_session import fetch_run_options, shared_client
     from dashboard.settings import get_settings
 
     def forget() -> None:
         get_settings.cache_clear()
-        get_client.clear()
+        shared_client.clear()
         fetch_run_options.clear()
 
     def point(url: str) -> None:
         monkeypatch.setenv("FF_API_URL", url)
-        monkeypatch.delenv("FF_API_KEY", raising=False)
         forget()
 
     yield point

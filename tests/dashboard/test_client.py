@@ -88,7 +88,7 @@ def test_metrics_passes_cursor_and_thinning_parameters():
             },
             "overrides.lr: must be > 0; x",
         ),
-        (401, {"detail": "missing or wrong X-API-Key"}, "Set FF_API_KEY"),
+        (401, {"detail": "missing or wrong X-API-Key"}, "This API needs a key to show anything: enter it in"),
         (500, "Internal Server Error", "The API failed (HTTP 500)"),
     ],
 )
@@ -199,3 +199,65 @@ def test_runs_filter_by_experiment_and_rerun_posts_to_the_runs_rerun_route():
     assert listing.url.params["experiment"] == "e1"
     assert (rerun.method, rerun.url.path, json.loads(rerun.content)) == ("POST", "/api/v1/runs/r1/rerun", {})
     assert json.loads(rerun_with_body.content) == {"tags": ["again"], "note": "check"}
+
+
+def test_with_key_shares_the_pool_and_each_client_sends_only_its_own_key():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("X-API-Key"))
+        return httpx.Response(200, json={"runs": [], "total": 0})
+
+    pool = ApiClient("http://api.test/", transport=httpx.MockTransport(handler))
+    alice, bob = pool.with_key("alice-key"), pool.with_key(None)
+    alice.list_runs()
+    bob.list_runs()
+    pool.list_runs()
+    pool.with_key("carol-key").list_runs()
+    assert seen == ["alice-key", None, None, "carol-key"]
+    assert alice._http is pool._http is bob._http  # one connection pool for every visitor
+    assert (alice.has_key, bob.has_key, pool.has_key) == (True, False, False)
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (
+            lambda client: client.delete_run("r1"),
+            "This API needs a key to change anything: enter it in the sidebar",
+        ),
+        (lambda client: client.create_run("quick"), "This API needs a key to change anything"),
+        (
+            lambda client: client.predict_pixels("r1", [[0.0] * 28] * 28),
+            "This API needs a key to show anything",
+        ),
+        (lambda client: client.list_runs(), "This API needs a key to show anything: enter it in the sidebar"),
+    ],
+)
+def test_a_401_says_whether_changing_or_reading_needs_the_key_and_what_the_api_said(call, expected):
+    detail = (
+        "missing or wrong API key: requests that change something need the API key in the X-API-Key header"
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"detail": detail})
+
+    with pytest.raises(ApiError) as caught:
+        call(client_answering(handler))
+    assert caught.value.status_code == 401
+    assert str(caught.value).startswith(expected) and detail in str(caught.value)
+
+
+def test_access_asks_with_the_clients_key():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers.get("X-API-Key")))
+        answer = {"writes_need_key": True, "reads_need_key": True, "can_read": True, "can_write": False}
+        return httpx.Response(200, json=answer | {"a_field_the_dashboard_does_not_know": 1})
+
+    access = client_answering(handler).access()
+    assert (access.writes_need_key, access.reads_need_key, access.can_read, access.can_write) == (
+        True, True, True, False,
+    )  # fmt: skip
+    assert seen == [("/api/v1/access", "secret")]
