@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from api.deps import require_read_key
 from api.errors import BodySizeLimit, install_error_handlers
 from api.inference import ModelCache
-from api.routes import experiments, health, metrics, options, predict, runs
+from api.routes import experiments, health, metrics, options, predict, receptive_fields, runs
 from api.schemas import ErrorOut
 from fflab.settings import Settings, get_settings
 from fflab.store.experiments import ExperimentStore
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         },
     )
-    for module in (runs, experiments, options, metrics, predict):
+    for module in (runs, experiments, options, metrics, predict, receptive_fields):
         resources.include_router(module.router)
     app.include_router(resources)
     # The probes and /access stay open: orchestrators and clients ask them before they have a key.

@@ -200,6 +200,18 @@ class PredictRequest(BaseModel):
     )
 
 
+class ReceptiveFields(BaseModel):
+    run_id: str
+    units: list[int] = Field(
+        description="The first layer's units shown, those with the largest weights first."
+    )
+    weights: list[list[list[float]]] = Field(
+        description="Per unit, its 784 input weights as 28 rows of 28 (the label pixels: row 0, columns 0-9)."
+    )
+    label_weights: list[list[float]] = Field(description="Per unit, its weights on the ten label pixels.")
+    model_step: int | None = Field(None, description="The training step of the model read.")
+
+
 class PredictionOut(BaseModel):
     run_id: str
     scan_label: int = Field(description="The label scan's prediction: the label with the most goodness.")
