@@ -14,6 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 NUM_CLASSES = 10
 IMAGE_SIZE = 28  # MNIST and Fashion-MNIST images are IMAGE_SIZE x IMAGE_SIZE grey pixels
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+# The ten classes of each data set, by label index (Fashion-MNIST's as its authors name them).
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist": tuple(str(digit) for digit in range(NUM_CLASSES)),
+    "fashion-mnist": (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ),
+}  # fmt: skip
 
 
 class RunConfig(BaseModel):
@@ -147,6 +155,11 @@ class RunConfig(BaseModel):
         return self
 
     # Derived values, so that no caller recomputes them differently.
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the data set's ten classes, by label index."""
+        return CLASS_NAMES[self.dataset]
+
     @property
     def scan_layer_indices(self) -> list[int]:
         return self.scan_layers if self.scan_layers is not None else list(range(1, len(self.hidden)))
