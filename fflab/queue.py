@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import redis
 from celery import Celery
 
+from fflab.connections import client_options
 from fflab.settings import Settings, get_settings
 
 TRAIN_TASK_NAME = "fflab.train_run"
@@ -28,7 +29,16 @@ def make_celery(settings: Settings | None = None, tasks: Sequence[str] = ()) -> 
     """
     settings = settings or get_settings()
     app = Celery("fflab", broker=settings.redis_url, include=list(tasks))
+    connection = client_options(settings)
     app.conf.update(
+        # The broker's connections time out and keep alive as every Redis client of the service does
+        # (fflab.connections); kombu pings its long-lived consumer connections on the same interval.
+        broker_transport_options=connection,
+        # The same for a result backend, should one be configured (none is: task_ignore_result).
+        redis_socket_timeout=connection["socket_timeout"],
+        redis_socket_connect_timeout=connection["socket_connect_timeout"],
+        redis_socket_keepalive=True,
+        redis_backend_health_check_interval=connection["health_check_interval"],
         task_default_queue=TRAIN_QUEUE,
         # Early acks: a task is acknowledged when it starts, so the broker never delivers a
         # long-running run again after its visibility timeout. Runs survive a lost worker through

@@ -14,12 +14,12 @@ import os
 import socket
 import sys
 
-import redis
 import torch
 from celery import signals
 from pydantic import ValidationError
 
 from ffcore.device import DeviceError, resolve_device
+from fflab.connections import redis_client, url_with_timeouts
 from fflab.queue import enqueue_run, make_celery
 from fflab.settings import Settings
 from fflab.store.attempts import AttemptStore
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{host}-{device.replace(':', '')}-{os.getpid()}"
 
     app = make_celery(settings, tasks=["worker.tasks"])
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     attempts = AttemptStore(client, settings.metrics_maxlen)
     registry = WorkerRegistry(client)
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     experiments = ExperimentStore(client)
     runs = RunStore(client, settings.metrics_maxlen)
-    coordinator = Coordinator(experiments, runs, enqueue, settings.redis_url)
+    coordinator = Coordinator(experiments, runs, enqueue, url_with_timeouts(settings))
     context = WorkerContext(
         settings=settings,
         attempts=attempts,

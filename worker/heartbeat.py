@@ -12,6 +12,7 @@ import threading
 
 from worker.context import WorkerContext
 from worker.reaper import Reaper
+from worker.redis_waits import passing_problem
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,12 @@ class Heartbeat(threading.Thread):
         while True:
             try:
                 self.beat()
-            except Exception:  # Redis away for a moment: keep beating, the next one may work
-                log.exception("heartbeat failed")
+            except Exception as error:  # keep beating: the next one may work
+                problem = passing_problem(error)
+                if problem is None:
+                    log.exception("heartbeat failed")
+                else:  # Redis away for a moment: what, not a traceback
+                    log.warning("heartbeat: Redis %s (%s); beating on", problem, error)
             if self._stopped.wait(self.context.settings.heartbeat_interval_s):
                 return
 

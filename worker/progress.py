@@ -5,7 +5,9 @@ ffcore hands over a metric record every `log_every` steps and one per evaluation
 Redis round trip is slow, so the `RunMonitor` thread does the Redis work: it writes the buffered
 records together with the run record's progress fields in one round trip (at every evaluation and
 otherwise every `flush_interval_s`), and polls the cancel flag and the lease every `poll_s`,
-turning them into events that `should_stop` merely looks at.
+turning them into events that `should_stop` merely looks at. While Redis is unusable the records
+wait in the buffer and training goes on; the training thread's own writes (checkpoints, the end)
+wait for Redis (worker.redis_waits).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from typing import Any
 
 from fflab.store.attempts import AttemptStore, LeaseLostError
+from worker.redis_waits import passing_problem
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class RunMonitor(threading.Thread):
         self._publish_lock = threading.Lock()  # keeps the stream in order between the two threads
         self._wake = threading.Event()
         self._closed = threading.Event()
+        self._trouble_since: float | None = None  # when Redis last started failing this thread
 
     # --- the training thread's side ------------------------------------------------------------
 
@@ -95,9 +99,12 @@ class RunMonitor(threading.Thread):
             if self._closed.is_set():
                 return
             started = time.monotonic()
+            sent = False
             try:
                 if woken or started >= next_flush:
                     next_flush = started + self.flush_interval_s
+                    with self._buffer_lock:
+                        sent = bool(self._buffer or self._fields)
                     self.flush()
                 owned, cancel = self.attempts.control_flags(self.run_id, self.worker)
                 if not owned:
@@ -106,10 +113,32 @@ class RunMonitor(threading.Thread):
                     self.cancel_requested.set()
             except LeaseLostError:
                 pass  # flagged in flush
-            except Exception:  # Redis away for a moment: records stay buffered, try again
-                log.warning("run %s: could not reach Redis; retrying", self.run_id, exc_info=True)
+            except Exception as error:  # records stay buffered: the next round sends them
+                self._trouble(error)
+            else:
+                if sent and self._trouble_since is not None:  # a write went through: reads alone may not
+                    waited = time.monotonic() - self._trouble_since
+                    log.info(
+                        "run %s: Redis takes writes again after %.1f s; buffered metrics sent",
+                        self.run_id,
+                        waited,
+                    )
+                    self._trouble_since = None
             finally:
                 self.busy_s += time.monotonic() - started
+
+    def _trouble(self, error: Exception) -> None:
+        """Log a failed round: a passing Redis problem once when it starts (training goes on, metrics
+        wait in the buffer), anything else every time, with its traceback."""
+        problem = passing_problem(error)
+        if problem is None:
+            log.warning("run %s: streaming metrics failed; trying again", self.run_id, exc_info=True)
+        elif self._trouble_since is None:
+            log.warning(
+                "run %s: Redis %s; metrics stay buffered until it answers (%s)", self.run_id, problem, error
+            )
+        if self._trouble_since is None:
+            self._trouble_since = time.monotonic()
 
     def _run_fields(self, record: dict[str, Any]) -> dict[str, Any]:
         step = int(record.get("step", 0))

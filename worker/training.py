@@ -4,6 +4,11 @@ The run moves queued -> running -> succeeded | failed | cancelled. Everything wr
 training is fenced by the run's lease (see fflab.store.attempts), so a worker that lost its lease stops
 and writes nothing more, and a duplicate delivery of a run that is leased elsewhere or already
 finished does nothing.
+
+Every Redis step of an attempt waits out passing trouble (a stall, a restart, Redis loading or out of
+memory; see worker.redis_waits) instead of failing the run. If Redis stays unusable for
+REDIS_WAIT_S (5 minutes), the attempt gives up and hands the run back to the queue, to resume from
+its last checkpoint; if Redis cannot take even that, the lease expires and a reaper requeues it.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Literal
 
-import redis
 import torch
 
 from ffcore import (
@@ -27,12 +32,14 @@ from ffcore import (
     save_model,
     save_training_state,
 )
-from fflab.store.attempts import LeaseLostError
-from fflab.store.keys import RunRecord, RunStatus, rewind_event
+from fflab.connections import url_with_timeouts
+from fflab.store.attempts import ClaimResult, LeaseLostError
+from fflab.store.keys import Provenance, RunRecord, RunStatus, rewind_event
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
 from worker.provenance import collect_provenance
 from worker.pruning import PruningReporter
+from worker.redis_waits import RedisUnusableError, RedisWaits, passing_problem
 
 log = logging.getLogger(__name__)
 
@@ -116,36 +123,85 @@ def describe_error(error: BaseException) -> str:
 def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATASETS) -> Outcome:
     """Run one attempt of `run_id` on this worker; returns what became of it."""
     attempts, name = context.attempts, context.name
+    waits = RedisWaits(f"run {run_id}", context.redis_wait_s)
     if context.shutting_down.is_set():
         # A task taken while shutting down goes straight back to the queue, untouched.
-        context.enqueue(run_id)
+        try:
+            waits("sending its task back to the queue", lambda: context.enqueue(run_id))
+        except RedisUnusableError as error:
+            log.error("%s; the reaper sends the task of a queued run again", error)
         return "requeued"
     try:
         provenance = collect_provenance(context.device, context.settings.git_commit, context.host)
     except Exception:  # how the run was made is worth recording, never worth failing the run for
         log.warning("run %s: could not collect its provenance", run_id, exc_info=True)
         provenance = None
-    claim = attempts.claim_run(run_id, name, context.settings.lease_ttl_s, context.device, provenance)
+    try:
+        claim = waits("claiming it", _claimer(context, run_id, provenance))
+    except RedisUnusableError as error:
+        log.error("%s; the run stays queued and the reaper sends its task again", error)
+        return "redis_unavailable"
     if claim.outcome != "claimed":
         log.info("run %s not started: %s", run_id, claim.outcome)
         return claim.outcome
     log.info("run %s: attempt %d on %s (%s)", run_id, claim.attempt, name, context.device)
     context.begin_run(run_id)
     try:
-        return _train(context, run_id, datasets)
+        return _train(context, run_id, datasets, waits)
     except LeaseLostError:
         log.warning("run %s: lease lost; another worker takes it up", run_id)
         return "lease_lost"
-    except redis.ConnectionError:
-        # Nothing can be recorded now; the lease expires and a reaper requeues the run.
-        log.exception("run %s: Redis unavailable; leaving the run to be requeued", run_id)
+    except RedisUnusableError as error:
+        _hand_back(context, run_id, str(error))
         return "redis_unavailable"
     except Exception as error:
+        problem = passing_problem(error)
+        if problem is not None:  # from a step no wait covers (none should be): as if it waited
+            _hand_back(context, run_id, f"run {run_id}: Redis {problem} ({error})")
+            return "redis_unavailable"
         log.exception("run %s failed", run_id)
-        attempts.end_attempt(run_id, name, "failed", error=describe_error(error))
+        at, message = time.time(), describe_error(error)
+        try:
+            waits(
+                "recording its failure",
+                lambda: attempts.end_attempt(run_id, name, "failed", at=at, error=message),
+            )
+        except RedisUnusableError as unusable:
+            log.error("%s; its lease expires and a reaper requeues it", unusable)
         return "failed"
     finally:
         context.end_run()
+
+
+def _claimer(context: WorkerContext, run_id: str, provenance: Provenance | None) -> Callable[[], ClaimResult]:
+    """The claim of `run_id`, as a step that may be called again: a try whose answer timed out may
+    have claimed the run, and the next try then finds the lease ours."""
+    attempts, name = context.attempts, context.name
+    tries = 0
+
+    def claim() -> ClaimResult:
+        nonlocal tries
+        tries += 1
+        result = attempts.claim_run(run_id, name, context.settings.lease_ttl_s, context.device, provenance)
+        if tries > 1 and result.outcome == "leased" and attempts.lease_owner(run_id) == name:
+            record = attempts.load_run(run_id)
+            return ClaimResult(outcome="claimed", attempt=record.attempts if record else 0)
+        return result
+
+    return claim
+
+
+def _hand_back(context: WorkerContext, run_id: str, why: str) -> None:
+    """Give up an attempt that Redis could not serve: one try to hand the run back to the queue (it
+    resumes from its last checkpoint); failing that, its lease expires and a reaper requeues it."""
+    log.error("%s; handing the run back to the queue", why)
+    try:
+        if context.attempts.end_attempt(run_id, context.name, "queued", reason=f"{why}; handed back"):
+            context.enqueue(run_id)
+    except Exception as error:
+        log.error(
+            "run %s: Redis still unusable (%s); its lease expires and a reaper requeues it", run_id, error
+        )
 
 
 def _pruning_reporter(context: WorkerContext, record: RunRecord) -> PruningReporter | None:
@@ -154,17 +210,17 @@ def _pruning_reporter(context: WorkerContext, record: RunRecord) -> PruningRepor
     if context.experiments is None or record.experiment is None:
         return None
     try:
-        return PruningReporter.for_run(context.experiments, context.settings.redis_url, record)
+        return PruningReporter.for_run(context.experiments, url_with_timeouts(context.settings), record)
     except Exception:
         log.warning("run %s: cannot reach its experiment's study; not pruning it", record.id, exc_info=True)
         return None
 
 
-def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outcome:
+def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: RedisWaits) -> Outcome:
     attempts, name, settings = context.attempts, context.name, context.settings
-    record = attempts.load_run(run_id)
+    record = waits("reading the run", lambda: attempts.load_run(run_id))
     if record is None:  # deleted between the claim and now
-        attempts.release_lease(run_id, name)
+        waits("releasing its lease", lambda: attempts.release_lease(run_id, name))
         return "missing"
     run_config = record.config
     # The worker's own data directory wins: a submitted config cannot know this machine's paths.
@@ -174,40 +230,49 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     )
     dataset = datasets.get(train_config, torch.device(device))
 
-    state = attempts.load_state(run_id)
+    state = waits("reading its training state", lambda: attempts.load_state(run_id))
+    checkpointed = None
     if state is not None:
-        checkpoint = attempts.load_checkpoint(run_id)
+        checkpointed = waits("reading its checkpoint", lambda: attempts.load_checkpoint(run_id))
         trainer = load_training_state(
             state, dataset=dataset, device=train_config.device, log_every=settings.metrics_every_steps
         )
-        # The dead attempt's records after the checkpoint would repeat steps: drop them.
-        dropped = attempts.discard_metrics_after(run_id, checkpoint.stream_id if checkpoint else None)
         log.info("run %s: resuming at step %d (epoch %d)", run_id, trainer.step, trainer.epoch)
     else:
         trainer = Trainer(train_config, dataset=dataset, log_every=settings.metrics_every_steps)
-        dropped = attempts.discard_metrics_after(run_id, None)  # an attempt that died before checkpointing
+    # The dead attempt's records after the checkpoint (all of them, when it died before its first) would
+    # repeat steps: drop them.
+    after = checkpointed.stream_id if checkpointed else None
+    dropped = waits(
+        "dropping a dead attempt's records", lambda: attempts.discard_metrics_after(run_id, after)
+    )
     if dropped:  # live viewers received them already: tell them where training starts again
-        attempts.publish_progress(run_id, name, [rewind_event(trainer.step, trainer.epoch, time.time())])
+        rewind = [rewind_event(trainer.step, trainer.epoch, time.time())]
+        waits("telling viewers where it resumes", lambda: attempts.publish_progress(run_id, name, rewind))
 
     monitor = RunMonitor(attempts, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
-    attempts.publish_progress(
-        run_id, name, [], total_steps=trainer.total_steps, step=trainer.step, epoch=trainer.epoch,
-        progress=trainer.step / max(trainer.total_steps, 1),
-    )  # fmt: skip
+    start = {
+        "total_steps": trainer.total_steps, "step": trainer.step, "epoch": trainer.epoch,
+        "progress": trainer.step / max(trainer.total_steps, 1),
+    }  # fmt: skip
+    waits("recording where it starts", lambda: attempts.publish_progress(run_id, name, [], **start))
 
     def checkpoint(trainer: Trainer) -> None:
-        monitor.flush()  # the checkpoint covers every record written so far
-        attempts.save_checkpoint(
-            run_id, name, save_training_state(trainer), save_model(trainer.model, run_config),
-            step=trainer.step, epoch=trainer.epoch,
-        )  # fmt: skip
+        waits("streaming its metrics", monitor.flush)  # the checkpoint covers every record written so far
+        state, model = save_training_state(trainer), save_model(trainer.model, run_config)
+        waits(
+            f"saving its checkpoint at step {trainer.step}",
+            lambda: attempts.save_checkpoint(
+                run_id, name, state, model, step=trainer.step, epoch=trainer.epoch
+            ),
+        )
 
     pruning = _pruning_reporter(context, record)
 
     def on_metrics(metrics: dict) -> None:
         monitor(metrics)
-        if pruning is not None:
-            pruning.observe(metrics)
+        if pruning is not None:  # a repeated report of an epoch is ignored by Optuna
+            waits("reporting to its experiment's pruner", lambda: pruning.observe(metrics))
 
     stop = StopCheck(context, monitor, pruning)
     monitor.start()
@@ -217,7 +282,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
         monitor.close()
     if stop.reason == "lease_lost":
         raise LeaseLostError(f"run {run_id}: lease lost while training")
-    monitor.flush()
+    waits("streaming its last metrics", monitor.flush)
     # Where training stands now; a stop can fall between two metric records.
     position = {
         "step": trainer.step,
@@ -226,13 +291,23 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     }
 
     def end_attempt(status: RunStatus, **fields) -> None:
-        if not attempts.end_attempt(run_id, name, status, **position, **fields):
+        at = time.time()  # the same in every try: a try that landed is recognised by it
+        ended = waits(
+            f"marking it {status}",
+            lambda: attempts.end_attempt(run_id, name, status, at=at, **position, **fields),
+        )
+        if not ended:
             raise LeaseLostError(f"run {run_id}: lease lost before it could be marked {status}")
+
+    def mark_pruned() -> None:
+        assert context.experiments is not None and record.experiment is not None
+        experiments, experiment = context.experiments, record.experiment
+        waits("recording that it was pruned", lambda: experiments.mark_pruned(experiment, run_id))
 
     if not result.stopped and pruning is not None and pruning.pruned and record.experiment is not None:
         # Pruned at its last evaluation: the run is complete, but its setting's other seeds are not
         # run (ffcore.sweep's rule); the experiment's table shows the setting pruned.
-        context.experiments.mark_pruned(record.experiment, run_id)  # type: ignore[union-attr]
+        mark_pruned()
     if not result.stopped:
         end_attempt(
             "succeeded", test_error_scan=result.test_error_scan, test_error_softmax=result.test_error_softmax
@@ -245,7 +320,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
         return "cancelled"
     if stop.reason == "pruned" and pruning is not None and context.experiments is not None:
         assert record.experiment is not None
-        context.experiments.mark_pruned(record.experiment, run_id)  # before it ends: the table reads both
+        mark_pruned()  # before it ends: the table reads both
         error = (
             f"pruned at epoch {pruning.pruned_at} by experiment {record.experiment}: its validation error "
             "was worse than the median of the completed settings' at that epoch"
@@ -256,6 +331,6 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache) -> Outco
     # Shutting down: save where we are (mid-epoch states resume exactly) and hand the run back.
     checkpoint(trainer)
     end_attempt("queued", reason=f"worker {name} shut down")
-    context.enqueue(run_id)
+    waits("sending its task back to the queue", lambda: context.enqueue(run_id))
     log.info("run %s handed back to the queue at step %d", run_id, result.steps)
     return "requeued"

@@ -26,6 +26,7 @@ from fflab.store.keys import (
     checkpoint_key,
     decode_checkpoint,
     decode_record,
+    encode_fields,
     field_pairs,
     lease_key,
     metrics_key,
@@ -79,11 +80,27 @@ return {'claimed', attempts}
 
 # Stream records and update the run record: KEYS lease, metrics, run;
 # ARGV worker, maxlen, n, n JSON records, then field/value pairs. {0} when the lease is not ours.
+# Sent again after a timeout, records that reached the stream the first time are not added twice:
+# the lease holder is the stream's only writer, so a record of the batch that is the stream's last
+# entry (each record's JSON is unique: steps, kinds and times differ) marks where the batch landed.
 _PUBLISH_PROGRESS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
 local n = tonumber(ARGV[3])
+local first = 1
 local last = ''
-for i = 1, n do
+if n > 0 then
+  local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #top > 0 then
+    for i = n, 1, -1 do
+      if top[1][2][2] == ARGV[3 + i] then
+        first = i + 1
+        last = top[1][1]
+        break
+      end
+    end
+  end
+end
+for i = first, n do
   last = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3 + i])
 end
 if #ARGV > 3 + n then redis.call('HSET', KEYS[3], unpack(ARGV, 4 + n)) end
@@ -104,11 +121,17 @@ redis.call('HSET', KEYS[5], 'stream_id', stream_id, 'step', ARGV[4], 'epoch', AR
 return stream_id
 """
 
-# End an attempt (finished, or handed back to the queue) and drop the lease:
-# KEYS lease, run, metrics, state; ARGV worker, maxlen, event JSON, drop_state, field/value pairs.
+# End an attempt (finished, or handed back to the queue) and drop the lease: KEYS lease, run,
+# metrics, state; ARGV worker, maxlen, event JSON, drop_state, status, updated_at, field/value pairs.
+# Sent again after a timeout, an end that landed the first time (its lease is gone, and the run has
+# its status and its very updated_at) answers 1 again and writes nothing.
 _END_ATTEMPT = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  local now = redis.call('HMGET', KEYS[2], 'status', 'updated_at')
+  if now[1] == ARGV[5] and now[2] == ARGV[6] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
 redis.call('DEL', KEYS[1])
 if ARGV[4] == '1' then redis.call('DEL', KEYS[4]) end
@@ -232,7 +255,8 @@ class AttemptStore:
     ) -> str | None:
         """Append metric records and update run fields in one round trip; the last stream id.
 
-        Raises LeaseLostError (writing nothing) when `worker` no longer holds the run's lease.
+        Raises LeaseLostError (writing nothing) when `worker` no longer holds the run's lease. The
+        same records sent again (after a timeout, maybe with newer ones after them) are added once.
         """
         if fields:
             fields["updated_at"] = time.time()
@@ -278,24 +302,34 @@ class AttemptStore:
         return owner is not None and owner.decode() == worker, bool(cancel)
 
     def end_attempt(
-        self, run_id: str, worker: str, status: RunStatus, reason: str | None = None, **fields: Any
+        self,
+        run_id: str,
+        worker: str,
+        status: RunStatus,
+        reason: str | None = None,
+        *,
+        at: float | None = None,
+        **fields: Any,
     ) -> bool:
         """Set the run's final status (or `queued` to hand it back) and release the lease.
 
         Fenced by the lease: False (and nothing written) when `worker` no longer holds it. A
         finished run's training state is deleted; a run handed back keeps it to resume from.
-        `reason` goes into the status event only.
+        `reason` goes into the status event only. `at` (default: now) is when it ended: a call sent
+        again with the same `at` after a timeout is True if the first one landed.
         """
-        now = time.time()
+        now = time.time() if at is None else at
         if status in FINISHED:
             fields.setdefault("finished_at", now)
         fields.update(status=status, updated_at=now)
         event = status_event(status, now, error=fields.get("error"), reason=reason)
         drop_state = "1" if status in FINISHED else "0"
+        pairs = field_pairs(fields)
+        updated_at = encode_fields({"updated_at": now})["updated_at"]  # as the hash holds it
         return bool(
             self._end_attempt(
                 keys=[lease_key(run_id), run_key(run_id), metrics_key(run_id), state_key(run_id)],
-                args=[worker, self.metrics_maxlen, json.dumps(event), drop_state, *field_pairs(fields)],
+                args=[worker, self.metrics_maxlen, json.dumps(event), drop_state, status, updated_at, *pairs],
             )
         )
 

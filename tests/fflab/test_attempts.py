@@ -180,3 +180,34 @@ def test_a_run_that_keeps_losing_its_worker_ends_failed_at_the_attempt_cap(store
         "at": 0,
     }
     assert attempts.claim_run(run_id, "w4", ttl_s=10, device="cpu").outcome == "finished"
+
+
+def test_progress_sent_again_after_a_timeout_is_recorded_once(store, attempts, run_id):
+    """A write whose answer timed out may have landed: the worker sends the same records again, with
+    any newer ones after them, and each reaches the stream once."""
+    attempts.claim_run(run_id, "w1", ttl_s=10, device="cpu")
+    first = [{"kind": "train", "step": 5, "at": 1.5}, {"kind": "train", "step": 10, "at": 2.5}]
+    landed = attempts.publish_progress(run_id, "w1", first, step=10)
+    assert attempts.publish_progress(run_id, "w1", first, step=10) == landed  # the same batch: nothing new
+    newer = [{"kind": "eval", "step": 10, "split": "val", "at": 3.0}, {"kind": "train", "step": 15, "at": 4.0}]
+    attempts.publish_progress(run_id, "w1", first + newer, step=15)
+    records = [r for _, r in store.runs.read_metrics(run_id)[0] if r["kind"] != "status"]
+    assert records == first + newer
+    assert store.runs.get_run(run_id).step == 15
+    # A batch none of which landed goes in whole.
+    attempts.publish_progress(run_id, "w1", [{"kind": "train", "step": 20, "at": 5.0}])
+    assert [r["step"] for _, r in store.runs.read_metrics(run_id)[0] if r["kind"] == "train"] == [5, 10, 15, 20]
+
+
+def test_an_end_sent_again_after_a_timeout_is_recorded_once(store, attempts, run_id):
+    attempts.claim_run(run_id, "w1", ttl_s=10, device="cpu")
+    at = time.time()
+    assert attempts.end_attempt(run_id, "w1", "succeeded", at=at, step=40)
+    assert attempts.end_attempt(run_id, "w1", "succeeded", at=at, step=40)  # the first landed: still ours
+    assert statuses(store, run_id) == ["queued", "running", "succeeded"]
+    record = store.runs.get_run(run_id)
+    assert (record.status, record.finished_at, record.updated_at, record.step) == ("succeeded", at, at, 40)
+    # Another end (another time, or another status) is not that one: the lease is gone.
+    assert not attempts.end_attempt(run_id, "w1", "succeeded", at=at + 1)
+    assert not attempts.end_attempt(run_id, "w1", "failed", at=at)
+    assert statuses(store, run_id) == ["queued", "running", "succeeded"]

@@ -1,0 +1,225 @@
+"""Passing Redis trouble (a stall, out of memory) does not fail a run: the worker waits and writes
+again (worker.redis_waits), and one whose Redis stays unusable for long goes back to the queue.
+
+Each test has a redis-server of its own (the `own_redis` fixture) that it stops or fills up. The
+first tests drive `RedisWaits` and `train_run` in process; the last two, real `python -m worker`
+processes on MNIST.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+import redis
+
+from ffcore import RunConfig
+from fflab.connections import redis_client
+from fflab.settings import Settings
+from tests.support.store import TestStore
+from tests.support.tiny_data import tiny_config
+from tests.support.waiting import wait_for
+from tests.support.worker import WorkerProcess, start_worker, submit_run, wait_for_status
+from worker.context import WorkerContext
+from worker.heartbeat import Heartbeat
+from worker.reaper import Reaper
+from worker.redis_waits import RedisUnusableError, RedisWaits, passing_problem
+from worker.training import _hand_back, train_run
+
+METRICS_EVERY = 5
+
+
+def test_passing_redis_errors_are_told_from_lasting_ones(own_redis):
+    client = own_redis.client()
+    client.set("key", "value")
+    own_redis.fill_up()
+    with pytest.raises(redis.RedisError) as out_of_memory:
+        client.set("another", "x" * 1000)
+    own_redis.make_room()
+    with pytest.raises(redis.RedisError) as wrong_type:
+        client.lpush("key", "x")
+    own_redis.stop_answering()
+    try:
+        with pytest.raises(redis.RedisError) as timed_out:
+            # The worker's own client gives up on a server that does not answer, rather than wait forever.
+            redis_client(Settings(redis_url=own_redis.url, redis_socket_timeout_s=0.2)).get("key")
+    finally:
+        own_redis.answer_again()
+    client.config_set("requirepass", "secret")
+    with pytest.raises(redis.RedisError) as no_password:
+        redis.Redis.from_url(own_redis.url).get("key")
+    with pytest.raises(redis.RedisError) as unreachable:
+        redis.Redis(port=1, socket_connect_timeout=1, retry=None).get("key")
+
+    assert passing_problem(out_of_memory.value) == "is out of memory"
+    assert passing_problem(timed_out.value) == "timed out"
+    assert passing_problem(unreachable.value) == "is unreachable"
+    assert passing_problem(redis.BusyLoadingError("Redis is loading the dataset in memory")) == (
+        "is loading its data"
+    )
+    assert passing_problem(wrong_type.value) is None  # a bug: waiting does not cure it
+    assert passing_problem(no_password.value) is None  # nor a wrong password
+
+
+def test_a_step_waits_while_redis_is_out_of_memory_and_goes_through_once_there_is_room(own_redis, caplog):
+    client = own_redis.client()
+    own_redis.fill_up()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the operator makes room during the second wait
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            own_redis.make_room()
+
+    waits = RedisWaits("run r1", limit_s=60, sleep=sleep)
+    with caplog.at_level(logging.WARNING, logger="worker.redis_waits"):
+        assert waits("saving its checkpoint", lambda: client.set("checkpoint", "x" * 1000)) is True
+    assert client.get("checkpoint") == b"x" * 1000
+    assert waits.waits == 2 and sleeps == [0.5, 1.0]  # backing off
+    assert "run r1: Redis is out of memory while saving its checkpoint; trying again in 0.5 s" in caplog.text
+
+
+def test_a_step_gives_up_after_its_limit_and_says_what_it_waited_for(own_redis):
+    client = own_redis.client()
+    own_redis.fill_up()
+    waits = RedisWaits("run r1", limit_s=2)
+    with pytest.raises(RedisUnusableError) as gave_up:
+        waits("marking it succeeded", lambda: client.set("run", "succeeded"))
+    assert str(gave_up.value).startswith("run r1: Redis is out of memory for ")
+    assert "s while marking it succeeded (" in str(gave_up.value)
+    assert waits.waits >= 1 and client.get("run") is None
+
+
+def test_an_error_that_waiting_does_not_cure_is_raised_at_once(own_redis):
+    client = own_redis.client()
+    client.set("key", "value")
+    waits = RedisWaits("run r1", limit_s=60, sleep=lambda _: pytest.fail("it waited"))
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        waits("streaming its metrics", lambda: client.lpush("key", "x"))
+
+
+def test_an_attempt_that_redis_cannot_serve_for_long_gives_the_run_back(own_redis, datasets):
+    """Out of memory past the attempt's wait: it gives up; Redis refuses even the hand-back, so the run
+    stays running until its lease expires and the reaper requeues it, to resume from its checkpoint."""
+    settings = Settings(
+        redis_url=own_redis.url,
+        metrics_every_steps=2,
+        lease_ttl_s=2,
+        heartbeat_interval_s=0.2,
+    )
+    store = TestStore.from_url(own_redis.url)
+    enqueued: list[str] = []
+    context = WorkerContext(
+        settings=settings,
+        attempts=store.attempts,
+        registry=store.workers,
+        name="w1",
+        device="cpu",
+        enqueue=enqueued.append,
+        redis_wait_s=1,
+    )
+    heartbeat = Heartbeat(context, Reaper(store.attempts, enqueued.append, "w1"))
+    heartbeat.start()
+    try:
+        run_id = store.create_run(tiny_config(epochs=10_000)).id  # far longer than the test
+        outcome: list[str] = []
+        thread = threading.Thread(target=lambda: outcome.append(train_run(context, run_id, datasets)))
+        thread.start()
+        wait_for(lambda: store.load_checkpoint(run_id), 60, "the run's first checkpoint")
+        own_redis.fill_up()
+        thread.join(timeout=60)
+        assert outcome == ["redis_unavailable"]
+        assert store.get_run(run_id).status == "running"  # Redis took nothing, not even the hand-back
+
+        own_redis.make_room()
+        record = wait_for_status(store, run_id, {"queued"}, timeout_s=30)
+    finally:
+        heartbeat.stop()
+    assert (record.attempts, record.lost_workers, record.worker) == (1, 1, None)
+    assert run_id in enqueued and store.load_state(run_id) is not None  # it resumes from its checkpoint
+    last = store.read_metrics(run_id, limit=100_000)[0][-1][1]
+    assert (last["status"], last["reason"]) == ("queued", "lease expired (worker lost); requeued by w1")
+
+
+# --- real worker processes --------------------------------------------------------------------
+
+
+def small_run(**overrides) -> RunConfig:
+    """20 steps an epoch on MNIST's 50,000 training images."""
+    return RunConfig.from_preset(
+        "quick", **{"hidden": [16], "scan_layers": [0], "head_layers": [0], "batch_size": 2500} | overrides
+    )
+
+
+def assert_whole(store: TestStore, run_id: str, epochs: int) -> None:
+    """The run succeeded in one attempt, every metric record in the stream once."""
+    record = store.get_run(run_id)
+    assert record.status == "succeeded", record.error
+    assert (record.attempts, record.epoch, record.step) == (1, epochs, 20 * epochs)
+    records = [r for _, r in store.read_metrics(run_id, limit=100_000)[0]]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(
+        range(METRICS_EVERY, 20 * epochs + 1, METRICS_EVERY)
+    )
+    evals = [(r["step"], r["split"]) for r in records if r["kind"] == "eval"]
+    assert evals == [(20 * epoch, "val") for epoch in range(1, epochs + 1)] + [(20 * epochs, "test")]
+    assert [r["status"] for r in records if r["kind"] == "status"] == ["queued", "running", "succeeded"]
+
+
+def waited_twice(worker: WorkerProcess, message: str) -> None:
+    """Wait until the worker's log says twice that it waits for Redis (`message`)."""
+    wait_for(
+        lambda: worker.log().count(message) >= 2,
+        120,
+        lambda: f"the worker to wait for Redis twice; its log:\n{worker.log()[-3000:]}",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_worker_rides_out_a_redis_stall_longer_than_its_socket_timeout(own_redis, mnist_dir):
+    store = TestStore.from_url(own_redis.url)
+    timeouts = {"FF_REDIS_SOCKET_TIMEOUT_S": "1"}
+    # A lease far longer than the stall: riding it out is the point, not the reaper.
+    with start_worker(
+        own_redis.url, mnist_dir, metrics_every_steps=METRICS_EVERY, lease_ttl_s=120, env=timeouts
+    ) as worker:
+        run_id = submit_run(own_redis.url, small_run(epochs=3))
+        wait_for(lambda: store.get_run(run_id).step >= METRICS_EVERY, 60, "the run to train")
+        own_redis.stop_answering()
+        try:
+            # Training goes on until its next checkpoint, which waits for Redis (twice: backing off).
+            waited_twice(worker, f"run {run_id}: Redis timed out while ")
+        finally:
+            own_redis.answer_again()
+        wait_for_status(store, run_id, {"succeeded", "failed"}, timeout_s=180)
+    assert_whole(store, run_id, epochs=3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_worker_waits_while_redis_is_out_of_memory_and_the_run_completes(own_redis, mnist_dir):
+    store = TestStore.from_url(own_redis.url)
+    with start_worker(own_redis.url, mnist_dir, metrics_every_steps=METRICS_EVERY) as worker:
+        run_id = submit_run(own_redis.url, small_run(epochs=3))
+        wait_for(lambda: store.get_run(run_id).step >= METRICS_EVERY, 60, "the run to train")
+        own_redis.fill_up()
+        try:
+            waited_twice(worker, f"run {run_id}: Redis is out of memory while ")
+            assert store.get_run(run_id).status == "running"
+        finally:
+            own_redis.make_room()
+        wait_for_status(store, run_id, {"succeeded", "failed"}, timeout_s=180)
+    assert_whole(store, run_id, epochs=3)
+
+
+def test_a_run_given_up_while_redis_takes_writes_again_is_handed_back_at_once(store, make_context, enqueued):
+    run_id = store.create_run(tiny_config()).id
+    context = make_context()
+    assert store.claim_run(run_id, context.name, 60, "cpu").outcome == "claimed"
+    why = f"run {run_id}: Redis is out of memory for 300 s while saving its checkpoint at step 8 (OOM)"
+    _hand_back(context, run_id, why)
+    record = store.get_run(run_id)
+    assert (record.status, store.lease_owner(run_id), enqueued) == ("queued", None, [run_id])
+    last = store.read_metrics(run_id)[0][-1][1]
+    assert (last["status"], last["reason"]) == ("queued", f"{why}; handed back")
