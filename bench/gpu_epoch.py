@@ -1,21 +1,52 @@
-"""Seconds per epoch of the `reference` preset on a GPU, and the test error after those epochs.
+"""Seconds per epoch of a preset's recipe on a GPU (or the CPU), and the test error after those epochs.
 
-Runs the first --epochs epochs of the 100-epoch recipe (same schedule), times each epoch
-(evaluation included, as a full run pays it), and extrapolates the 100-epoch wall time.
+Runs the first --epochs epochs of the recipe (same schedule), times each epoch (evaluation
+included, as a full run pays it) and projects the whole recipe's wall time from the median epoch
+after the first (the first pays for CUDA's and the allocator's warm-up; with one epoch, that one).
+On a GPU, every clock is read after torch.cuda.synchronize(), so an epoch's time includes the work
+queued in it. The JSON records the versions and the float32 matmul settings (TF32 or not), which
+change GPU times by large factors.
 
-    .venv/bin/python -m bench.gpu_epoch --data-dir ../shared/datasets [--epochs 3] [--device cuda]
+    .venv/bin/python -m bench.gpu_epoch --data-dir ../shared/datasets [--epochs 5] [--device cuda]
+    .venv/bin/python -m bench.gpu_epoch --data-dir ../shared/datasets --device cpu --preset quick --epochs 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ffcore import RunConfig, Trainer
+from ffcore import PRESETS, RunConfig, Trainer
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What the times depend on besides the code: versions, the device, float32 matmul settings."""
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    if device.type == "cuda":
+        info |= {
+            "device": torch.cuda.get_device_name(device),
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            # Newer PyTorch's per-backend setting ("ieee" or "tf32"), where it has one.
+            "fp32_precision_matmul": getattr(torch.backends.cuda.matmul, "fp32_precision", None),
+        }
+    else:
+        info["device"] = "cpu"
+    return info
 
 
 def main() -> None:
@@ -23,31 +54,42 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--preset", default="reference", choices=sorted(PRESETS))
+    parser.add_argument("--epochs", type=int, default=5, help="epochs to time (default: %(default)s)")
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: %(default)s)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_epoch.json"))
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible to PyTorch; run this on a GPU machine (or --device cpu)")
+    if args.device.startswith("cuda:"):
+        torch.cuda.set_device(torch.device(args.device))
+    device_name = "cuda" if args.device.startswith("cuda") else "cpu"
 
-    config = RunConfig.from_preset("reference", data_dir=args.data_dir, device=args.device)
+    config = RunConfig.from_preset(args.preset, data_dir=args.data_dir, device=device_name)
     trainer = Trainer(config, log_every=10**9)
-    stamps = [time.perf_counter()]
 
-    def on_epoch_end(t: Trainer) -> None:
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
+    def clock() -> float:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()  # the queued work belongs to the epoch it was queued in
+        return time.perf_counter()
 
-    trainer.fit(on_epoch_end=on_epoch_end, max_steps=args.epochs * trainer.steps_per_epoch)
+    stamps = [clock()]
+    trainer.fit(
+        on_epoch_end=lambda t: stamps.append(clock()),
+        max_steps=min(args.epochs, config.epochs) * trainer.steps_per_epoch,
+    )
     epoch_s = [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)]
+    steady = statistics.median(epoch_s[1:] if len(epoch_s) > 1 else epoch_s)
     errors = trainer.evaluate("test")
-    steady = min(epoch_s[1:]) if len(epoch_s) > 1 else epoch_s[0]  # the first epoch pays warm-up
     result = {
-        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        "epochs": len(epoch_s),
+        "preset": args.preset,
+        **environment(trainer.device),
+        "epochs_timed": len(epoch_s),
         "seconds_per_epoch": epoch_s,
-        "projected_100_epochs_s": steady * config.epochs,
+        "median_epoch_s": steady,
+        "median_of": "epochs 2.." if len(epoch_s) > 1 else "epoch 1",
+        "recipe_epochs": config.epochs,
+        "projected_recipe_s": steady * config.epochs,
         "test_error_scan": errors["error_scan"],
         "test_error_softmax": errors["error_softmax"],
     }
