@@ -189,14 +189,18 @@ def test_progress_sent_again_after_a_timeout_is_recorded_once(store, attempts, r
     first = [{"kind": "train", "step": 5, "at": 1.5}, {"kind": "train", "step": 10, "at": 2.5}]
     landed = attempts.publish_progress(run_id, "w1", first, step=10)
     assert attempts.publish_progress(run_id, "w1", first, step=10) == landed  # the same batch: nothing new
-    newer = [{"kind": "eval", "step": 10, "split": "val", "at": 3.0}, {"kind": "train", "step": 15, "at": 4.0}]
+    newer = [
+        {"kind": "eval", "step": 10, "split": "val", "at": 3.0},
+        {"kind": "train", "step": 15, "at": 4.0},
+    ]
     attempts.publish_progress(run_id, "w1", first + newer, step=15)
     records = [r for _, r in store.runs.read_metrics(run_id)[0] if r["kind"] != "status"]
     assert records == first + newer
     assert store.runs.get_run(run_id).step == 15
     # A batch none of which landed goes in whole.
     attempts.publish_progress(run_id, "w1", [{"kind": "train", "step": 20, "at": 5.0}])
-    assert [r["step"] for _, r in store.runs.read_metrics(run_id)[0] if r["kind"] == "train"] == [5, 10, 15, 20]
+    steps = [r["step"] for _, r in store.runs.read_metrics(run_id)[0] if r["kind"] == "train"]
+    assert steps == [5, 10, 15, 20]
 
 
 def test_an_end_sent_again_after_a_timeout_is_recorded_once(store, attempts, run_id):
