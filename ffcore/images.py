@@ -4,6 +4,10 @@ MNIST digits were made by fitting the ink of each scanned digit into a 20x20 box
 ratio, anti-aliased) and placing that box in a 28x28 field so that the centre of mass of the ink sits
 at the field's centre; ink is white (1) on black (0). A model trained on MNIST only recognises digits
 prepared the same way, so a drawn or photographed digit goes through `preprocess_digit` first.
+
+A picture is first shrunk in 8 bits (`shrink_picture`: grey or grey + alpha, at most WORKING_SIDE pixels
+on its longer side; a JPEG is decoded at reduced scale) and only then turned into floats: a 20x20 digit
+needs no more, and a large picture as float arrays would cost gigabytes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ CENTRE = IMAGE_SIZE // 2  # and placed the box so that the ink's centre of mass 
 NOISE_FLOOR = 0.1
 # An image whose ink contrast stays under this is blank.
 MIN_CONTRAST = 0.1
+# Pictures are shrunk to at most this many pixels on their longer side before any float conversion:
+# plenty to find and measure a digit that ends up 20 pixels tall.
+WORKING_SIDE = 512
+# Below this opacity somewhere, a picture has a transparent background and its opacity is the ink.
+OPAQUE = 0.98
 
 
 class EmptyImageError(ValueError):
@@ -31,12 +40,13 @@ class EmptyImageError(ValueError):
 def preprocess_digit(image: Image.Image | np.ndarray) -> np.ndarray:
     """A digit image of any size as MNIST would have it: float32 (28, 28), ink 1 on background 0.
 
-    Accepts a PIL image (any mode) or an array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, either
-    uint8 (0..255) or float in [0, 1]. Dark ink on a light background is inverted. With a transparent
-    background (RGBA, e.g. a drawing canvas) the opacity is the ink. Raises EmptyImageError when there
-    is no ink, ValueError for an array that is not an image.
+    Accepts a PIL image (any mode; shrunk first with `shrink_picture`, which decodes an unloaded JPEG
+    at reduced scale, changing that image object) or an array: (H, W) grey, (H, W, 3) RGB or (H, W, 4)
+    RGBA, either uint8 (0..255) or float in [0, 1]. Dark ink on a light background is inverted. With a
+    transparent background (RGBA, e.g. a drawing canvas) the opacity is the ink. Raises EmptyImageError
+    when there is no ink, ValueError for an array that is not an image.
     """
-    ink = _ink(image)
+    ink = _picture_ink(shrink_picture(image)) if isinstance(image, Image.Image) else _array_ink(image)
     ink = _remove_background(ink)
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
@@ -45,30 +55,57 @@ def preprocess_digit(image: Image.Image | np.ndarray) -> np.ndarray:
     return _place_by_centre_of_mass(digit)
 
 
-def _ink(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Ink density in [0, 1], where 1 is the strongest ink (still with its background level)."""
-    if isinstance(image, Image.Image):
-        if image.width == 0 or image.height == 0:
-            raise ValueError("the image is empty (zero pixels)")
-        has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-        array = np.asarray(image.convert("RGBA" if has_alpha else "L"), dtype=np.float32) / 255.0
-    else:
-        array = _array_in_unit_range(np.asarray(image))
+def shrink_picture(image: Image.Image, longest_side: int = WORKING_SIDE) -> Image.Image:
+    """The picture in 8 bits, grey (L) or grey + opacity (LA) when it has any transparency, at most
+    `longest_side` pixels on its longer side (box-averaged by a whole factor).
+
+    An unloaded JPEG is decoded straight at 1/2, 1/4 or 1/8 scale and in grey (PIL's draft, which
+    changes `image`); other pictures are decoded whole (`load`) and raise what PIL raises for a damaged
+    file (OSError, SyntaxError, ValueError). Costs about one 8-bit copy of the decoded picture.
+    """
+    if image.width == 0 or image.height == 0:
+        raise ValueError("the image is empty (zero pixels)")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    mode = "LA" if has_alpha else "L"
+    scale = min(1.0, longest_side / max(image.size))
+    image.draft(mode, (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    image.load()
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        # 16-bit grey (PNG): PIL's convert("L") would clip every value above 255 to white.
+        image = Image.fromarray((np.asarray(image) >> 8).clip(0, 255).astype(np.uint8))
+    small = image.convert(mode) if image.mode != mode else image
+    factor = -(-max(small.size) // longest_side)  # ceil: the longer side ends at most longest_side
+    return small.reduce(factor) if factor > 1 else small
+
+
+def _picture_ink(picture: Image.Image) -> np.ndarray:
+    """Ink density in [0, 1] of a shrunk (L or LA) picture, still with its background level."""
+    array = np.asarray(picture, dtype=np.float32) / 255.0
+    if picture.mode == "LA":
+        opacity = array[..., 1]
+        if opacity.min() < OPAQUE:
+            # A transparent background (a drawing canvas): whatever is opaque is the drawing,
+            # whatever its colour.
+            return opacity
+        array = array[..., 0]
+    return _invert_if_light_background(array)
+
+
+def _array_ink(image: np.ndarray) -> np.ndarray:
+    """Ink density in [0, 1] of an image array, where 1 is the strongest ink (still with its background
+    level)."""
+    array = _array_in_unit_range(np.asarray(image))
     if array.ndim == 3:
         channels = array.shape[2]
         if channels not in (1, 3, 4):
             raise ValueError(f"an image array has 1, 3 or 4 channels, got shape {array.shape}")
         if channels == 4:
             alpha = array[..., 3]
-            if alpha.min() < 0.98:
-                # A transparent background (a drawing canvas): whatever is opaque is the drawing,
-                # whatever its colour.
-                return alpha
+            if alpha.min() < OPAQUE:
+                return alpha  # a transparent background: the opacity is the ink
             array = array[..., :3]
         # ITU-R 601 luma, as PIL's convert("L").
         array = array[..., 0] if channels == 1 else array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    if array.ndim != 2:
-        raise ValueError(f"an image is (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
     return _invert_if_light_background(array)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from ffcore.images import EmptyImageError, preprocess_digit
+from ffcore.images import WORKING_SIDE, EmptyImageError, preprocess_digit, shrink_picture
 from tests.support.mnist import mnist_test_images
 
 
@@ -123,3 +125,98 @@ def test_an_image_without_ink_is_refused(blank: np.ndarray) -> None:
 def test_arrays_that_are_not_images_get_a_clear_error(array: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         preprocess_digit(array)
+
+
+def encoded(image: Image.Image, format_name: str) -> Image.Image:
+    """`image` written as `format_name` and opened again, not yet decoded (as an upload arrives)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=format_name)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def a_large_seven(mode: str, size: tuple[int, int] = (2400, 1800)) -> Image.Image:
+    width, height = size
+    picture = Image.new(mode, size, "white")
+    stroke = [(width // 3, height // 5), (width * 2 // 3, height // 5), (width * 2 // 5, height * 4 // 5)]
+    ImageDraw.Draw(picture).line(stroke, fill="black", width=height // 12)
+    return picture
+
+
+@pytest.mark.parametrize(
+    ("make_picture", "mode"),
+    [
+        (lambda: a_large_seven("RGB"), "L"),
+        (lambda: a_large_seven("RGBA"), "LA"),
+        (lambda: Image.new("RGBA", (1999, 2000), (0, 0, 0, 0)), "LA"),
+        (lambda: encoded(a_large_seven("RGB"), "JPEG"), "L"),
+        (lambda: encoded(a_large_seven("P"), "PNG"), "L"),
+        (lambda: encoded(a_large_seven("1"), "PNG"), "L"),
+    ],
+    ids=["rgb", "rgba", "transparent-rgba", "jpeg", "palette", "1-bit"],
+)
+def test_pictures_are_shrunk_in_8_bits(make_picture, mode: str) -> None:
+    picture = make_picture()
+    width, height = picture.size
+
+    shrunk = shrink_picture(picture)
+
+    assert shrunk.mode == mode
+    assert WORKING_SIDE // 2 < max(shrunk.size) <= WORKING_SIDE
+    assert shrunk.width / shrunk.height == pytest.approx(width / height, rel=0.02)
+
+
+def test_a_jpeg_is_decoded_at_reduced_scale() -> None:
+    jpeg = encoded(a_large_seven("RGB"), "JPEG")
+
+    shrink_picture(jpeg)
+
+    # PIL's draft decoded the file itself at 1/2, 1/4 or 1/8 scale, in grey: never the full 2400x1800.
+    assert jpeg.mode == "L" and jpeg.size in [(1200, 900), (600, 450)]
+
+
+@pytest.mark.parametrize(
+    "make_picture",
+    [
+        lambda: a_large_seven("RGB"),
+        lambda: encoded(a_large_seven("RGB"), "JPEG"),
+        lambda: encoded(a_large_seven("L").convert("LA"), "PNG"),
+    ],
+    ids=["rgb", "jpeg", "grey-alpha"],
+)
+def test_shrinking_first_keeps_the_digit_a_full_size_float_pass_makes(make_picture) -> None:
+    full_size = preprocess_digit(np.asarray(make_picture().convert("RGB")))  # arrays: every pixel, floats
+
+    from_picture = preprocess_digit(make_picture())
+
+    # The same digit up to rounding: the box's shorter side and the centring shift are whole pixels,
+    # and the shrunk picture's ink box may round to the other side of a half pixel.
+    assert_same_digit_up_to_a_pixel(from_picture, full_size)
+
+
+def test_a_transparent_canvas_stays_ink_after_shrinking() -> None:
+    canvas = Image.new("RGBA", (1999, 2000), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).line([(1000, 250), (1000, 1750)], fill=(0, 0, 0, 255), width=100)
+
+    out = preprocess_digit(encoded(canvas, "PNG"))
+
+    assert out[:, 14].sum() > 15  # a vertical stroke down the middle, black strokes read as ink
+    assert_same_digit_up_to_a_pixel(out, preprocess_digit(np.asarray(canvas)))
+
+
+def assert_same_digit_up_to_a_pixel(digit: np.ndarray, reference: np.ndarray) -> None:
+    assert correlation(digit, reference) > 0.9
+    assert np.abs(np.subtract(ink_box(digit > 0.05), ink_box(reference > 0.05))).max() <= 1
+    assert centre_of_mass(digit) == pytest.approx((14, 14), abs=0.6)
+    assert centre_of_mass(reference) == pytest.approx((14, 14), abs=0.6)
+    assert digit.sum() == pytest.approx(reference.sum(), rel=0.1)  # as much ink
+
+
+def test_16_bit_grey_reads_as_its_8_bit_twin() -> None:
+    digit = np.full((300, 200), 10_000, dtype=np.uint16)  # dark grey paper
+    digit[50:250, 90:110] = 50_000  # light ink (clipped to 8 bits, paper and ink would both be white)
+    eight_bit = (digit >> 8).astype(np.uint8)
+
+    out = preprocess_digit(encoded(Image.fromarray(digit), "PNG"))
+
+    np.testing.assert_allclose(out, preprocess_digit(Image.fromarray(eight_bit)), atol=1e-6)
+    assert out.max() == pytest.approx(1.0)
