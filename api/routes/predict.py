@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
-from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Request, Response
-from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import ModelCacheDep, RunId, StoreDep, run_not_found
+from api.deps import ModelCacheDep, RunId, SettingsDep, StoreDep, run_not_found
 from api.errors import describe_validation_errors
+from api.images import decode_uploaded_digit
 from api.inference import NoModelError, UnreadableModelError
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_digit
+from fflab.settings import Settings
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/runs", tags=["predict"])
-
-# Images larger than this are refused before decoding: a small compressed file can decode to gigabytes.
-MAX_IMAGE_PIXELS = 25_000_000
 
 NO_MODEL = {409: {"model": ErrorOut, "description": "The run has no model yet."}}
 
@@ -41,8 +37,10 @@ _PREDICT_BODY = {
                         "image": {
                             "type": "string",
                             "format": "binary",
-                            "description": "A digit picture (PNG or JPEG) of any size: dark ink on light "
-                            "paper, light ink on dark, or strokes on a transparent background.",
+                            "description": "A digit picture, PNG or JPEG (other formats are refused 422), "
+                            "of at most FF_MAX_IMAGE_PIXELS pixels (width x height; default 4,000,000): "
+                            "dark ink on light paper, light ink on dark, or strokes on a transparent "
+                            "background.",
                         }
                     },
                 }
@@ -60,33 +58,9 @@ def _no_model(run_id: str, status: str) -> HTTPException:
     )
 
 
-def _decode_image_file(data: bytes) -> np.ndarray:
-    """A picture file as MNIST would have it (28x28 in [0, 1]); 422 with the reason when it is unusable."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > MAX_IMAGE_PIXELS:
-            raise HTTPException(
-                status_code=422,
-                detail=f"image: {width}x{height} pixels is too large; at most {MAX_IMAGE_PIXELS:,} pixels",
-            )
-        image.load()
-    except UnidentifiedImageError as error:
-        raise HTTPException(
-            status_code=422, detail="image: not a readable image file (send PNG or JPEG)"
-        ) from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise HTTPException(
-            status_code=422, detail=f"image: the file is damaged or truncated ({error})"
-        ) from error
-    try:
-        return preprocess_digit(image)
-    except EmptyImageError as error:
-        raise HTTPException(status_code=422, detail="image: the image has no ink") from error
-
-
-async def read_digit(request: Request) -> np.ndarray:
-    """The request's digit as a float32 (28, 28) array, from JSON pixels or an uploaded picture."""
+async def read_digit(request: Request, settings: Settings) -> np.ndarray:
+    """The request's digit as a float32 (28, 28) array, from JSON pixels or an uploaded picture (PNG or
+    JPEG of at most `settings.max_image_pixels` pixels, decoded in one of the app's decode slots)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         try:
@@ -107,10 +81,10 @@ async def read_digit(request: Request) -> np.ndarray:
                 raise HTTPException(
                     status_code=422, detail="image: send the picture as a multipart file field named 'image'"
                 )
-            data = await upload.read()
-        if not data:
-            raise HTTPException(status_code=422, detail="image: the uploaded file is empty")
-        return await to_thread.run_sync(_decode_image_file, data)
+            if upload.size == 0:
+                raise HTTPException(status_code=422, detail="image: the uploaded file is empty")
+            # Decoded from the form's spooled file (on disk beyond 1 MB) while it waits for a slot.
+            return await decode_uploaded_digit(request.app, settings, upload.file)
     raise HTTPException(
         status_code=415,
         detail='send the digit as application/json ({"image": 28 rows of 28 values in [0, 1]}) or as '
@@ -127,15 +101,19 @@ async def read_digit(request: Request) -> np.ndarray:
         **NO_MODEL,
         413: {"model": ErrorOut, "description": "The body is too large."},
         415: {"model": ErrorOut, "description": "Neither JSON nor multipart."},
-        422: {"model": ErrorOut, "description": "The image is invalid, unreadable or blank."},
+        422: {
+            "model": ErrorOut,
+            "description": "The image is invalid, unreadable, blank, not PNG or JPEG, or too large.",
+        },
     },
     summary="Predict a digit with a run's model",
 )
 async def predict_digit(
-    run_id: RunId, request: Request, store: StoreDep, model_cache: ModelCacheDep
+    run_id: RunId, request: Request, store: StoreDep, settings: SettingsDep, model_cache: ModelCacheDep
 ) -> PredictionOut:
-    """Send 28x28 pixel values (JSON, used as given unless `preprocess` is true) or a picture of any size
-    (multipart, always preprocessed as MNIST was: ink fitted into 20x20, centred by centre of mass).
+    """Send 28x28 pixel values (JSON, used as given unless `preprocess` is true) or a PNG or JPEG picture
+    of up to FF_MAX_IMAGE_PIXELS pixels (multipart, always preprocessed as MNIST was: ink fitted into
+    20x20, centred by centre of mass).
     Answers the label scan's prediction, the goodness of every layer under every label, the softmax
     head's probabilities and the 28x28 image the model saw. A running run answers with its latest
     checkpoint (saved at every epoch end)."""
@@ -145,7 +123,7 @@ async def predict_digit(
     status, has_model, updated_at = found
     if not has_model:
         raise _no_model(run_id, status)
-    image = await read_digit(request)
+    image = await read_digit(request, settings)
     try:
         loaded = await model_cache.get(run_id, updated_at)
     except NoModelError as error:
