@@ -30,6 +30,7 @@ from worker.context import WorkerContext, set_context
 from worker.coordinator import Coordinator
 from worker.heartbeat import Heartbeat
 from worker.reaper import Reaper
+from worker.retention import Retention
 
 log = logging.getLogger("worker")
 
@@ -39,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m worker",
         description="Start one FF Lab training worker. Broker, data and timings come from the FF_* "
-        "settings (FF_REDIS_URL, FF_DATA_DIR, FF_LEASE_TTL_S, FF_HEARTBEAT_INTERVAL_S, "
-        "FF_METRICS_EVERY_STEPS).",
+        "settings (FF_REDIS_URL, FF_REDIS_SOCKET_TIMEOUT_S, FF_DATA_DIR, FF_LEASE_TTL_S, "
+        "FF_HEARTBEAT_INTERVAL_S, FF_METRICS_EVERY_STEPS, FF_MAX_ATTEMPTS); with FF_RETENTION_DAYS, the "
+        "workers delete finished runs and experiments that many days after they end.",
     )
     parser.add_argument(
         "--name",
@@ -131,7 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         coordinator=coordinator,
     )
     set_context(context)
-    heartbeat = Heartbeat(context, Reaper(attempts, enqueue, name, settings.max_attempts))
+    retention = None
+    if settings.retention_days is not None:
+        retention = Retention(runs, experiments, settings.retention_days)
+        log.info(
+            "retention: finished runs and experiments are deleted %g days after they end",
+            settings.retention_days,
+        )
+    heartbeat = Heartbeat(context, Reaper(attempts, enqueue, name, settings.max_attempts, retention))
 
     # Start beating once the worker consumes, so that a registered worker is a ready one.
     def on_ready(**_: object) -> None:

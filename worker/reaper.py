@@ -9,7 +9,8 @@ them. The check and the status change happen in one Redis script, so two reapers
 run twice, and a run a worker has just claimed is never touched.
 
 The reaper also re-sends the task of a run that has been `queued` for a while with no message in the
-broker (lost between a worker taking it and claiming the run, or in a Redis crash's last second).
+broker (lost between a worker taking it and claiming the run, or in a Redis crash's last second),
+and, with FF_RETENTION_DAYS, deletes finished runs and experiments past it (worker.retention).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from fflab.queue import pending_run_ids
 from fflab.store.attempts import DEFAULT_MAX_LOST, AttemptStore
+from worker.retention import Expired, Retention
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +32,18 @@ class Reaper:
         enqueue: Callable[[str], None],
         worker_name: str,
         max_attempts: int = DEFAULT_MAX_LOST,
+        retention: Retention | None = None,
     ):
         self.attempts = attempts
         self.enqueue = enqueue
         self.worker_name = worker_name
         self.max_attempts = max_attempts
+        self.retention = retention  # None: nothing expires (FF_RETENTION_DAYS unset)
+
+    def expire_old(self) -> Expired | None:
+        """Delete the finished runs and experiments past the retention, when it is this worker's turn
+        (see worker.retention); None when nothing expires or it was not its turn."""
+        return self.retention.maybe_expire() if self.retention is not None else None
 
     def resend_lost(self, min_age_s: float) -> list[str]:
         """Send again the tasks of runs queued for over `min_age_s` whose message is not in the broker

@@ -2,7 +2,8 @@
 the results table built from those runs.
 
 The API creates, lists, cancels and deletes experiments here; the coordinator (worker.coordinator)
-records trials and runs and ends experiments. Runs themselves live in the run store: this module
+records trials and runs and ends experiments; the workers' retention (worker.retention) deletes old
+ended ones. Runs themselves live in the run store: this module
 only reads the fields of theirs that a results table needs. Keys come from `fflab.store.keys`.
 """
 
@@ -146,6 +147,21 @@ class ExperimentStore:
         args = [status, repr(time.time()), error or ""]
         before = self._finish(keys=[experiment_key(experiment_id)], args=args)
         return before.decode() if before else None
+
+    def created_before(self, cutoff: float) -> dict[str, float | None]:
+        """Id -> end time (None while it runs) of every experiment created before the Unix time
+        `cutoff`, in one round trip and without reading specs (what retention reads: the runs created
+        before `cutoff` can only belong to these)."""
+        ids = [i.decode() for i in self.redis.zrangebyscore(EXPERIMENTS_INDEX, "-inf", f"({cutoff!r}")]
+        pipe = self.redis.pipeline(transaction=False)
+        for experiment_id in ids:
+            pipe.hmget(experiment_key(experiment_id), "status", "finished_at")
+        ends: dict[str, float | None] = {}
+        for experiment_id, (status, finished_at) in zip(ids, pipe.execute(), strict=True):
+            if status is not None:  # (deleted meanwhile otherwise)
+                ended = status != b"running" and finished_at
+                ends[experiment_id] = float(finished_at) if ended else None
+        return ends
 
     def delete(self, experiment_id: str) -> list[str]:
         """Remove the experiment and its Optuna journal; returns its runs' ids (the caller deletes them)."""

@@ -15,6 +15,8 @@ through the functions here. Keys (all under the `ff:` prefix):
     ff:run:{id}:checkpoint  HASH    where the saved state stands: step, epoch, at, and stream_id (the
                                     last metrics entry it covers; a resumed run drops later records)
     ff:workers              HASH    worker name -> JSON {name, device, host, pid, run_id, seen_at}
+    ff:retention:turn       STRING  present (with a TTL) while a worker's retention pass is recent: the
+                                    next pass among all workers waits for it to expire (worker.retention)
 
     ff:experiments                  ZSET    experiment id -> creation time
     ff:experiment:{id}              HASH    the experiment record (see `ExperimentRecord`); `spec` holds JSON
@@ -45,6 +47,7 @@ RUN_ID_LENGTH = 12  # hex digits of a run or experiment id
 RUNS_INDEX = PREFIX + "runs"
 WORKERS = PREFIX + "workers"
 EXPERIMENTS_INDEX = PREFIX + "experiments"
+RETENTION_TURN = PREFIX + "retention:turn"
 
 
 def run_key(run_id: str) -> str:
@@ -89,12 +92,18 @@ def all_run_keys(run_id: str) -> list[str]:
 
 
 def read_all_runs(
-    client: Any, *fields: str, newest_first: bool = False
+    client: Any, *fields: str, newest_first: bool = False, created_before: float | None = None
 ) -> list[tuple[str, list[bytes | None]]]:
-    """(run id, values of `fields`) of every run in the index, in one pipelined round trip: what the
-    stores' filters and counts read (fine for thousands of runs)."""
-    order = client.zrevrange if newest_first else client.zrange
-    ids = [i.decode() for i in order(RUNS_INDEX, 0, -1)]
+    """(run id, values of `fields`) of every run in the index (only those created before the Unix time
+    `created_before`, when given), in one pipelined round trip: what the stores' filters and counts
+    read (fine for thousands of runs)."""
+    if created_before is None:
+        order = client.zrevrange if newest_first else client.zrange
+        raw_ids = order(RUNS_INDEX, 0, -1)
+    else:  # the index's scores are the creation times
+        raw_ids = client.zrangebyscore(RUNS_INDEX, "-inf", f"({created_before!r}")
+        raw_ids = raw_ids[::-1] if newest_first else raw_ids
+    ids = [i.decode() for i in raw_ids]
     pipe = client.pipeline(transaction=False)
     for run_id in ids:
         pipe.hmget(run_key(run_id), *fields)

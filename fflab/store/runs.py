@@ -1,5 +1,5 @@
 """The API's side of the run store: create, read, list, cancel and delete runs, and read their
-metrics and models.
+metrics and models; also what the workers' retention (worker.retention) reads and deletes.
 
 The worker writes through `fflab.store.attempts` instead; keys and encoding come from
 `fflab.store.keys`.
@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 import redis.asyncio
 
 from ffcore.config import RunConfig
 from fflab.store.keys import (
+    FINISHED,
+    RETENTION_TURN,
     RUN_ID_LENGTH,
     RUNS_INDEX,
     Checkpoint,
@@ -73,6 +75,15 @@ local data = redis.call('GET', KEYS[1])
 if not data then return false end
 return redis.sha1hex(data)
 """
+
+
+class RunAge(NamedTuple):
+    """What retention reads of a run."""
+
+    id: str
+    status: str
+    ended_at: float | None  # None while it is queued or running
+    experiment: str | None
 
 
 class RunStore:
@@ -212,8 +223,38 @@ class RunStore:
         )
         return status.decode() if status else None
 
+    def statuses(self, run_ids: list[str]) -> list[str | None]:
+        """The status of each run (None: no such run), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(run_key(run_id), "status")
+        return [status.decode() if status else None for status in pipe.execute()]
+
+    def created_before(self, cutoff: float) -> list[RunAge]:
+        """Status, end and experiment of every run created before the Unix time `cutoff`, in one round
+        trip (what retention reads: a run that ended before `cutoff` was created before it)."""
+        fields = ("status", "finished_at", "updated_at", "experiment")
+        ages = []
+        for run_id, (status, finished_at, updated_at, experiment) in read_all_runs(
+            self.redis, *fields, created_before=cutoff
+        ):
+            if status is None:  # deleted meanwhile
+                continue
+            at = finished_at or updated_at  # every end sets finished_at; older records may lack it
+            ended_at = float(at) if at and status.decode() in FINISHED else None
+            ages.append(
+                RunAge(run_id, status.decode(), ended_at, experiment.decode() if experiment else None)
+            )
+        return ages
+
+    def take_retention_turn(self, every_s: float) -> bool:
+        """True when no retention pass was made (by any worker) within `every_s`; this call then counts
+        as one (worker.retention)."""
+        return bool(self.redis.set(RETENTION_TURN, "1", nx=True, px=int(every_s * 1000)))
+
     def delete_run(self, run_id: str) -> bool:
-        """Remove a run and everything stored for it; False when there was no such run."""
+        """Remove a run and everything stored for it; False when there was no such run (deleting it
+        again, from two places at once, removes it once)."""
         pipe = self.redis.pipeline()
         pipe.zrem(RUNS_INDEX, run_id)
         pipe.delete(*all_run_keys(run_id))
