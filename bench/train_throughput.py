@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -150,6 +151,8 @@ def main() -> None:
         "step_products": [p.describe() for p in products],
         "rounds": args.rounds,
         "steps_per_round": args.steps,
+        # Other processes' demand for the cores, over the last 1, 5 and 15 minutes, when it ended.
+        "load_average": os.getloadavg(),
     }
     print(f"{args.preset} {config.hidden} batch {config.batch_size}, {result['threads']} threads")
     print(f"  the step's own products: {len(products)}, {result['step_gflop']:.3f} GFLOP a step")
