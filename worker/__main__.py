@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
     experiments = ExperimentStore(client)
     runs = RunStore(client, settings.metrics_maxlen)
-    coordinator = Coordinator(experiments, runs, enqueue, url_with_timeouts(settings))
+    coordinator = Coordinator(
+        experiments, runs, enqueue, url_with_timeouts(settings), max_queued=settings.max_queued
+    )
     context = WorkerContext(
         settings=settings,
         attempts=attempts,
