@@ -27,7 +27,13 @@ def draw_categorical(weights: torch.Tensor, generator: torch.Generator) -> torch
     finish its queue; the exponential race draws from the same distribution without any.
     """
     if weights.device.type == "cpu":
-        return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        try:
+            return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        except RuntimeError:
+            if bool(torch.isfinite(weights).all()):
+                raise
+            # A diverged net's NaN belief: draw anyway, as on a GPU, so that training reaches its
+            # next finiteness check and stops with a DivergedError that says what happened.
     return exponential_race(weights, generator)
 
 

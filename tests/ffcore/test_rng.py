@@ -49,6 +49,15 @@ def test_on_the_cpu_the_draw_is_torch_multinomial_exactly():
     assert torch.equal(drawn, expected)
 
 
+def test_a_nan_belief_still_gives_draws_on_the_cpu():
+    # A diverged head: training must go on to its finiteness check, which names the problem.
+    weights = torch.full((5, 10), float("nan"))
+    drawn = draw_categorical(weights, torch.Generator().manual_seed(0))
+    assert drawn.shape == (5,) and ((drawn >= 0) & (drawn < 10)).all()
+    with pytest.raises(RuntimeError):  # other bad input is still refused, as torch.multinomial does
+        draw_categorical(torch.full((5, 10), -1.0), torch.Generator())
+
+
 def test_reseeding_depends_on_the_seed_and_the_step_only():
     assert reseed_value(0, 27) == reseed_value(0, 27)
     assert len({reseed_value(0, 27), reseed_value(0, 28), reseed_value(1, 27)}) == 3

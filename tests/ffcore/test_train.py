@@ -185,13 +185,16 @@ def test_training_states_are_safetensors_not_pickle(mnist_slice):
         load_training_state(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", mnist_slice)
 
 
+@pytest.mark.parametrize("negatives", ["random", "hard"])  # hard: drawn from a NaN belief
 @pytest.mark.parametrize(("log_every", "caught_at"), [(2, 2), (1000, 8)])
-def test_a_non_finite_loss_stops_training_with_the_step_and_no_broken_record(log_every, caught_at):
+def test_a_non_finite_loss_stops_training_with_the_step_and_no_broken_record(log_every, caught_at, negatives):
     # Infinite pixels make the losses non-finite from the first step, as a diverging run's become.
     images = torch.rand(400, 784, generator=torch.Generator().manual_seed(0))
     images[:, 500] = float("inf")  # (the first 10 pixels carry the label: it would overwrite them)
     split = Split(images, torch.randint(0, 10, (400,), generator=torch.Generator().manual_seed(1)))
-    config = RunConfig.from_preset("quick", hidden=[16, 16], batch_size=50, epochs=2, device="cpu")
+    config = RunConfig.from_preset(
+        "quick", hidden=[16, 16], batch_size=50, epochs=2, device="cpu", negatives=negatives
+    )
     records: list[dict] = []
     ended: list[int] = []
     trainer = Trainer(config, dataset=Dataset("mnist", split, split, split), log_every=log_every)
