@@ -59,8 +59,11 @@ def write_lock() -> str | None:
 def write_lock_notice() -> bool:
     """Say why the controls below are disabled, if they are; True when they are."""
     lock = write_lock()
-    if lock is not None:
-        st.info(lock, icon=":material/lock:")
+    # Always a container, empty once the key is in: the elements below keep their places, so that the
+    # browser swaps them in place instead of showing stale copies while the page reruns.
+    with st.container():
+        if lock is not None:
+            st.info(lock, icon=":material/lock:")
     return lock is not None
 
 
