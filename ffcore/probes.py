@@ -66,31 +66,36 @@ class LayerProbes:
             self.probe_count += take
 
     def result(self) -> list[dict]:
-        """Per layer: `layer`, `error_scan` (its own label scan), `error_probe` (the linear probe;
-        None with fewer than 20 images), `goodness_pos` and `goodness_neg` (quantiles, keyed 'q05'
-        ... 'q95'), and its `threshold`."""
+        """Per layer, one flat dict (a CSV row's worth, like a train record's layers): `layer`,
+        `error_scan` (its own label scan), `error_probe` (the linear probe; None with fewer than 20
+        images), `goodness_pos_q05` ... `goodness_pos_q95` and `goodness_neg_q05` ... (quantiles of
+        the goodness under the true label and under every wrong one), and its `threshold`."""
         labels = torch.cat(self.probe_labels) if self.probe_labels else torch.zeros(0, dtype=torch.long)
         out = []
         for i in range(self.layers):
+            probe = linear_probe_error(torch.cat(self.activities[i]), labels) if len(labels) >= 20 else None
             out.append(
                 {
                     "layer": i,
                     "error_scan": self.wrong[i] / max(self.count, 1),
-                    "error_probe": linear_probe_error(torch.cat(self.activities[i]), labels)
-                    if len(labels) >= 20
-                    else None,
-                    "goodness_pos": quantiles(torch.cat(self.positive[i])),
-                    "goodness_neg": quantiles(torch.cat(self.negative[i])),
+                    "error_probe": probe,
+                    **quantiles(torch.cat(self.positive[i]), "goodness_pos"),
+                    **quantiles(torch.cat(self.negative[i]), "goodness_neg"),
                     "threshold": self.model.thresholds[i],
                 }
             )
         return out
 
 
-def quantiles(values: torch.Tensor) -> dict[str, float]:
-    """{'q05': ..., 'q95': ...} of a 1-D tensor."""
+def quantile_names(prefix: str) -> list[str]:
+    """['PREFIX_q05', ..., 'PREFIX_q95']."""
+    return [f"{prefix}_q{round(q * 100):02d}" for q in QUANTILES]
+
+
+def quantiles(values: torch.Tensor, prefix: str) -> dict[str, float]:
+    """{'PREFIX_q05': ..., 'PREFIX_q95': ...} of a 1-D tensor."""
     qs = torch.quantile(values.double(), torch.tensor(QUANTILES, dtype=torch.float64))
-    return {f"q{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, qs, strict=True)}
+    return {name: float(v) for name, v in zip(quantile_names(prefix), qs, strict=True)}
 
 
 def linear_probe_error(features: torch.Tensor, labels: torch.Tensor) -> float:

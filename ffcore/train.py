@@ -355,7 +355,8 @@ class Trainer:
         }
 
     def _eval_record(self, split: str, final: bool = False) -> dict[str, Any]:
-        errors = self.evaluate(split)
+        # The per-layer probes (ffcore.probes) ride on the evaluation's own pass: a few percent of it.
+        errors = self.evaluate(split, probes=True)
         record = {"kind": "eval", "step": self.step, "epoch": self.epoch, "split": split, **errors}
         if final:
             record["final"] = True
@@ -363,6 +364,7 @@ class Trainer:
         log.info("epoch %d %s error: scan %.4f, softmax %.4f", self.epoch, split, scan, softmax)
         return record
 
-    def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Error rates of the label scan and of the softmax head on this run's 'val' or 'test' split."""
-        return evaluate(self.model, self.data.split(split))
+    def evaluate(self, split: str = "test", probes: bool = False) -> dict[str, Any]:
+        """Error rates of the label scan and of the softmax head on this run's 'val' or 'test' split;
+        with `probes`, also each layer's probes under 'layers' (see ffcore.probes)."""
+        return evaluate(self.model, self.data.split(split), probes=probes)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ffcore import RunConfig, Trainer, evaluate
-from ffcore.probes import QUANTILES, fields_grid_png, linear_probe_error, receptive_fields
+from ffcore.probes import fields_grid_png, linear_probe_error, quantile_names, receptive_fields
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +33,14 @@ def test_the_probes_come_from_the_evaluation_pass_and_agree_with_it(trained, mni
         own = label_goodness[:, :, i].argmax(dim=1)
         assert layer["error_scan"] == int((own != split.labels).sum()) / len(split)
         positive = label_goodness[torch.arange(len(split)), split.labels, i]
-        assert layer["goodness_pos"]["q50"] == pytest.approx(float(positive.double().quantile(0.5)), rel=1e-4)
-        assert list(layer["goodness_pos"]) == [f"q{round(q * 100):02d}" for q in QUANTILES]
+        assert layer["goodness_pos_q50"] == pytest.approx(float(positive.double().quantile(0.5)), rel=1e-4)
+        assert [k for k in layer if k.startswith("goodness_pos")] == quantile_names("goodness_pos")
         assert layer["threshold"] == trained.model.thresholds[i]
         wrong = torch.ones_like(label_goodness[:, :, i], dtype=torch.bool)
         wrong[torch.arange(len(split)), split.labels] = False
         negative = label_goodness[:, :, i][wrong]
         assert negative.numel() == 9 * len(split)
-        assert layer["goodness_neg"]["q95"] == pytest.approx(
-            float(negative.double().quantile(0.95)), rel=1e-4
-        )
+        assert layer["goodness_neg_q95"] == pytest.approx(float(negative.double().quantile(0.95)), rel=1e-4)
         # Fitted on 250 images (half of this small split) the probe is far from its best, but far
         # better than chance (0.9).
         assert 0 <= layer["error_probe"] < 0.75
@@ -78,3 +76,20 @@ def test_the_grid_png_holds_every_field_in_colour():
     assert tuple(pixels[1, 1]) == (255, 0, 0), "a positive weight is red"
     assert tuple(pixels[1, 58]) == (0, 0, 255), "a negative weight is blue"
     assert tuple(pixels[30, 30]) == (255, 255, 255), "zero is white"
+
+
+def test_every_eval_record_of_a_run_carries_its_layers_probes(mnist_slice):
+    config = RunConfig.from_preset("quick", hidden=[32, 32, 32], epochs=2, device="cpu", batch_size=100)
+    records: list[dict] = []
+    Trainer(config, mnist_slice).fit(on_metrics=records.append)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [(r["split"], r.get("final", False)) for r in evals] == [
+        ("val", False),
+        ("val", False),
+        ("test", True),
+    ]
+    for record in evals:
+        assert [layer["layer"] for layer in record["layers"]] == [0, 1, 2]
+        assert all(
+            0 <= layer["error_scan"] <= 1 and layer["error_probe"] is not None for layer in record["layers"]
+        )
