@@ -26,10 +26,12 @@ from ffcore.model import FFNetwork, embed_neutral
 
 # The quantiles kept of each layer's positive and negative goodness.
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-# The linear probe fits on at most this many images of the evaluated split (half each way): enough
-# for an error within a few tenths of a point, small enough to cost a few percent of an evaluation.
-PROBE_IMAGES = 4000
-# Ridge strength, relative to the mean variance of a layer's activities.
+# The linear probe uses at most this many images of the evaluated split (half to fit, half to score,
+# both ways): its error is good to about half a point, and it costs about 1% of a training epoch
+# (bench/probe_overhead.py).
+PROBE_IMAGES = 2000
+# Ridge strength, relative to the mean squared norm of a layer's centred activities (the trace of
+# its Gram matrix per image: scale-free, and the same in both forms of the solve).
 PROBE_RIDGE = 1e-2
 IMAGE_SIDE = 28
 
@@ -100,20 +102,28 @@ def quantiles(values: torch.Tensor, prefix: str) -> dict[str, float]:
 
 def linear_probe_error(features: torch.Tensor, labels: torch.Tensor) -> float:
     """The error of a ridge least-squares classifier on `features` (N, D), two-fold: fitted on the
-    even-numbered images and scored on the odd ones, then the other way round."""
-    x = features.double()
-    targets = torch.nn.functional.one_hot(labels, NUM_CLASSES).double()
+    even-numbered images and scored on the odd ones, then the other way round.
+
+    Solved in whichever form is smaller: D x D (the features' Gram matrix) or, for layers wider
+    than the images fitted on, n x n (the images' kernel; the same ridge solution)."""
+    x = features.float()
+    targets = torch.nn.functional.one_hot(labels, NUM_CLASSES).float()
     wrong = 0
     for fit, score in ((slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))):
         x_fit, y_fit = x[fit], targets[fit]
         mean_x, mean_y = x_fit.mean(dim=0), y_fit.mean(dim=0)
-        centred = x_fit - mean_x
-        gram = centred.T @ centred
-        ridge = PROBE_RIDGE * max(float(gram.diagonal().mean()), 1e-12)
-        gram.diagonal().add_(ridge)
-        weights = torch.linalg.solve(gram, centred.T @ (y_fit - mean_y))
-        scores = (x[score] - mean_x) @ weights + mean_y
-        wrong += int((scores.argmax(dim=1) != labels[score]).sum())
+        centred, y_centred = x_fit - mean_x, y_fit - mean_y
+        ridge = PROBE_RIDGE * max(float(centred.pow(2).sum(dim=1).mean()), 1e-12)
+        x_score = x[score] - mean_x
+        if centred.shape[1] <= centred.shape[0]:
+            gram = centred.T @ centred
+            gram.diagonal().add_(ridge)
+            scores = x_score @ torch.linalg.solve(gram, centred.T @ y_centred)
+        else:
+            kernel = centred @ centred.T
+            kernel.diagonal().add_(ridge)
+            scores = (x_score @ centred.T) @ torch.linalg.solve(kernel, y_centred)
+        wrong += int(((scores + mean_y).argmax(dim=1) != labels[score]).sum())
     return wrong / len(labels)
 
 

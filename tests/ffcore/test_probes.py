@@ -53,6 +53,9 @@ def test_the_linear_probe_reads_separable_features_and_not_noise():
     informative = torch.cat([torch.nn.functional.one_hot(labels, 10).float() * 3, noise], dim=1)
     assert linear_probe_error(informative, labels) < 0.02
     assert linear_probe_error(noise, labels) > 0.8  # chance is 0.9
+    # Wider than the images it fits on: the kernel form of the solve reads them as well.
+    wide = torch.cat([informative[:300, :10], torch.randn(300, 180, generator=generator)], dim=1)
+    assert wide.shape[1] > 150 and linear_probe_error(wide, labels[:300]) < 0.05
 
 
 def test_receptive_fields_are_the_first_layers_weights_largest_first(trained):
