@@ -23,6 +23,7 @@ from api.errors import BodySizeLimit, install_error_handlers
 from api.inference import ModelCache
 from api.routes import experiments, health, metrics, options, predict, receptive_fields, runs
 from api.schemas import ErrorOut
+from fflab.connections import client_options
 from fflab.settings import Settings, get_settings
 from fflab.store.experiments import ExperimentStore
 from fflab.store.runs import RunStore
@@ -60,12 +61,9 @@ allows) and these docs are always open.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The application for `settings` (default: read from FF_* environment variables)."""
     settings = settings or get_settings()
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=5,
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_keepalive=True,
-    )
+    # Every client gets the service's socket timeouts and keepalive (fflab.connections).
+    redis_options = client_options(settings)
+    client = redis.Redis.from_url(settings.redis_url, **redis_options)
     store = RunStore(client, metrics_maxlen=settings.metrics_maxlen)
 
     @asynccontextmanager
@@ -74,16 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         # Asyncio clients belong to the server's loop. /predict's model lookups use one; the event
         # streams' blocking reads have their own pool, sized to the stream cap, so that open streams can
-        # never take the connections other routes need. Socket timeouts must outlast a blocking XREAD
-        # (api.routes.metrics.EVENTS_BLOCK_MS).
-        app.state.async_redis = redis.asyncio.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=5, socket_timeout=30, socket_keepalive=True
-        )
+        # never take the connections other routes need. A stream's socket timeout must outlast its
+        # blocking XREAD (api.routes.metrics.EVENTS_BLOCK_MS).
+        app.state.async_redis = redis.asyncio.Redis.from_url(settings.redis_url, **redis_options)
+        stream_timeout = max(redis_options["socket_timeout"], metrics.EVENTS_BLOCK_MS / 1000 + 5)
         app.state.stream_redis = redis.asyncio.Redis.from_url(
             settings.redis_url,
-            socket_connect_timeout=5,
-            socket_timeout=30,
-            socket_keepalive=True,
+            **(redis_options | {"socket_timeout": stream_timeout}),
             max_connections=settings.max_streams,
         )
         try:
