@@ -251,7 +251,8 @@ def _train(
             replay(_read_records(folder / METRICS_FILE))
             return RunOutcome.model_validate_json((folder / OUTCOME_FILE).read_text())
         if folder is not None and (folder / STATE_FILE).is_file():
-            trainer = load_training_state((folder / STATE_FILE).read_bytes(), data_for(config))
+            state = (folder / STATE_FILE).read_bytes()  # --device may differ from the state's: fine
+            trainer = load_training_state(state, data_for(config), device=config.device)
             if trainer.config != config:
                 raise ValueError(f"{folder / STATE_FILE} holds another configuration than this run's")
             records = [r for r in _read_records(folder / METRICS_FILE) if r.get("step", 0) <= trainer.step]

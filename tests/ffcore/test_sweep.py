@@ -266,3 +266,24 @@ def test_a_resumed_sweep_that_draws_other_settings_is_refused(mnist_slice, tmp_p
     (out / "runs" / "000-seed0" / sweep.SETTING_FILE).write_text('{"lr": 0.5}\n')
     with pytest.raises(sweep.ResumeMismatch, match="holds a run of {'lr': 0.5}"):
         run_sweep(spec, dataset=mnist_slice, device="cpu", out=out)
+
+
+def test_a_sweep_resumes_with_another_device_option(mnist_slice, tmp_path, monkeypatch):
+    # Started with --device cpu, continued with --device auto (on a GPU machine: the GPU).
+    spec = tiny_spec(params={"lr": {"values": [3e-3]}}, seeds=[0], prune=False)
+    real_write = sweep.write_atomically
+
+    def write_then_die(path, data):
+        real_write(path, data)
+        if path.name == sweep.STATE_FILE:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "write_atomically", write_then_die)
+    out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, dataset=mnist_slice, device="cpu", out=out)
+    monkeypatch.setattr(sweep, "write_atomically", real_write)
+    built = []
+    monkeypatch.setattr(sweep, "Trainer", lambda *a, **k: built.append(a) or Trainer(*a, **k))
+    table = run_sweep(spec, dataset=mnist_slice, device="auto", out=out)
+    assert built == [] and table.settings[0].status == "succeeded"
