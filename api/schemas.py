@@ -225,6 +225,12 @@ class PredictionOut(BaseModel):
     head_probs: list[float] = Field(description="The softmax head's probability of each label 0-9.")
     image: list[list[float]] = Field(description="The 28x28 image the model saw, values in [0, 1].")
     model_step: int | None = Field(description="Training step of the model that answered.")
+    dataset: str = Field(description="The data set the model was trained on: 'mnist' or 'fashion-mnist'.")
+    classes: list[str] = Field(
+        description="The names of labels 0-9 in that data set: the digits, or Fashion-MNIST's garments."
+    )
+    scan_class: str = Field(description="The label scan's prediction by name (classes[scan_label]).")
+    head_class: str = Field(description="The softmax head's prediction by name (classes[head_label]).")
 
 
 class WorkerOut(BaseModel):

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify digit images with a trained model",
         description="Classify image files (any size, PNG/JPEG; preprocessed as MNIST was) with a "
         "trained model. Prints one JSON object per image: image (the file), scan_label (the label "
-        "scan's prediction), head_label (the softmax head's prediction), scan_scores (each label's "
+        "scan's prediction), head_label (the softmax head's prediction), scan_class and head_class "
+        "(the same by name: a digit, or a Fashion-MNIST garment), scan_scores (each label's "
         "goodness, summed over the scan layers) and head_probs (the softmax head's probabilities).",
     )
     predict.add_argument("--model", required=True, help="model folder (or its model.safetensors)")
@@ -241,7 +242,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ffcore.images import preprocess_digit
     from ffcore.model import predict
 
-    model, _ = _load(args.model, load_model_dir)
+    model, config = _load(args.model, load_model_dir)
     digits = []
     for path in args.images:
         try:
@@ -255,6 +256,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "image": path,
             "scan_label": int(result.scan_label[i]),
             "head_label": int(result.head_label[i]),
+            "scan_class": config.class_names[int(result.scan_label[i])],
+            "head_class": config.class_names[int(result.head_label[i])],
             "scan_scores": [round(float(s), 3) for s in result.scan_scores[i]],
             "head_probs": [round(float(p), 4) for p in result.head_probs[i]],
         }

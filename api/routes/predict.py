@@ -146,6 +146,10 @@ async def predict_digit(
         head_probs=result.head_probs.tolist(),
         image=np.round(image, 4).tolist(),
         model_step=loaded.step,
+        dataset=config.dataset,
+        classes=list(config.class_names),
+        scan_class=config.class_names[result.scan_label],
+        head_class=config.class_names[result.head_label],
     )
 
 

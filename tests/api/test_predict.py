@@ -6,13 +6,14 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from ffcore.checkpoint import load_model
+from ffcore.checkpoint import load_model, save_model
 from ffcore.config import RunConfig
 from ffcore.images import preprocess_digit
-from ffcore.model import predict
+from ffcore.model import FFNetwork, predict
 from tests.support.api import API
 from tests.support.fakes import tiny_model_bytes
 from tests.support.store import TestStore
@@ -56,6 +57,21 @@ def test_json_pixels_get_the_models_prediction(
     assert body["scan_layers"] == [1] and body["thresholds"] == [40.0, 30.0]
     np.testing.assert_allclose(body["image"], image, atol=1e-4)  # used as given
     assert body["model_step"] == 2000
+    assert body["dataset"] == "mnist" and body["classes"] == [str(d) for d in range(10)]
+    assert (body["scan_class"], body["head_class"]) == (str(body["scan_label"]), str(body["head_label"]))
+
+
+def test_a_fashion_mnist_model_answers_with_garment_names(client: TestClient, store: TestStore) -> None:
+    config = RunConfig.from_preset("quick", dataset="fashion-mnist", hidden=[40, 30])
+    model = FFNetwork(config)
+    model.reset_parameters(torch.Generator().manual_seed(0))
+    run = store.create_run(config, preset="quick")
+    store.save_model(run.id, save_model(model, config))
+    store.set_status(run.id, "succeeded", step=10, epoch=1, progress=1.0)
+    body = client.post(f"{API}/runs/{run.id}/predict", json={"image": a_digit().tolist()}).json()
+    assert body["dataset"] == "fashion-mnist" and body["classes"][9] == "Ankle boot"
+    assert body["scan_class"] == body["classes"][body["scan_label"]]
+    assert body["head_class"] == body["classes"][body["head_label"]]
 
 
 def test_a_picture_is_preprocessed_as_mnist_was(

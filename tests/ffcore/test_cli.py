@@ -80,7 +80,11 @@ def test_predict_reads_real_digits_from_png_files(trained_dir, mnist_dir, tmp_pa
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert [a["image"] for a in answers] == paths
-    assert all(set(a) == {"image", "scan_label", "head_label", "scan_scores", "head_probs"} for a in answers)
+    fields = {"image", "scan_label", "head_label", "scan_class", "head_class", "scan_scores", "head_probs"}
+    assert all(set(a) == fields for a in answers)
+    assert all(
+        a["scan_class"] == str(a["scan_label"]) and a["head_class"] == str(a["head_label"]) for a in answers
+    )
     correct = sum(a["head_label"] == label for a, label in zip(answers, labels, strict=True))
     assert correct >= 8
     assert sum(a["scan_label"] == label for a, label in zip(answers, labels, strict=True)) >= 6
