@@ -105,6 +105,19 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tupl
 # --- training states -------------------------------------------------------------------------------
 
 
+def training_state_bytes(config: RunConfig) -> int:
+    """About how large `save_training_state` makes a run of `config`: every weight and buffer, one
+    optimizer buffer per weight for SGD with momentum (two for Adam), the data order. Computed
+    without allocating the network, so a service can refuse a run whose state it could not store."""
+    with torch.device("meta"):
+        model = FFNetwork(config)
+    weights = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    slots = 2 if config.optimizer == "adam" else (1 if config.momentum > 0 else 0)
+    order = 60_000 * 8  # a permutation of the training images, int64
+    return (weights * (1 + slots) + buffers) * 4 + order
+
+
 def save_training_state(trainer: Trainer) -> bytes:
     """Everything needed to continue exactly here: weights, optimizer, data order, RNG."""
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in trainer.model.state_dict().items()}

@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     max_layers: int = Field(8, ge=1, description="Most hidden layers a submitted run may have.")
     max_units: int = Field(4096, ge=1, description="Widest hidden layer a submitted run may have.")
     max_epochs: int = Field(1000, ge=1, description="Most epochs a submitted run may have.")
+    max_state_mb: int = Field(
+        400,
+        ge=1,
+        le=500,
+        description="Largest training state (weights and optimizer buffers) a submitted run may need, in MB: "
+        "a run checkpoints it to Redis as one value, and Redis takes at most 512 MB in one.",
+    )
     max_queued: int = Field(
         1000, ge=1, description="Most runs that may wait in the queue; submitting more is answered 429."
     )

@@ -42,6 +42,11 @@ def test_a_full_configuration_is_accepted(client: TestClient) -> None:
         ({"preset": "quick", "overrides": {"hidden": [100] * 9}}, "hidden: at most 8 layers allowed, got 9"),
         ({"preset": "quick", "overrides": {"hidden": [5000, 10]}}, "hidden: at most 4096 units per layer"),
         ({"config": {"epochs": 1001}}, "epochs: at most 1000 allowed, got 1001"),
+        (  # 8 x 4096 is within the layer limits, but its state could never be checkpointed
+            {"preset": "reference", "overrides": {"hidden": [4096] * 8}},
+            "hidden: this network's training state (weights and sgd buffers) would be 968 MB, more than the "
+            "400 MB a run may checkpoint (FF_MAX_STATE_MB)",
+        ),
         ({"preset": "quick", "overrides": {"lr": "fast"}}, "lr: Input should be a valid number"),
         ({"preset": "quick", "overrides": {"lr": -1}}, "lr: Input should be greater than 0"),
         ({"preset": "quick", "overrides": {"dropout": 0.5}}, "dropout: Extra inputs are not permitted"),

@@ -166,3 +166,18 @@ def test_a_state_from_a_gpu_generator_resumes_on_the_cpu_reseeded(mnist_slice, o
         assert trainer.fit().steps == 40
     weights = [t.model.layers[1].weight for t in (resumed, again, exact)]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_state_size_estimate_matches_a_real_state(mnist_slice, optimizer):
+    from ffcore.checkpoint import training_state_bytes
+
+    config = RunConfig.from_preset("quick", hidden=[300, 200], optimizer=optimizer, device="cpu")
+    trainer = Trainer(config, mnist_slice)
+    trainer.fit(max_steps=1)
+    actual = len(save_training_state(trainer))
+    # The estimate counts a full 60k data order; this slice's is shorter.
+    expected = training_state_bytes(config) - 60_000 * 8 + trainer.order.numel() * 8
+    assert abs(actual - expected) < 20_000, (actual, expected)  # the header and metadata aside
+    big = RunConfig.from_preset("reference", hidden=[4096] * 8)
+    assert training_state_bytes(big) > 900e6  # 120M weights, each with a momentum buffer
