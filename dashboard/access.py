@@ -68,7 +68,11 @@ def write_lock_notice() -> bool:
 
 
 def key_sidebar() -> None:
-    """The key field and what the API makes of it, in the sidebar."""
+    """The key field and what the API makes of it, in the sidebar: only when the API asks for a key (or a
+    key was entered), so that an open API's pages keep their whole width."""
+    access = ask_access()
+    if visitor_key() is None and (access is None or not access.writes_need_key):
+        return
     with st.sidebar:
         st.text_input(
             "API key",
@@ -78,7 +82,6 @@ def key_sidebar() -> None:
             help="Your key for this API, if it asks for one. The dashboard keeps it in this browser tab's "
             "session only and sends it with your requests; reloading the page forgets it.",
         )
-        access = ask_access()
         if access is None:
             return
         if not access.writes_need_key:

@@ -55,6 +55,7 @@ class TestWithTheRealApi:
         point_dashboard_at(stack.api_url)
         at = open_app()
         assert texts(at.title) == ["Runs"]
+        assert not at.sidebar.text_input  # an API that asks no key: no key field, the pages' whole width
         cards = {metric.label: metric.value for metric in at.metric}
         assert int(cards["Succeeded"]) >= 1
         assert "cpu" in cards["Workers"]
