@@ -17,6 +17,8 @@ import redis.asyncio
 import torch
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 
 from api.deps import require_read_key
 from api.errors import BodySizeLimit, install_error_handlers
@@ -74,11 +76,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # streams' blocking reads have their own pool, sized to the stream cap, so that open streams can
         # never take the connections other routes need. A stream's socket timeout must outlast its
         # blocking XREAD (api.routes.metrics.EVENTS_BLOCK_MS).
-        app.state.async_redis = redis.asyncio.Redis.from_url(settings.redis_url, **redis_options)
+        # Unlike the blocking client, an asyncio one does not reconnect by itself when Redis closed an
+        # idle connection (its `timeout`): without one retry, the next /predict would answer 503.
+        retry_once = {
+            "retry": AsyncRetry(ExponentialBackoff(cap=0.5, base=0.1), retries=1),
+            "retry_on_error": [redis.ConnectionError],
+        }
+        app.state.async_redis = redis.asyncio.Redis.from_url(
+            settings.redis_url, **redis_options, **retry_once
+        )
         stream_timeout = max(redis_options["socket_timeout"], metrics.EVENTS_BLOCK_MS / 1000 + 5)
         app.state.stream_redis = redis.asyncio.Redis.from_url(
             settings.redis_url,
-            **(redis_options | {"socket_timeout": stream_timeout}),
+            **(redis_options | {"socket_timeout": stream_timeout} | retry_once),
             max_connections=settings.max_streams,
         )
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -289,3 +290,18 @@ def test_an_unreadable_stored_model_gets_a_409_not_a_500(client: TestClient, sto
 
     assert response.status_code == 409
     assert "cannot be loaded" in response.json()["detail"]
+
+
+def test_a_connection_redis_closed_while_idle_costs_no_prediction(
+    client: TestClient, store: TestStore, finished_run: str
+) -> None:
+    # Redis closes connections idle for longer than its `timeout`; the next request must still work.
+    image = {"image": a_digit().tolist()}
+    assert client.post(f"{API}/runs/{finished_run}/predict", json=image).status_code == 200
+    old = store.redis.config_get("timeout")["timeout"]
+    store.redis.config_set("timeout", 1)
+    try:
+        time.sleep(3)  # Redis checks idle clients about every 100 ms; 3 s leaves no doubt
+        assert client.post(f"{API}/runs/{finished_run}/predict", json=image).status_code == 200
+    finally:
+        store.redis.config_set("timeout", old)
