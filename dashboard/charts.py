@@ -92,20 +92,20 @@ def thin(frame: pd.DataFrame, max_steps: int, by: str = "step") -> pd.DataFrame:
 # --- training curves ---------------------------------------------------------------------------
 
 
-def _layer_colour(layers: list[int]) -> alt.Color:
+def layer_colour(layers: list[int]) -> alt.Color:
     """The colour encoding that gives each layer its colour in every per-layer chart."""
     return alt.Color(
         "panel:N",
         title=None,
         scale=alt.Scale(
-            domain=[_layer_title(layer) for layer in layers],
+            domain=[layer_title(layer) for layer in layers],
             range=[LAYER_COLOURS[layer % len(LAYER_COLOURS)] for layer in layers],
         ),
         legend=alt.Legend(orient="top"),
     )
 
 
-def _layer_title(layer: int) -> str:
+def layer_title(layer: int) -> str:
     return f"layer {layer}"
 
 
@@ -133,7 +133,7 @@ def goodness_chart(train: pd.DataFrame, layer: int) -> alt.LayerChart:
         .mark_line(strokeWidth=2)
         .encode(
             x=alt.X("epoch:Q", title="epoch"),
-            y=alt.Y("goodness:Q", title=f"{_layer_title(layer)}: mean goodness"),
+            y=alt.Y("goodness:Q", title=f"{layer_title(layer)}: mean goodness"),
             color=colour,
             tooltip=[
                 alt.Tooltip("step:Q"),
@@ -154,7 +154,7 @@ def goodness_chart(train: pd.DataFrame, layer: int) -> alt.LayerChart:
 def layer_metric_chart(train: pd.DataFrame, field: str, title: str, percent: bool = False) -> alt.Chart:
     """One line per layer of a per-layer metric (FF loss, FF accuracy) over training."""
     layers = sorted(int(layer) for layer in train["layer"].dropna().unique())
-    frame = train.assign(panel=train["layer"].map(_layer_title))
+    frame = train.assign(panel=train["layer"].map(layer_title))
     axis = alt.Axis(format="%") if percent else alt.Axis()
     return (
         alt.Chart(frame)
@@ -162,7 +162,7 @@ def layer_metric_chart(train: pd.DataFrame, field: str, title: str, percent: boo
         .encode(
             x=alt.X("epoch:Q", title="epoch"),
             y=alt.Y(f"{field}:Q", title=title, axis=axis, scale=alt.Scale(zero=False)),
-            color=_layer_colour(layers),
+            color=layer_colour(layers),
             tooltip=[
                 alt.Tooltip("panel:N", title="layer"),
                 alt.Tooltip("step:Q"),
@@ -244,73 +244,97 @@ def overlay_chart(evals_by_run: Mapping[str, pd.DataFrame]) -> alt.Chart:
 # --- prediction --------------------------------------------------------------------------------
 
 
+def class_names(classes: Sequence[str] = (), count: int = 10) -> list[str]:
+    """The names of labels 0..count-1: `classes` when it names them all (an API that answers class names),
+    else the label numbers as text (MNIST's digits)."""
+    return list(classes) if len(classes) == count else [str(label) for label in range(count)]
+
+
+def _class_axis(names: Sequence[str], title: str) -> alt.X:
+    """An x axis of class names in label order; long names (garments) are slanted to fit."""
+    slanted = max((len(name) for name in names), default=0) > 3
+    return alt.X("class:N", title=title, sort=list(names), axis=alt.Axis(labelAngle=-30 if slanted else 0))
+
+
 def goodness_by_label_frame(
-    goodness: Sequence[Sequence[float]], scan_layers: Sequence[int] = ()
+    goodness: Sequence[Sequence[float]], scan_layers: Sequence[int] = (), classes: Sequence[str] = ()
 ) -> pd.DataFrame:
-    """One row per (label, layer): the goodness that layer gives the image under that label."""
+    """One row per (label, layer): the goodness that layer gives the image under that label (`class`: the
+    label's name)."""
+    names = class_names(classes, len(goodness))
     rows = [
         {
             "label": label,
+            "class": names[label],
             "layer": layer,
-            "panel": _layer_title(layer),
+            "panel": layer_title(layer),
             "goodness": float(value),
             "in_scan": (layer in scan_layers) if scan_layers else True,
         }
         for label, per_layer in enumerate(goodness)
         for layer, value in enumerate(per_layer)
     ]
-    return pd.DataFrame(rows, columns=["label", "layer", "panel", "goodness", "in_scan"])
+    return pd.DataFrame(rows, columns=["label", "class", "layer", "panel", "goodness", "in_scan"])
 
 
 def goodness_by_label_chart(
-    goodness: Sequence[Sequence[float]], predicted: int, scan_layers: Sequence[int] = ()
+    goodness: Sequence[Sequence[float]],
+    predicted: int,
+    scan_layers: Sequence[int] = (),
+    classes: Sequence[str] = (),
 ) -> alt.LayerChart:
-    """Stacked bars: the goodness accumulated for each of the ten labels, split into each layer's share.
+    """Stacked bars: the goodness accumulated for each of the ten labels (by class name), split into each
+    layer's share.
 
     Layers the label scan does not sum are drawn faded; the predicted label is marked.
     """
-    frame = goodness_by_label_frame(goodness, scan_layers)
+    frame = goodness_by_label_frame(goodness, scan_layers, classes)
+    names = class_names(classes, len(goodness))
     layers = sorted(frame["layer"].unique().tolist())
+    x = _class_axis(names, "label")
     bars = (
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("label:O", title="label", axis=alt.Axis(labelAngle=0)),
+            x=x,
             y=alt.Y("sum(goodness):Q", title="goodness", stack="zero"),
-            color=_layer_colour(layers),
+            color=layer_colour(layers),
             order=alt.Order("layer:Q"),
             opacity=alt.condition("datum.in_scan", alt.value(1.0), alt.value(0.35)),
             tooltip=[
-                alt.Tooltip("label:O"),
+                alt.Tooltip("class:N", title="label"),
                 alt.Tooltip("panel:N", title="layer"),
                 alt.Tooltip("goodness:Q", format=",.1f"),
                 alt.Tooltip("in_scan:N", title="summed by the scan"),
             ],
         )
     )
-    totals = frame.groupby("label", as_index=False)["goodness"].sum()
+    totals = frame.groupby(["label", "class"], as_index=False)["goodness"].sum()
     marker = (
         alt.Chart(totals[totals["label"] == predicted])
         .mark_text(text="▼ predicted", dy=-10, fontWeight="bold", color="#212529")
-        .encode(x=alt.X("label:O"), y=alt.Y("goodness:Q"))
+        .encode(x=x, y=alt.Y("goodness:Q"))
     )
     return alt.layer(bars, marker)
 
 
-def probabilities_chart(head_probs: Sequence[float]) -> alt.Chart:
-    """The softmax head's probability for each label."""
-    frame = pd.DataFrame({"label": list(range(len(head_probs))), "probability": list(head_probs)})
+def probabilities_chart(head_probs: Sequence[float], classes: Sequence[str] = ()) -> alt.Chart:
+    """The softmax head's probability for each label, by class name."""
+    names = class_names(classes, len(head_probs))
+    frame = pd.DataFrame(
+        {"label": list(range(len(head_probs))), "class": names, "probability": list(head_probs)}
+    )
     return (
         alt.Chart(frame)
         .mark_bar(color=SOFTMAX)
         .encode(
-            x=alt.X("label:O", title="label", axis=alt.Axis(labelAngle=0)),
+            x=_class_axis(names, "label"),
             y=alt.Y(
                 "probability:Q",
                 title="probability",
                 axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1]),
             ),
-            tooltip=[alt.Tooltip("label:O"), alt.Tooltip("probability:Q", format=".1%")],
+            tooltip=[alt.Tooltip("class:N", title="label"), alt.Tooltip("probability:Q", format=".1%")],
         )
     )

@@ -145,7 +145,8 @@ def test_goodness_by_label_stacks_layer_shares_and_marks_the_prediction():
     bars, marker = spec["layer"]
     assert bars["encoding"]["y"]["stack"] == "zero"
     marker_rows = spec["datasets"][marker["data"]["name"]]
-    assert marker_rows == [{"label": 9, "goodness": 99.0}]
+    assert marker_rows == [{"label": 9, "class": "9", "goodness": 99.0}]
+    assert bars["encoding"]["x"]["sort"] == [str(label) for label in range(10)]
 
 
 def test_probabilities_chart_has_ten_bars():
@@ -154,3 +155,40 @@ def test_probabilities_chart_has_ten_bars():
     (rows,) = _datasets(spec)
     assert len(rows) == 10 and rows[9]["probability"] == 0.91
     assert isinstance(charts.goodness_by_label_frame([[1.0]] * 10), pd.DataFrame)
+
+
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+
+def test_prediction_charts_name_the_classes_in_label_order():
+    goodness = [[float(label), 1.0] for label in range(10)]
+    spec = charts.goodness_by_label_chart(goodness, predicted=9, classes=FASHION).to_dict()
+    bars, marker = spec["layer"]
+    assert bars["encoding"]["x"]["field"] == "class" and bars["encoding"]["x"]["sort"] == FASHION
+    assert bars["encoding"]["x"]["axis"]["labelAngle"] != 0  # long names are slanted
+    assert spec["datasets"][marker["data"]["name"]] == [{"label": 9, "class": "Ankle boot", "goodness": 10.0}]
+    rows = spec["datasets"][bars["data"]["name"]]
+    assert {(row["label"], row["class"]) for row in rows} == set(enumerate(FASHION))
+
+    probs = [0.05] * 9 + [0.55]
+    spec = charts.probabilities_chart(probs, FASHION).to_dict()
+    (rows,) = _datasets(spec)
+    assert [row["class"] for row in rows] == FASHION and rows[9]["probability"] == 0.55
+    assert spec["encoding"]["x"]["sort"] == FASHION
+
+
+def test_class_names_fall_back_to_the_digits_without_ten_names():
+    assert charts.class_names([], 10) == [str(label) for label in range(10)]
+    assert charts.class_names(["a", "b"], 10)[1] == "1"
+    assert charts.class_names(FASHION, 10) == FASHION
