@@ -20,6 +20,7 @@ from dashboard.models import (
     ExperimentPage,
     MetricsPage,
     Prediction,
+    ReceptiveFields,
     Run,
     RunOptions,
     RunPage,
@@ -260,6 +261,19 @@ class ApiClient:
         files = {"image": (filename, data, content_type)}
         response = self._request("POST", f"/runs/{run_id}/predict", changes=False, files=files)
         return Prediction.model_validate(response.json())
+
+    # --- probes ------------------------------------------------------------------------------
+
+    def receptive_fields_png(self, run_id: str, count: int = 64, scale: int = 3) -> bytes:
+        """The first layer's `count` strongest units' input weights as a PNG grid of 28x28 tiles, `scale`
+        screen pixels per weight (red positive, blue negative). A run without a model yet: ApiError 409."""
+        params = {"count": count, "scale": scale}
+        return self._request("GET", f"/runs/{run_id}/receptive-fields.png", params=params).content
+
+    def receptive_fields(self, run_id: str, count: int = 64) -> ReceptiveFields:
+        """The same fields as numbers: each unit's 28x28 weights and, apart, its ten label weights."""
+        response = self._request("GET", f"/runs/{run_id}/receptive-fields", params={"count": count})
+        return ReceptiveFields.model_validate(response.json())
 
     # --- service -----------------------------------------------------------------------------
 

@@ -13,6 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 ACTIVE_STATUSES = frozenset({"queued", "running"})
+# How pages name each data set a run may train on (RunConfig.dataset); a config without one is MNIST's,
+# the only data set before Fashion-MNIST came.
+DATASET_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+DEFAULT_DATASET = "mnist"
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -62,6 +66,21 @@ class Run(BaseModel):
         return list(self.config.get("hidden") or [])
 
     @property
+    def dataset(self) -> str:
+        """The data set it trains on: 'mnist' or 'fashion-mnist'."""
+        return str(self.config.get("dataset") or DEFAULT_DATASET)
+
+    @property
+    def dataset_name(self) -> str:
+        """'MNIST', 'Fashion-MNIST' (or the API's own name of a data set this dashboard does not know)."""
+        return DATASET_NAMES.get(self.dataset, self.dataset)
+
+    @property
+    def is_digits(self) -> bool:
+        """Whether it learns handwritten digits (MNIST), the pictures one can draw on the canvas."""
+        return self.dataset == DEFAULT_DATASET
+
+    @property
     def architecture(self) -> str:
         """'2x500' for equal widths, '784-500-300' style otherwise."""
         widths = self.hidden
@@ -96,8 +115,9 @@ class Run(BaseModel):
 
     @property
     def label(self) -> str:
-        """How pickers name the run: id, preset and architecture."""
-        return f"{self.id} · {self.preset or 'custom'} · {self.architecture} · {self.status}"
+        """How pickers name the run: id, preset, architecture, its data set unless MNIST, and status."""
+        dataset = "" if self.is_digits else f" · {self.dataset_name}"
+        return f"{self.id} · {self.preset or 'custom'} · {self.architecture}{dataset} · {self.status}"
 
     @property
     def experiment_label(self) -> str:
@@ -148,6 +168,46 @@ class Prediction(BaseModel):
     thresholds: list[float] = Field(default_factory=list)
     scan_layers: list[int] = Field(default_factory=list)
     image: list[list[float]] = Field(default_factory=list, description="The 28x28 image the model saw.")
+    model_step: int | None = None
+    # Since class names came (an older API answers without them: the labels are then MNIST's digits).
+    dataset: str | None = Field(None, description="The model's data set: 'mnist' or 'fashion-mnist'.")
+    classes: list[str] = Field(default_factory=list, description="The names of labels 0-9.")
+    scan_class: str | None = Field(None, description="The label scan's prediction by name.")
+    head_class: str | None = Field(None, description="The softmax head's prediction by name.")
+
+    @property
+    def class_names(self) -> list[str]:
+        """The ten labels' names: the API's, else the digits."""
+        count = len(self.goodness) or 10
+        return list(self.classes) if len(self.classes) == count else [str(label) for label in range(count)]
+
+    @property
+    def scan_name(self) -> str:
+        return self.scan_class or self.class_names[self.scan_label]
+
+    @property
+    def head_name(self) -> str:
+        return self.head_class or self.class_names[self.head_label]
+
+    @property
+    def is_digits(self) -> bool:
+        return (self.dataset or DEFAULT_DATASET) == DEFAULT_DATASET
+
+
+class ReceptiveFields(BaseModel):
+    """GET /runs/{id}/receptive-fields: the first layer's input weights, strongest units first."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    units: list[int] = Field(default_factory=list, description="The units' indices in the first layer.")
+    weights: list[list[list[float]]] = Field(
+        default_factory=list,
+        description="Per unit, its 28x28 input weights (label pixels: row 0's first ten).",
+    )
+    label_weights: list[list[float]] = Field(
+        default_factory=list, description="Per unit, its ten label weights."
+    )
     model_step: int | None = None
 
 

@@ -12,8 +12,8 @@ from dashboard.formatting import STATUS_COLOURS, format_duration
 from dashboard.models import Run
 
 COLUMNS = [
-    "run", "status", "tags", "experiment", "preset", "network", "epoch", "progress", "eta", "error_scan",
-    "error_softmax", "device", "duration", "created", "message",
+    "run", "status", "tags", "experiment", "dataset", "preset", "network", "epoch", "progress", "eta",
+    "error_scan", "error_softmax", "device", "duration", "created", "message",
 ]  # fmt: skip
 
 
@@ -29,6 +29,7 @@ def runs_frame(runs: Sequence[Run], now: float | None = None) -> pd.DataFrame:
                 "status": run.status,
                 "tags": ", ".join(run.tags),
                 "experiment": run.experiment_label,
+                "dataset": run.dataset_name,
                 "preset": run.preset or "custom",
                 "network": run.architecture,
                 "epoch": f"{run.epoch}/{run.epochs}" if run.epochs else str(run.epoch),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dashboard.formatting import format_duration, format_percent, format_rate
-from dashboard.models import ExperimentProgress, Run, RunOutcome, SettingResult
+from dashboard.models import ExperimentProgress, Prediction, Run, RunOutcome, SettingResult
 from dashboard.run_table import runs_frame
 
 
@@ -92,3 +92,37 @@ def test_a_settings_runs_finished_count_pruned_failed_and_cancelled_but_not_queu
         runs=[RunOutcome(seed=i, status=s) for i, s in enumerate(statuses)],
     )
     assert setting.runs_finished == 4
+
+
+def test_a_runs_data_set_is_in_its_label_and_the_table_and_mnist_without_one():
+    fashion = make_run(id="r2", config={"hidden": [50], "dataset": "fashion-mnist"})
+    digits = make_run(config={"hidden": [50], "dataset": "mnist"})
+    older = make_run(id="r3")  # a config from before Fashion-MNIST: no data set named
+    assert (fashion.dataset_name, digits.dataset_name, older.dataset_name) == (
+        "Fashion-MNIST",
+        "MNIST",
+        "MNIST",
+    )
+    assert not fashion.is_digits and digits.is_digits and older.is_digits
+    assert "Fashion-MNIST" in fashion.label and "MNIST" not in digits.label
+    assert runs_frame([digits, fashion, older])["dataset"].tolist() == ["MNIST", "Fashion-MNIST", "MNIST"]
+
+
+PREDICTION = {"scan_label": 9, "head_label": 7, "goodness": [[1.0]] * 10, "head_probs": [0.1] * 10}
+
+
+def test_a_prediction_names_its_classes_and_an_older_apis_answer_reads_as_digits():
+    garments = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"]  # fmt: skip
+    named = {
+        "dataset": "fashion-mnist",
+        "classes": garments,
+        "scan_class": "Ankle boot",
+        "head_class": "Sneaker",
+    }
+    fashion = Prediction.model_validate(PREDICTION | named)
+    assert (fashion.scan_name, fashion.head_name, fashion.class_names) == ("Ankle boot", "Sneaker", garments)
+    assert not fashion.is_digits
+    older = Prediction.model_validate(PREDICTION)
+    assert (older.scan_name, older.head_name, older.is_digits) == ("9", "7", True)
+    assert older.class_names == [str(digit) for digit in range(10)]
