@@ -2,7 +2,9 @@
 
 The page keeps a `MetricsFeed` per run in st.session_state and hands it to a fragment: the first
 load is a thinned series, then the fragment polls only what came after the cursor and draws it, so
-new points show within about a second without reloading the page or refetching the series.
+new points show within about a second without reloading the page or refetching the series. Below the
+curves, the Probes section (dashboard/probes_view.py) draws from the same feed in a fragment of its own,
+on a slower timer, after the curves are on screen.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dashboard.formatting import format_duration, format_percent, format_rate, s
 from dashboard.live_feed import MetricsFeed
 from dashboard.models import Run
 from dashboard.navigation import LIVE_RUN_ID, RUNS_PAGE
+from dashboard.probes_view import PROBES_EVERY, show_probes
 from dashboard.settings import get_settings
 
 # Train steps drawn per chart; the feed keeps every record, the charts show an even subset.
@@ -62,8 +65,9 @@ def feed_for(run_id: str) -> MetricsFeed:
 def show_header(run: Run) -> None:
     config = run.config
     st.markdown(
-        f"{status_badge(run.status)} &nbsp; **{run.id}** · preset {run.preset or 'custom'} · "
-        f"{run.architecture} · batch {config.get('batch_size', '?')} · lr {config.get('lr', '?')} · "
+        f"{status_badge(run.status)} &nbsp; **{run.id}** · {run.dataset_name} · "
+        f"preset {run.preset or 'custom'} · {run.architecture} · batch {config.get('batch_size', '?')} · "
+        f"lr {config.get('lr', '?')} · "
         f"{config.get('negatives', '?')} negatives · {config.get('goodness', '?')} goodness"
     )
     epochs = run.epochs or 0
@@ -174,5 +178,7 @@ st.title("Live run")
 run = pick_run()
 if run is not None:
     interval = get_settings().refresh_s if run.is_active else None
-    st.fragment(run_every=interval)(live_view)(run.id, feed_for(run.id), run.is_active)
+    feed = feed_for(run.id)
+    st.fragment(run_every=interval)(live_view)(run.id, feed, run.is_active)
+    st.fragment(run_every=interval and interval * PROBES_EVERY)(show_probes)(run.id, feed)
     show_config(run)
