@@ -17,7 +17,11 @@ from dashboard.navigation import LIVE_PAGE, LIVE_RUN_ID
 
 # The form's first preset: it trains in about a minute, where the API's default takes hours on a CPU.
 FORM_PRESET = "quick"
-STARTED_RUN = "started_run"  # session key: the run the form started last, for the "Watch it live" button
+STARTED_RUN = "started_run"
+DATASET_CHOICES = {
+    "mnist": "MNIST (handwritten digits)",
+    "fashion-mnist": "Fashion-MNIST (clothing)",
+}  # session key: the run the form started last, for the "Watch it live" button
 
 
 def number_field(
@@ -42,12 +46,23 @@ def number_field(
 
 
 def choice_field(
-    name: str, label: str, config: dict[str, Any], infos: dict[str, run_schema.FieldInfo], preset: str
+    name: str,
+    label: str,
+    config: dict[str, Any],
+    infos: dict[str, run_schema.FieldInfo],
+    preset: str,
+    names: dict[str, str] | None = None,
 ) -> Any:
+    """A selectbox of the schema's choices for `name`; `names` shows some choices by another name."""
     info = infos[name]
     options = list(info.choices)
     return st.selectbox(
-        label, options, index=options.index(config[name]), help=info.help, key=f"form_{preset}_{name}"
+        label,
+        options,
+        index=options.index(config[name]),
+        format_func=lambda choice: (names or {}).get(choice, str(choice)),
+        help=info.help,
+        key=f"form_{preset}_{name}",
     )
 
 
@@ -85,6 +100,12 @@ def start_run_form() -> None:
     with st.form(f"start_run_{preset}", border=True):
         left, right = st.columns(2)
         with left:
+            # An API from before Fashion-MNIST has no data set to choose: it trains on MNIST.
+            dataset = (
+                choice_field("dataset", "Data set", config, infos, preset, names=DATASET_CHOICES)
+                if "dataset" in infos and "dataset" in config
+                else None
+            )
             epochs = number_field("epochs", "Epochs", config, infos, preset)
             batch_size = number_field("batch_size", "Batch size", config, infos, preset)
             lr = number_field("lr", "Learning rate (FF layers)", config, infos, preset, step=0.001)
@@ -146,8 +167,8 @@ def start_run_form() -> None:
         st.error(str(error), icon=":material/error:")
         return
     values = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "negatives": negatives, "hidden": hidden,
-        "seed": seed, "head_lr": head_lr, "validation": validation, "goodness": goodness,
+        "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr, "negatives": negatives,
+        "hidden": hidden, "seed": seed, "head_lr": head_lr, "validation": validation, "goodness": goodness,
         "threshold": threshold or None, "jitter": jitter, "lr_schedule": lr_schedule, "momentum": momentum,
         "weight_decay": weight_decay, "peer_norm_weight": peer_norm_weight, "eval_every": eval_every,
         "device": device,

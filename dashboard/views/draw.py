@@ -1,4 +1,8 @@
-"""Draw: ask a trained network which digit you drew, and see how each layer's goodness voted."""
+"""Draw: ask a trained network what a picture shows, and see how each layer's goodness voted.
+
+A digit (MNIST) model offers the drawing canvas and a picture upload; a Fashion-MNIST model, whose classes
+are garments one cannot draw well, offers the upload. Predictions read by class name ("7", "Ankle boot").
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ STROKE_WIDTH = 22
 SEEN_IMAGE_SIZE = 168  # the 28x28 input, enlarged without smoothing
 PREDICTIONS_KEPT = 32
 # This page's own session keys.
+PICTURE_UPLOAD = "picture_upload"  # the file uploader's key
 CANVAS_VERSION = "canvas_version"  # part of the canvas's key: a new version is a fresh, empty canvas
 PREDICTIONS = "predictions"  # the API's answers by (run, model step, image hash), so reruns reuse them
 
@@ -79,11 +84,12 @@ def drawn_image() -> bytes | None:
     return result.image_bytes if objects else None
 
 
-def uploaded_image() -> tuple[bytes, str, str] | None:
+def uploaded_image(run: Run) -> tuple[bytes, str, str] | None:
+    what = "one digit" if run.is_digits else f"one {run.dataset_name} item (a garment, a shoe or a bag)"
     upload = st.file_uploader(
-        "An image of one digit (PNG or JPEG, any size; dark ink on light paper works too)",
+        f"A picture of {what} (PNG or JPEG, any size; dark on light works too)",
         type=["png", "jpg", "jpeg"],
-        key="digit_upload",
+        key=PICTURE_UPLOAD,
     )
     if upload is None:
         return None
@@ -99,9 +105,10 @@ def predict(run: Run, data: bytes, filename: str, content_type: str) -> Predicti
             cache[key] = get_client().predict_file(run.id, data, filename, content_type)
         except ApiError as error:
             if error.status_code in (400, 422) and "ink" in error.message.lower():
-                st.info(
-                    f"Nothing to read yet: {error.message}. Draw a bigger digit.", icon=":material/gesture:"
+                what_to_do = (
+                    "Draw a bigger digit." if run.is_digits else "Upload a picture whose subject stands out."
                 )
+                st.info(f"Nothing to read yet: {error.message}. {what_to_do}", icon=":material/gesture:")
             else:
                 show_api_error(error, "predict")
             return None
@@ -121,13 +128,16 @@ def show_prediction(prediction: Prediction) -> None:
     label_column, image_column = st.columns([1, 1])
     with label_column:
         st.metric(
-            "Predicted digit", prediction.scan_label, border=True, help="The label scan: highest goodness"
+            "Predicted digit" if prediction.is_digits else "Predicted class",
+            prediction.scan_name,
+            border=True,
+            help="The label scan: highest goodness",
         )
         if prediction.head_probs:
             head_label = prediction.head_label
             agreement = "agrees" if head_label == prediction.scan_label else "disagrees"
             confidence = prediction.head_probs[head_label] * 100
-            st.caption(f"Softmax head: **{head_label}** ({confidence:.1f}%), {agreement}.")
+            st.caption(f"Softmax head: **{prediction.head_name}** ({confidence:.1f}%), {agreement}.")
         if prediction.model_step is not None:
             st.caption(f"Model from training step {prediction.model_step:,}.")
     with image_column:
@@ -135,7 +145,9 @@ def show_prediction(prediction: Prediction) -> None:
             st.image(seen_image(prediction.image), caption="What the model sees (28x28)")
     st.markdown("**Goodness for each label, by layer**")
     st.altair_chart(
-        charts.goodness_by_label_chart(prediction.goodness, prediction.scan_label, prediction.scan_layers),
+        charts.goodness_by_label_chart(
+            prediction.goodness, prediction.scan_label, prediction.scan_layers, prediction.class_names
+        ),
         width="stretch",
         height=320,
         key="chart_goodness_by_label",
@@ -150,28 +162,36 @@ def show_prediction(prediction: Prediction) -> None:
     if prediction.head_probs:
         st.markdown("**Softmax head probabilities**")
         st.altair_chart(
-            charts.probabilities_chart(prediction.head_probs), width="stretch", height=180, key="chart_probs"
+            charts.probabilities_chart(prediction.head_probs, prediction.class_names),
+            width="stretch",
+            height=180,
+            key="chart_probs",
         )
 
 
 # --- layout ----------------------------------------------------------------------------------------
 
-st.title("Draw a digit")
+st.title("Draw or upload")
 st.caption(
-    "The network scores the image under each of the ten labels; the label whose goodness is highest wins "
+    "The network scores the picture under each of the ten labels; the label whose goodness is highest wins "
     "(the label scan). The softmax head gives a second opinion."
 )
 run = pick_model()
 if run is not None:
     input_column, output_column = st.columns([5, 6], gap="large")
     with input_column:
-        mode = st.segmented_control(
+        # Garments cannot be drawn well: a Fashion-MNIST model takes a picture only.
+        mode = "Upload" if not run.is_digits else st.segmented_control(
             "Input", ["Draw", "Upload"], default="Draw", key="draw_mode", label_visibility="collapsed"
-        )
+        )  # fmt: skip
         image: tuple[bytes, str, str] | None
         if mode == "Upload":
-            image = uploaded_image()
-            hint = "Upload an image of a single digit to see what the network makes of it."
+            image = uploaded_image(run)
+            hint = (
+                "Upload an image of a single digit to see what the network makes of it."
+                if run.is_digits
+                else f"Upload a picture of one {run.dataset_name} item to see how the network classifies it."
+            )
         else:
             drawn = drawn_image()
             image = (drawn, "canvas.png", "image/png") if drawn else None

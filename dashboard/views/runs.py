@@ -98,6 +98,7 @@ def overview(tag: str | None = None, experiment: str | None = None) -> None:
             "experiment": st.column_config.TextColumn(
                 "Experiment", help="The experiment that made the run, and # its setting"
             ),
+            "dataset": st.column_config.TextColumn("Data set", help="MNIST (digits) or Fashion-MNIST"),
             "preset": st.column_config.TextColumn("Preset"),
             "network": st.column_config.TextColumn("Network", help="Hidden layers: count x width"),
             "epoch": st.column_config.TextColumn("Epoch"),
@@ -133,7 +134,7 @@ def act_on(selected: list[Run], runs_by_id: dict[str, Run]) -> None:
         st.session_state[LIVE_RUN_ID] = single.id
         st.switch_page(LIVE_PAGE)
     if buttons[1].button(
-        "Draw a digit",
+        "Draw or upload",
         icon=":material/draw:",
         disabled=single is None or not single.has_model,
         width="stretch",
@@ -279,14 +280,15 @@ def selected_runs_panel() -> None:
         compare(selected)
     else:
         st.caption(
-            "Pick runs above to watch one live, draw a digit for it, cancel or delete, or overlay curves."
+            "Pick runs above to watch one live, ask its model about a picture, cancel or delete, or overlay "
+            "curves."
         )
 
 
 # --- layout ----------------------------------------------------------------------------------------
 
 st.title("Runs")
-st.caption("Train Forward-Forward networks on MNIST, follow them live, and compare them.")
+st.caption("Train Forward-Forward networks on MNIST or Fashion-MNIST, follow them live, and compare them.")
 tag_column, experiment_column = st.columns(2)
 with tag_column:
     tag_filter = st.text_input(
