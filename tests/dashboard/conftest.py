@@ -1,5 +1,5 @@
 """Fixtures of the dashboard tests: the real API and worker on the real redis-server, one trained run,
-and the dashboard pointed at that API."""
+the dashboard pointed at that API, and Fashion-MNIST for the pages that name garments."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import redis
 
 from tests.dashboard.fake_api import FakeApi
 from tests.support.api import RunningApi, post_run, start_api, wait_for_run_status
+from tests.support.settings import TestSettings
 from tests.support.worker import WorkerProcess, start_worker
 
 # A database of its own on the session's redis-server: `redis_url` (other packages) flushes db 0.
@@ -76,3 +77,15 @@ def fake_api(point_dashboard_at) -> Iterator[FakeApi]:
     with fake.serve() as url:
         point_dashboard_at(url)
         yield fake
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory) -> str:
+    """A torchvision root holding MNIST/raw and FashionMNIST/raw, from FF_TEST_DATA_DIR (as mnist_dir)."""
+    source = TestSettings().data_root
+    root = tmp_path_factory.mktemp("fashion-datasets")
+    for folder in ("MNIST", "FashionMNIST"):
+        if not (source / folder / "raw").is_dir():
+            pytest.fail(f"{folder} not found under {source}; set FF_TEST_DATA_DIR to a torchvision root")
+        (root / folder).symlink_to((source / folder).resolve(), target_is_directory=True)
+    return str(root)

@@ -111,7 +111,7 @@ def test_without_the_right_key_a_visitor_changes_nothing(
     assert all(
         button(at, label).disabled for label in ("Run again", "Cancel", "Delete", "Save note and tags")
     )
-    assert not button(at, "Watch live").disabled and not button(at, "Draw a digit").disabled
+    assert not button(at, "Watch live").disabled and not button(at, "Draw or upload").disabled
     assert runs_total(keyed_api) == 1 and store.get_run(finished_run).status == "succeeded"
 
 
@@ -185,13 +185,13 @@ def test_with_the_read_key_a_visitor_sees_the_runs_and_changes_nothing(
     assert READ_ONLY_KEY in texts(at.sidebar.warning)
     assert button(at, "Start run").disabled
     select_run(at, finished_run)
-    assert button(at, "Delete").disabled and not button(at, "Draw a digit").disabled
+    assert button(at, "Delete").disabled and not button(at, "Draw or upload").disabled
     # A prediction is a read (a POST that changes nothing): the read key does for it.
     draw = open_app("views/draw.py", key=READ_KEY)
     draw.segmented_control(key="draw_mode").set_value("Upload").run()
     digit = np.zeros((28, 28), np.uint8)
     digit[6:22, 13:15] = 255  # a "1"
-    draw.file_uploader(key="digit_upload").set_value(("one.png", png_bytes(digit), "image/png")).run()
+    draw.file_uploader(key="picture_upload").set_value(("one.png", png_bytes(digit), "image/png")).run()
     assert not draw.exception and not draw.error, texts(draw.error)
     assert "Predicted digit" in [metric.label for metric in draw.metric]
     assert store.get_run(finished_run).status == "succeeded"

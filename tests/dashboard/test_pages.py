@@ -209,7 +209,7 @@ class TestWithTheRealApi:
         digit = mnist_test_images(mnist_dir, 1)[0]
         image = png_bytes(digit, size=112)
         at.segmented_control(key="draw_mode").set_value("Upload").run()
-        at.file_uploader(key="digit_upload").set_value(("seven.png", image, "image/png")).run()
+        at.file_uploader(key="picture_upload").set_value(("seven.png", image, "image/png")).run()
         assert not at.exception and not at.error
         expected = ApiClient(stack.api_url).predict_file(stack.trained_run, image)
         shown = {metric.label: metric.value for metric in at.metric}
@@ -222,7 +222,7 @@ class TestWithTheRealApi:
         at = open_app("views/draw.py", draw_run_id=stack.trained_run)
         at.segmented_control(key="draw_mode").set_value("Upload").run()
         blank = png_bytes(np.zeros((28, 28), np.uint8))
-        at.file_uploader(key="digit_upload").set_value(("blank.png", blank, "image/png")).run()
+        at.file_uploader(key="picture_upload").set_value(("blank.png", blank, "image/png")).run()
         assert not at.exception and not at.error
         assert any("ink" in text for text in texts(at.info))
 
