@@ -141,7 +141,7 @@ def queue_run(
     """Create a queued run and send its task; a queue that cannot be reached fails the run (503)."""
     record = store.create_run(config, preset=preset, tags=tags, note=note)
     try:
-        enqueue_run(celery, record.id)
+        enqueue_run(celery, record.id, config.device)  # the queue of the device it asks for
     except Exception as error:  # the broker is the same Redis; a failure here is an outage
         log.exception("could not enqueue run %s", record.id)
         store.fail_unqueued_run(record.id, error=f"could not be queued: {error}")
