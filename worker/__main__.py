@@ -1,9 +1,12 @@
 """`python -m worker`: one FF Lab training worker (one per GPU; CPU when there is none).
 
 It consumes training tasks from the Redis broker one at a time, in its main thread (Celery's solo
-pool), and keeps a heartbeat thread that renews the current run's lease, refreshes the worker's
-registration and requeues runs whose worker died. SIGTERM hands the current run back to the queue
-(checkpointed where it stands) and exits.
+pool): a GPU worker from the GPU queue and the shared one, a CPU worker from the shared one only (see
+fflab.queue). It logs its device when it starts; a worker asked for a GPU that PyTorch cannot use
+(no driver visible, a driver too old for PyTorch's CUDA build) exits at once with status 1 and one
+line saying why, instead of training on the CPU. It keeps a heartbeat thread that renews the
+current run's lease, refreshes the worker's registration and requeues runs whose worker died.
+SIGTERM hands the current run back to the queue (checkpointed where it stands) and exits.
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 
 import torch
 from celery import signals
+from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
 
 from ffcore.device import DeviceError, resolve_device
 from fflab.connections import redis_client, url_with_timeouts
-from fflab.queue import enqueue_run, make_celery
+from fflab.queue import make_celery, worker_queues
 from fflab.settings import Settings
 from fflab.store.attempts import AttemptStore
 from fflab.store.experiments import ExperimentStore
@@ -28,11 +33,16 @@ from fflab.store.runs import RunStore
 from fflab.store.workers import WorkerRegistry
 from worker.context import WorkerContext, set_context
 from worker.coordinator import Coordinator
+from worker.device_report import describe_device, explain_missing_gpu
 from worker.heartbeat import Heartbeat
 from worker.reaper import Reaper
 from worker.retention import Retention
+from worker.routing import run_enqueuer
 
 log = logging.getLogger("worker")
+
+# What --device accepts; another word is a usage error, a GPU this machine lacks is not.
+DEVICE_WORD = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device",
         help="'auto' (the first GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N' (env FF_WORKER_DEVICE; "
-        "default auto). Start one worker per GPU.",
+        "default auto). Start one worker per GPU. A GPU worker takes runs asking for 'cuda' and the "
+        "shared queue's; a CPU worker only the shared queue's. With 'cuda' or 'cuda:N', a GPU PyTorch "
+        "cannot use stops the worker (exit status 1) instead of falling back to the CPU.",
     )
     parser.add_argument(
         "--threads",
@@ -107,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = worker_device(args.device)
     except DeviceError as error:
-        build_parser().error(str(error))  # exits with status 2 and the usage line
+        if not DEVICE_WORD.fullmatch(args.device):
+            build_parser().error(str(error))  # a word naming no device: status 2 and the usage line
+        log.error("worker not started: %s", explain_missing_gpu(str(error)))
+        return 1
+    log.info("training on %s", describe_device(device))
+    queues = worker_queues(device.split(":", 1)[0])
     host = socket.gethostname()
     name = args.name or f"{host}-{device.replace(':', '')}-{os.getpid()}"
 
@@ -115,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     client = redis_client(settings)
     attempts = AttemptStore(client, settings.metrics_maxlen)
     registry = WorkerRegistry(client)
-
-    def enqueue(run_id: str) -> None:
-        enqueue_run(app, run_id)
-
+    enqueue = run_enqueuer(app, attempts)  # to the queue of the device the run asks for
     experiments = ExperimentStore(client)
     runs = RunStore(client, settings.metrics_maxlen)
     coordinator = Coordinator(
@@ -147,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     # Start beating once the worker consumes, so that a registered worker is a ready one.
     def on_ready(**_: object) -> None:
         heartbeat.start()
-        log.info("worker %s ready on %s (redis %s)", name, device, settings.redis_url)
+        log.info(
+            "worker %s ready on %s, taking runs from %s (redis %s)",
+            name, device, " and ".join(queues), maybe_sanitize_url(settings.redis_url),
+        )  # fmt: skip
 
     def on_shutting_down(**_: object) -> None:
         context.shutting_down.set()  # the training loop sees it within a step
@@ -159,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         app.worker_main(
             [
                 "worker", "--pool=solo", "--concurrency=1", f"--hostname={nodename}",
-                f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                f"--loglevel={args.loglevel}", f"--queues={','.join(queues)}",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
             ]
         )  # fmt: skip
     except SystemExit as exit_:

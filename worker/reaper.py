@@ -3,14 +3,16 @@
 A worker renews the lease of the run it trains every `heartbeat_interval_s`. When a worker dies
 (SIGKILL, a lost machine), the lease expires after `lease_ttl_s` while the run still says
 `running`. Every worker's reaper looks for such runs, puts them back to `queued` and enqueues them
-again; whichever worker takes the task resumes the run from its last checkpoint. A run that has
+again (to the queue of the device they ask for: worker.routing); whichever worker takes the task
+resumes the run from its last checkpoint. A run that has
 lost its worker `max_attempts` times (FF_MAX_ATTEMPTS) ends failed instead: it may be what kills
 them. The check and the status change happen in one Redis script, so two reapers never requeue a
 run twice, and a run a worker has just claimed is never touched.
 
 The reaper also re-sends the task of a run that has been `queued` for a while with no message in the
-broker (lost between a worker taking it and claiming the run, or in a Redis crash's last second),
-and, with FF_RETENTION_DAYS, deletes finished runs and experiments past it (worker.retention).
+broker (lost between a worker taking it and claiming the run, or in a Redis crash's last second); a
+run waiting in the GPU queue for a GPU worker has its message there and is left alone. It also,
+with FF_RETENTION_DAYS, deletes finished runs and experiments past it (worker.retention).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class Reaper:
         waiting = self.attempts.queued_run_ids(older_than_s=min_age_s)
         if not waiting:
             return []
-        lost = [run_id for run_id in waiting if run_id not in pending_run_ids(self.attempts.redis)]
+        pending = pending_run_ids(self.attempts.redis)  # all queues: a cuda run may wait long
+        lost = [run_id for run_id in waiting if run_id not in pending]
         for run_id in lost:
             self.enqueue(run_id)
             log.warning("run %s was queued with no task in the broker; its task is sent again", run_id)

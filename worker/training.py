@@ -3,7 +3,8 @@
 The run moves queued -> running -> succeeded | failed | cancelled. Everything written while
 training is fenced by the run's lease (see fflab.store.attempts), so a worker that lost its lease stops
 and writes nothing more, and a duplicate delivery of a run that is leased elsewhere or already
-finished does nothing.
+finished does nothing. A run asking for a GPU that reaches a CPU worker is passed on to the GPU
+workers' queue untouched (see worker.routing).
 
 Every Redis step of an attempt waits out passing trouble (a stall, a restart, Redis loading or out of
 memory; see worker.redis_waits) instead of failing the run. If Redis stays unusable for
@@ -34,12 +35,13 @@ from ffcore import (
 )
 from fflab.connections import url_with_timeouts
 from fflab.store.attempts import ClaimResult, LeaseLostError
-from fflab.store.keys import Provenance, RunRecord, RunStatus, rewind_event
+from fflab.store.keys import Provenance, RunRecord, RunStatus, rewind_event, status_event
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
 from worker.provenance import collect_provenance
 from worker.pruning import PruningReporter
 from worker.redis_waits import RedisUnusableError, RedisWaits, passing_problem
+from worker.routing import belongs_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ Outcome = Literal[
     "failed",
     "cancelled",
     "requeued",
+    "passed_on",
     "lease_lost",
     "missing",
     "finished",
@@ -103,7 +106,10 @@ class StopCheck:
 
 
 def training_device(requested: str, worker_device_type: str) -> str:
-    """Where a run trains on this worker: 'cpu' or 'cuda' (the worker's GPU is the current one)."""
+    """Where a run trains on this worker: 'cpu' or 'cuda' (the worker's GPU is the current one).
+
+    A 'cuda' run never reaches the training of a CPU worker (`train_run` passes it on first); the
+    error is the last line of defence."""
     if requested == "auto":
         return worker_device_type
     if requested == "cuda" and worker_device_type != "cuda":
@@ -131,6 +137,12 @@ def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATA
         except RedisUnusableError as error:
             log.error("%s; the reaper sends the task of a queued run again", error)
         return "requeued"
+    try:
+        if _passed_on(context, run_id, waits):
+            return "passed_on"
+    except RedisUnusableError as error:
+        log.error("%s; the run stays queued and the reaper sends its task again", error)
+        return "redis_unavailable"
     try:
         provenance = collect_provenance(context.device, context.settings.git_commit, context.host)
     except Exception:  # how the run was made is worth recording, never worth failing the run for
@@ -171,6 +183,26 @@ def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATA
         return "failed"
     finally:
         context.end_run()
+
+
+def _passed_on(context: WorkerContext, run_id: str, waits: RedisWaits) -> bool:
+    """Send a run that asks for a device this worker lacks (a 'cuda' run on a CPU worker) to the queue
+    of that device, untouched: it waits there for a GPU worker. A GPU worker trains every run."""
+    if context.device_type == "cuda":
+        return False
+    record = waits("reading the device it asks for", lambda: context.attempts.load_run(run_id))
+    if not belongs_elsewhere(record, context.device_type):
+        return False
+    assert record is not None
+    waits("passing it on to the queue of its device", lambda: context.enqueue(run_id))
+    log.warning(
+        "run %s asks for device %r, which this worker (%s) lacks: passed on to the queue of its device, "
+        "where it waits for a GPU worker",
+        run_id,
+        record.config.device,
+        context.device,
+    )
+    return True
 
 
 def _claimer(context: WorkerContext, run_id: str, provenance: Provenance | None) -> Callable[[], ClaimResult]:
@@ -216,6 +248,21 @@ def _pruning_reporter(context: WorkerContext, record: RunRecord) -> PruningRepor
         return None
 
 
+def _note_inexact_resume(context: WorkerContext, run_id: str, trainer: Trainer, waits: RedisWaits) -> None:
+    """Say in the run's stream (a status record: resumed attempts and viewers keep those) that it resumed
+    here from a state saved on another kind of device: it goes on, but not as it would have gone on
+    uninterrupted."""
+    note = (
+        f"resumed at step {trainer.step} on {context.device}, not bit-exact: its training state was "
+        "saved on another kind of device, so the random generator (data order, negatives, jitter) was "
+        "reseeded from the run's seed and step"
+    )
+    log.warning("run %s: %s", run_id, note)
+    event = status_event("running", time.time(), reason=note, worker=context.name)
+    attempts, name = context.attempts, context.name
+    waits("noting its inexact resume", lambda: attempts.publish_progress(run_id, name, [event]))
+
+
 def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: RedisWaits) -> Outcome:
     attempts, name, settings = context.attempts, context.name, context.settings
     record = waits("reading the run", lambda: attempts.load_run(run_id))
@@ -249,6 +296,8 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: R
     if dropped:  # live viewers received them already: tell them where training starts again
         rewind = [rewind_event(trainer.step, trainer.epoch, time.time())]
         waits("telling viewers where it resumes", lambda: attempts.publish_progress(run_id, name, rewind))
+    if not trainer.exact_resume:  # a state saved on another kind of device
+        _note_inexact_resume(context, run_id, trainer, waits)
 
     monitor = RunMonitor(attempts, run_id, name, trainer.total_steps, trainer.steps_per_epoch)
     start = {

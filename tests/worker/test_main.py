@@ -1,9 +1,17 @@
-"""`python -m worker`'s command line: defaults from the FF_* settings, clear usage errors."""
+"""`python -m worker`'s command line: defaults from the FF_* settings, clear usage errors, the queues
+of its device, and a clear stop when the GPU it was asked for is not there."""
+
+import subprocess
+import sys
 
 import pytest
 import torch
+from celery import Celery
 
+import worker.context
 from ffcore.device import DeviceError
+from tests.support.paths import REPO
+from tests.support.processes import environment_without
 from worker.__main__ import main, parse_args, worker_device
 from worker.context import get_context
 
@@ -66,3 +74,45 @@ def test_the_worker_names_its_device_cpu_or_cuda_n_and_makes_its_gpu_the_current
 def test_the_task_outside_python_m_worker_says_how_to_start_it():
     with pytest.raises(RuntimeError, match="python -m worker"):
         get_context()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the worker would start")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_a_worker_asked_for_a_gpu_it_cannot_use_stops_with_one_line_saying_why(device):
+    """A real `python -m worker` process; Redis is not even reachable: the check comes first."""
+    env = environment_without("FF_") | {"FF_REDIS_URL": "redis://127.0.0.1:1/0", "FF_WORKER_DEVICE": device}
+    result = subprocess.run(
+        [sys.executable, "-m", "worker"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "usage:" not in result.stderr, result.stderr
+    (line,) = errors
+    assert f"worker not started: device {device!r} was asked for, but PyTorch sees no CUDA GPU" in line
+    built = f"is built for CUDA {torch.version.cuda}" if torch.version.cuda else "is a CPU build"
+    assert built in line and "--device cpu" in line
+
+
+@pytest.mark.parametrize(
+    ("device", "queues", "device_line"),
+    [
+        ("cuda:0", "fflab.train.cuda,fflab.train", "training on cuda:0: a stand-in GPU"),
+        ("cpu", "fflab.train", "training on the CPU, "),
+    ],
+)
+def test_a_worker_takes_the_queues_of_its_kind_of_device(
+    monkeypatch, redis_url, caplog, device, queues, device_line
+):
+    """main() up to Celery's worker, with a GPU stood in for: the worker's arguments and its first lines."""
+    monkeypatch.setattr(worker.context, "_context", None)  # main() installs one; put it back afterwards
+    monkeypatch.setenv("FF_REDIS_URL", redis_url)
+    monkeypatch.setattr("worker.__main__.worker_device", lambda requested: device)
+    if device != "cpu":
+        monkeypatch.setattr("worker.__main__.describe_device", lambda d: f"{d}: a stand-in GPU")
+    argv: list[str] = []
+    monkeypatch.setattr(Celery, "worker_main", lambda app, args: argv.extend(args))
+    caplog.set_level("INFO", logger="worker")
+    assert main(["--name", "queues-test", "--device", "auto"]) == 0
+    assert f"--queues={queues}" in argv and "--pool=solo" in argv
+    assert get_context().device == device
+    assert device_line in caplog.text

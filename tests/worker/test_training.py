@@ -11,6 +11,7 @@ import platform
 import threading
 import time
 
+import pytest
 import torch
 
 from ffcore import load_model
@@ -217,11 +218,15 @@ def test_a_diverging_run_fails_with_the_step_and_streams_no_nan(store, make_cont
     assert train_steps(stream(store, run_id)) == [], "no record of a broken step reaches the stream"
 
 
-def test_a_cuda_run_on_a_cpu_worker_fails_with_a_clear_error(store, make_context, datasets):
-    run_id = store.create_run(tiny_config(device="cuda")).id
-    assert train_run(make_context(), run_id, datasets) == "failed"
-    assert "asks for device 'cuda'" in store.get_run(run_id).error
+def test_where_each_requested_device_trains_on_each_kind_of_worker(store, make_context, datasets, enqueued):
     assert training_device("auto", "cuda") == "cuda" and training_device("cpu", "cuda") == "cpu"
+    assert training_device("auto", "cpu") == "cpu" and training_device("cuda", "cuda") == "cuda"
+    with pytest.raises(ValueError, match="asks for device 'cuda'"):  # the last line of defence
+        training_device("cuda", "cpu")
+    # A CPU worker never gets that far with a cuda run: it sends it on unclaimed (see test_devices.py).
+    run_id = store.create_run(tiny_config(device="cuda")).id
+    assert train_run(make_context(), run_id, datasets) == "passed_on" and enqueued == [run_id]
+    assert (store.get_run(run_id).status, store.get_run(run_id).attempts) == ("queued", 0)
 
 
 def test_heartbeat_registers_the_worker_and_renews_or_loses_the_lease(store, make_context):
