@@ -23,6 +23,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 import dashboard.settings
+from fflab.queue import CUDA_TRAIN_QUEUE, TRAIN_QUEUE, worker_queues
 from fflab.settings import Settings
 from tests.support.dockerfiles import dockerfile_env, dockerfile_instructions, final_stage
 from tests.support.packages import absolute_imports, canonical
@@ -163,6 +164,10 @@ def test_gpu_stack_has_redis_api_worker_dashboard_wired_to_the_settings(tmp_path
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     worker_settings = service_settings(worker, Settings, monkeypatch)
+    # It asks for the GPU, not 'auto': without one it stops saying why instead of training on the CPU.
+    # It takes the runs asking for 'cuda' and the shared queue's.
+    assert worker_settings.worker_device == "cuda"
+    assert worker_queues(worker_settings.worker_device) == [CUDA_TRAIN_QUEUE, TRAIN_QUEUE]
     assert worker_settings.redis_url == api_settings.redis_url
     assert worker_settings.data_dir is None  # so ffcore downloads into its cache directory, once
     assert "datasets:/home/fflab/.cache/fflab/datasets:rw" in worker["volumes"]
@@ -188,7 +193,7 @@ def test_ffcore_caches_datasets_where_the_worker_volume_is_mounted(monkeypatch):
     assert str(default_data_dir()) == "/home/fflab/.cache/fflab/datasets"
 
 
-def test_cpu_variant_needs_no_nvidia_runtime_and_keeps_a_worker(tmp_path):
+def test_cpu_variant_needs_no_nvidia_runtime_and_keeps_a_worker(tmp_path, monkeypatch):
     config = compose_config(CPU_FILES, tmp_path)
     services = config["services"]
     # `docker compose up` starts only services without profiles: the GPU worker is left out.
@@ -202,8 +207,12 @@ def test_cpu_variant_needs_no_nvidia_runtime_and_keeps_a_worker(tmp_path):
     assert cpu_worker["image"] == services["api"]["image"]
     assert cpu_worker["build"] == services["api"]["build"]
     assert cpu_worker["volumes"] == services["worker"]["volumes"]
-    assert cpu_worker["environment"] == services["worker"]["environment"]
+    assert cpu_worker["environment"]["FF_REDIS_URL"] == services["worker"]["environment"]["FF_REDIS_URL"]
     assert cpu_worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    # It trains on the CPU, so it takes the shared queue only: a run asking for 'cuda' waits for a GPU
+    # worker instead of reaching it.
+    cpu_settings = service_settings(cpu_worker, Settings, monkeypatch)
+    assert cpu_settings.worker_device == "cpu" and worker_queues(cpu_settings.worker_device) == [TRAIN_QUEUE]
 
 
 def test_images_that_train_record_the_commit_they_were_built_from(tmp_path):
