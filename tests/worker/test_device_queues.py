@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from ffcore import RunConfig
-from fflab.queue import CUDA_TRAIN_QUEUE, TRAIN_QUEUE, pending_run_ids
+from fflab.queue import CUDA_TRAIN_QUEUE, TRAIN_QUEUE, enqueue_run, make_celery, pending_run_ids
+from fflab.settings import Settings
 from tests.support.api import start_api
 from tests.support.store import TestStore
 from tests.support.waiting import wait_for
@@ -57,8 +58,12 @@ def test_a_cpu_worker_leaves_cuda_runs_queued_for_a_gpu_worker_and_trains_the_re
         rerun = httpx.post(f"{api.base_url}/runs/{waiting}/rerun", timeout=30)
         assert rerun.status_code == 201, rerun.text
         rerun_id = rerun.json()["id"]
-        # As it was sent before queues per device: to the shared queue, which this worker takes.
-        strayed = submit_run(redis_url, small_run(device="cuda"))
+        # As it was sent before queues per device (or by a caller that does not say its device): to the
+        # shared queue, which this worker takes.
+        strayed = store.runs.create_run(small_run(device="cuda")).id
+        celery = make_celery(Settings(redis_url=redis_url))
+        enqueue_run(celery, strayed)
+        celery.close()
         after = submit_run(redis_url, small_run())  # 'auto', submitted after both
 
         record = wait_for_status(store, after, {"succeeded", "failed"}, timeout_s=180)
