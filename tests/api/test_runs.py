@@ -323,3 +323,9 @@ def test_a_full_redis_is_answered_503_and_loses_nothing(client: TestClient, stor
     for answer in (full, edit):
         assert answer.status_code == 503 and "Redis) is full" in answer.json()["detail"], answer.text
     assert client.get(f"{API}/runs").json()["total"] == 1 and store.get_run(kept).note is None
+
+
+def test_a_run_asking_for_cuda_is_queued_for_gpu_workers(client: TestClient, celery: RecordingCelery) -> None:
+    client.post(f"{API}/runs", json={"preset": "quick"})
+    client.post(f"{API}/runs", json={"preset": "quick", "overrides": {"device": "cuda"}})
+    assert celery.queues == [None, "fflab.train.cuda"]  # None: the shared default queue

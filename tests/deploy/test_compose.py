@@ -413,3 +413,12 @@ def _bytes(size) -> int:
     match = re.fullmatch(r"(\d+)([kmg])b?", str(size).lower())
     assert match, size
     return int(match[1]) * 1024 ** "kmg".index(match[2]) * 1024
+
+
+def test_keys_reach_the_api_and_never_the_dashboard(tmp_path):
+    env = "FF_API_KEY=write-key\nFF_READ_KEY=read-key\n"
+    services = compose_config(GPU_FILES, tmp_path, env_file_text=env)["services"]
+    assert services["api"]["environment"]["FF_API_KEY"] == "write-key"
+    assert services["api"]["environment"]["FF_READ_KEY"] == "read-key"
+    # The dashboard lends no key: each visitor types theirs into its sidebar.
+    assert not {"FF_API_KEY", "FF_READ_KEY"} & set(services["dashboard"].get("environment", {}))

@@ -16,10 +16,12 @@ class RecordingCelery:
     """Stands in for the Celery app in unit tests: records what would go to the broker."""
 
     sent: list[tuple[str, list, str | None]] = field(default_factory=list)
+    queues: list[str | None] = field(default_factory=list)  # the queue each task named (None: default)
     revoked: list[str] = field(default_factory=list)
 
-    def send_task(self, name: str, args: list, task_id: str | None = None) -> None:
+    def send_task(self, name: str, args: list, task_id: str | None = None, queue: str | None = None) -> None:
         self.sent.append((name, args, task_id))
+        self.queues.append(queue)
 
     @property
     def control(self) -> RecordingCelery:

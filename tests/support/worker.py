@@ -59,7 +59,7 @@ def wait_for_status(store: TestStore, run_id: str, statuses: set[str], timeout_s
 def submit_run(redis_url: str, config: RunConfig, preset: str | None = None) -> str:
     """Create a queued run and enqueue its training task, as the API does; returns the run id."""
     run_id = TestStore.from_url(redis_url).runs.create_run(config, preset=preset).id
-    enqueue_run(make_celery(Settings(redis_url=redis_url)), run_id)
+    enqueue_run(make_celery(Settings(redis_url=redis_url)), run_id, config.device)
     return run_id
 
 
