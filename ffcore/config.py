@@ -47,6 +47,21 @@ class RunConfig(BaseModel):
     jitter: int = Field(
         0, ge=0, le=4, description="Augmentation: shift each training image by up to this many pixels."
     )
+    augment: Literal["none", "styles"] = Field(
+        "none",
+        description="Augmentation of handwriting styles: 'styles' redraws a fraction (augment_fraction) of "
+        "each training batch, on the training device, with its own random stroke thickness (dilation or "
+        "erosion), scale, slant, rotation, shift, blur and resolution loss, as people's pictures of digits "
+        "look after preprocessing (see ffcore/augment.py); the label pixels are embedded afterwards. "
+        "'none': the images as the data set has them (no cost).",
+    )
+    augment_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="With augment='styles': the fraction of each training batch that is restyled, on "
+        "average (the rest stays as the data set has it). Ignored with augment='none'.",
+    )
 
     # Network
     hidden: list[int] = Field(

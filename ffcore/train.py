@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ffcore.augment import augment_styles
 from ffcore.config import NUM_CLASSES, RunConfig
 from ffcore.data import Dataset, load_dataset, shift_images
 from ffcore.device import resolve_device
@@ -95,7 +96,7 @@ class Trainer:
         self.data = (dataset if dataset is not None else load_dataset(config, self.device)).to(self.device)
         self.log_every = log_every
 
-        # One generator on the training device drives data order, negatives and jitter; weights
+        # One generator on the training device drives data order, negatives, jitter and augmentation; weights
         # come from a CPU generator so that they are the same on every device. A training state
         # records the generator's device (see ffcore.rng for a resume on another kind).
         self.rng = torch.Generator(device=self.device)
@@ -270,6 +271,8 @@ class Trainer:
                 images, labels = train.images[index], train.labels[index]
                 if config.jitter:
                     images = shift_images(images, config.jitter, 0.0, self.rng)  # blank pixels are 0
+                if config.augment == "styles":
+                    images = augment_styles(images, config.augment_fraction, self.rng)
                 self._accumulate(self.train_step(images, labels))
                 self.next_batch += 1
                 self.step += 1
