@@ -50,10 +50,11 @@ class RunConfig(BaseModel):
     augment: Literal["none", "styles"] = Field(
         "none",
         description="Augmentation of handwriting styles: 'styles' redraws a fraction (augment_fraction) of "
-        "each training batch, on the training device, with its own random stroke thickness (dilation or "
-        "erosion), scale, slant, rotation, shift, blur and resolution loss, as people's pictures of digits "
-        "look after preprocessing (see ffcore/augment.py); the label pixels are embedded afterwards. "
-        "'none': the images as the data set has them (no cost).",
+        "each training batch, on the training device, each image with its own random stroke thickness "
+        "(dilation or erosion), blur, resolution loss, slant, rotation and width, refitted into MNIST's "
+        "20-pixel box as preprocessing does and then scaled and shifted a little: as people's pictures of "
+        "digits look after preprocessing (see ffcore/augment.py). The label pixels are embedded "
+        "afterwards. 'none': the images as the data set has them (no cost).",
     )
     augment_fraction: float = Field(
         0.5,
