@@ -75,9 +75,9 @@ def _over_epochs(probes: pd.DataFrame) -> pd.DataFrame:
     return probes[~probes["final"].astype(bool)]
 
 
-def probe_error_chart(probes: pd.DataFrame) -> alt.Chart:
+def probe_error_chart(probes: pd.DataFrame) -> alt.LayerChart:
     """Each layer's error over epochs: its own label scan (solid) and its linear probe (dashed), one colour
-    per layer."""
+    per layer; a point marks each evaluation."""
     rows = _over_epochs(probes)
     layers = sorted(int(layer) for layer in rows["layer"].dropna().unique())
     long = rows.melt(
@@ -88,28 +88,29 @@ def probe_error_chart(probes: pd.DataFrame) -> alt.Chart:
     ).dropna(subset=["error"])
     long["method"] = long["series"].map(PROBE_ERROR_SERIES)
     long["panel"] = long["layer"].map(lambda layer: layer_title(int(layer)))
-    return (
-        alt.Chart(long)
-        .mark_line(point=True, strokeWidth=2)
-        .encode(
-            x=alt.X("epoch:Q", title="epoch"),
-            y=alt.Y("error:Q", title="error", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
-            color=layer_colour(layers),
-            strokeDash=alt.StrokeDash(
-                "method:N",
-                title=None,
-                scale=alt.Scale(domain=list(PROBE_ERROR_SERIES.values()), range=[[1, 0], [5, 3]]),
-                legend=alt.Legend(orient="top"),
-            ),
-            tooltip=[
-                alt.Tooltip("panel:N", title="layer"),
-                alt.Tooltip("method:N"),
-                alt.Tooltip("epoch:Q"),
-                alt.Tooltip("split:N"),
-                alt.Tooltip("error:Q", format=".2%"),
-            ],
+    base = alt.Chart(long).encode(
+        x=alt.X("epoch:Q", title="epoch"),
+        y=alt.Y("error:Q", title="error", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
+        color=layer_colour(layers),
+        tooltip=[
+            alt.Tooltip("panel:N", title="layer"),
+            alt.Tooltip("method:N"),
+            alt.Tooltip("epoch:Q"),
+            alt.Tooltip("split:N"),
+            alt.Tooltip("error:Q", format=".2%"),
+        ],
+    )
+    # The lines alone carry the dash, so that its legend shows dashes (points would make it circles).
+    lines = base.mark_line(strokeWidth=2).encode(
+        strokeDash=alt.StrokeDash(
+            "method:N",
+            title=None,
+            scale=alt.Scale(domain=list(PROBE_ERROR_SERIES.values()), range=[[1, 0], [5, 3]]),
+            legend=alt.Legend(orient="top"),
         )
     )
+    points = base.mark_point(filled=True, size=30).encode(detail="method:N")
+    return alt.layer(lines, points)
 
 
 def goodness_bands_frame(probes: pd.DataFrame, layer: int) -> pd.DataFrame:

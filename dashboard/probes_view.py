@@ -10,7 +10,10 @@ the curves and on a slower timer: probes change once per evaluation.
 
 from __future__ import annotations
 
+import io
+
 import streamlit as st
+from PIL import Image
 
 from dashboard import probe_charts
 from dashboard.api_session import get_client, show_api_error
@@ -33,7 +36,8 @@ NO_PROBES = (
 )
 
 
-def show_probes(run_id: str, feed: MetricsFeed) -> None:
+def show_probes(run_id: str, feed: MetricsFeed, first_layer_units: int | None = None) -> None:
+    """The Probes view of a run; `first_layer_units`: the width of its first layer, when known."""
     st.subheader("Probes: what each layer has learned")
     evals = feed.of_kind("eval")
     if not evals:
@@ -42,7 +46,7 @@ def show_probes(run_id: str, feed: MetricsFeed) -> None:
         st.info(NO_PROBES, icon=":material/info:")
     else:
         show_probe_charts(probe_charts.probe_frame(evals))
-    show_receptive_fields(run_id, model_version(feed))
+    show_receptive_fields(run_id, model_version(feed), first_layer_units)
 
 
 def show_probe_charts(probes) -> None:
@@ -96,7 +100,9 @@ def model_version(feed: MetricsFeed) -> tuple[str | None, str | None]:
     return (evals[-1].get("id") if evals else None, feed.latest_status)
 
 
-def show_receptive_fields(run_id: str, version: tuple[str | None, str | None]) -> None:
+def show_receptive_fields(
+    run_id: str, version: tuple[str | None, str | None], first_layer_units: int | None = None
+) -> None:
     st.markdown("**First layer's receptive fields**")
     count = st.segmented_control(
         "Units shown", FIELD_COUNTS, default=FIELD_COUNTS[1], key=FIELD_COUNT, required=True
@@ -117,10 +123,12 @@ def show_receptive_fields(run_id: str, version: tuple[str | None, str | None]) -
     if isinstance(shown, str):
         st.caption(shown)
         return
+    units = min(count, first_layer_units) if first_layer_units else count
     st.image(
         shown,
+        width=Image.open(io.BytesIO(shown)).width,  # its own size: stretched, the tiles would blur
         output_format="PNG",  # as the API drew it: JPEG would blur the tiles' pixels
-        caption=f"The {count} units with the largest input weights, strongest first: each tile is one unit's "
+        caption=f"The {units} units with the largest input weights, strongest first: each tile is one unit's "
         "784 weights as a 28x28 picture, red positive, blue negative, white zero. The first ten pixels of a "
         "tile's top row are its weights on the label, which FF writes there.",
     )

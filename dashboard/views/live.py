@@ -2,9 +2,10 @@
 
 The page keeps a `MetricsFeed` per run in st.session_state and hands it to a fragment: the first
 load is a thinned series, then the fragment polls only what came after the cursor and draws it, so
-new points show within about a second without reloading the page or refetching the series. Below the
-curves, the Probes section (dashboard/probes_view.py) draws from the same feed in a fragment of its own,
-on a slower timer, after the curves are on screen.
+new points show within about a second without reloading the page or refetching the series. A control
+above the run's header switches between the training curves and the Probes view
+(dashboard/probes_view.py, `?view=probes` in a link), which draws from the same feed in a fragment of its
+own, on a slower timer. Only the chosen view is built: the probes add nothing to the curves' first paint.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from dashboard.settings import get_settings
 MAX_CHART_STEPS = 600
 LAYERS_PER_ROW = 3
 CHART_HEIGHT = 280
-# This page's own session key: the MetricsFeed of each run shown in this session, by run id.
+# This page's own session keys: the MetricsFeed of each run shown in this session, by run id; the view.
 LIVE_FEEDS = "live_feeds"
+LIVE_VIEW = "live_view"
+TRAINING, PROBES = "Training", "Probes"
 
 
 def pick_run() -> Run | None:
@@ -52,6 +55,26 @@ def pick_run() -> Run | None:
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id  # a shareable link to this run's page; set only on change
     return by_id[run_id]
+
+
+def pick_view() -> str:
+    """Training curves or probes: the session's choice, first taken from the URL's ?view=probes."""
+    if LIVE_VIEW not in st.session_state:
+        st.session_state[LIVE_VIEW] = PROBES if st.query_params.get("view") == "probes" else TRAINING
+    view = st.segmented_control(
+        "View",
+        [TRAINING, PROBES],
+        key=LIVE_VIEW,
+        required=True,
+        label_visibility="collapsed",
+        help="Training: how each layer's goodness and the errors move as it trains. Probes: what each layer "
+        "has learned, at each evaluation, and the first layer's receptive fields.",
+    )
+    if view == PROBES and st.query_params.get("view") != "probes":
+        st.query_params["view"] = "probes"  # a shareable link to this view
+    elif view != PROBES and "view" in st.query_params:
+        del st.query_params["view"]
+    return view
 
 
 def feed_for(run_id: str) -> MetricsFeed:
@@ -144,8 +167,9 @@ def show_charts(feed: MetricsFeed) -> None:
         )
 
 
-def live_view(run_id: str, feed: MetricsFeed, was_active: bool) -> None:
-    """Rerun on a timer while the run is active: fetch the run and only the new metric records, draw them.
+def live_view(run_id: str, feed: MetricsFeed, was_active: bool, curves: bool = True) -> None:
+    """Rerun on a timer while the run is active: fetch the run and only the new metric records, draw them
+    (the header always, the curves when `curves`).
 
     `was_active` is whether the run was active when the page (and so this fragment's timer) was set up.
     """
@@ -157,7 +181,8 @@ def live_view(run_id: str, feed: MetricsFeed, was_active: bool) -> None:
         show_api_error(error, f"update run {run_id}")
         return
     show_header(run)
-    show_charts(feed)
+    if curves:
+        show_charts(feed)
     st.caption(f"{len(feed.records):,} metric records loaded · cursor {feed.cursor or '—'}")
     if was_active and not run.is_active:
         st.rerun()  # the run stopped: rerun the page so that the timer stops too
@@ -178,7 +203,10 @@ st.title("Live run")
 run = pick_run()
 if run is not None:
     interval = get_settings().refresh_s if run.is_active else None
+    view = pick_view()
     feed = feed_for(run.id)
-    st.fragment(run_every=interval)(live_view)(run.id, feed, run.is_active)
-    st.fragment(run_every=interval and interval * PROBES_EVERY)(show_probes)(run.id, feed)
+    st.fragment(run_every=interval)(live_view)(run.id, feed, run.is_active, curves=view == TRAINING)
+    if view == PROBES:  # probes change once per evaluation: a slower timer
+        first_layer = run.hidden[0] if run.hidden else None
+        st.fragment(run_every=interval and interval * PROBES_EVERY)(show_probes)(run.id, feed, first_layer)
     show_config(run)

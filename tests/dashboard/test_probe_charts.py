@@ -64,7 +64,7 @@ def test_a_null_linear_probe_is_left_out_of_the_error_lines():
     record = eval_record(1)
     record["layers"][0]["error_probe"] = None
     spec = probe_charts.probe_error_chart(probe_charts.probe_frame([record])).to_dict()
-    (rows,) = spec["datasets"].values()
+    rows = spec["datasets"][spec["data"]["name"]]
     assert {(row["panel"], row["method"]) for row in rows} == {
         ("layer 0", "own label scan"),
         ("layer 1", "own label scan"),
@@ -74,17 +74,20 @@ def test_a_null_linear_probe_is_left_out_of_the_error_lines():
 
 def test_probe_error_chart_draws_both_methods_per_layer_over_epochs_without_the_final_test():
     spec = probe_charts.probe_error_chart(probe_charts.probe_frame(RECORDS)).to_dict()
-    (rows,) = spec["datasets"].values()
+    rows = spec["datasets"][spec["data"]["name"]]
     assert len(rows) == 3 * 2 * 2  # epochs x layers x methods
     assert {row["split"] for row in rows} == {"val"}
     probe_layer_0 = sorted((row["epoch"], row["error"]) for row in rows
                            if row["panel"] == "layer 0" and row["method"] == "linear probe")  # fmt: skip
     assert probe_layer_0 == [(1, pytest.approx(0.2)), (2, pytest.approx(0.1)), (3, pytest.approx(0.2 / 3))]
-    encoding = spec["encoding"]
-    assert encoding["color"]["scale"]["domain"] == ["layer 0", "layer 1"]
-    assert encoding["color"]["scale"]["range"] == charts.LAYER_COLOURS[:2]
-    assert encoding["strokeDash"]["scale"]["domain"] == ["own label scan", "linear probe"]
-    assert encoding["y"]["axis"]["format"] == "%"
+    lines, points = spec["layer"]
+    assert lines["mark"]["type"] == "line" and points["mark"]["type"] == "point"
+    for encoding in (lines["encoding"], points["encoding"]):
+        assert encoding["color"]["scale"]["domain"] == ["layer 0", "layer 1"]
+        assert encoding["color"]["scale"]["range"] == charts.LAYER_COLOURS[:2]
+        assert encoding["y"]["axis"]["format"] == "%"
+    assert lines["encoding"]["strokeDash"]["scale"]["domain"] == ["own label scan", "linear probe"]
+    assert "strokeDash" not in points["encoding"]  # the dash legend shows dashes
 
 
 def test_goodness_bands_fill_the_quartiles_and_the_outer_quantiles_around_the_median():

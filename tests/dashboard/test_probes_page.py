@@ -96,9 +96,10 @@ def finished_run(
     return run_id
 
 
-def open_app(page: str | None = None, **session) -> AppTest:
-    """A visitor who typed the read key into the sidebar, on `page`."""
+def open_app(page: str | None = None, query: dict | None = None, **session) -> AppTest:
+    """A visitor who typed the read key into the sidebar, on `page` (with the URL's `query`)."""
     at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(query or {})
     for name, value in session.items():
         at.session_state[name] = value
     at.run()
@@ -117,11 +118,25 @@ def chart_specs(at: AppTest) -> list[str]:
     return [chart.proto.spec for chart in at.get("vega_lite_chart")]
 
 
+def open_probes(run_id: str) -> AppTest:
+    """The Live page of `run_id`, switched to its Probes view."""
+    at = open_app("views/live.py", live_run_id=run_id)
+    at.segmented_control(key="live_view").set_value("Probes").run()
+    assert not at.exception, at.exception
+    return at
+
+
 @pytest.mark.slow
 def test_the_live_page_shows_each_layers_probes_and_the_receptive_fields(store, api):
     run_id = finished_run(store)
     at = open_app("views/live.py", live_run_id=run_id)
-    assert not at.error, texts(at.error)
+    assert at.segmented_control(key="live_view").value == "Training"  # the curves first, without probes
+    assert "Goodness of positive vs negative data, per layer" in texts(at.subheader)
+    assert not any("own label scan" in spec for spec in chart_specs(at)) and not at.image
+    at.segmented_control(key="live_view").set_value("Probes").run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.query_params["view"] == "probes"  # a link to this view
+    assert "Goodness of positive vs negative data, per layer" not in texts(at.subheader)
     assert "Probes: what each layer has learned" in texts(at.subheader)
     specs = chart_specs(at)
     errors = [spec for spec in specs if "own label scan" in spec]
@@ -137,15 +152,16 @@ def test_the_live_page_shows_each_layers_probes_and_the_receptive_fields(store, 
     assert final["own label scan"].tolist() == pytest.approx([layer["error_scan"] for layer in test_layers])
     # The receptive fields: one picture, fetched with the visitor's key (the API refuses reads without).
     (image,) = at.image
-    assert "64 units with the largest input weights" in image.proto.imgs[0].caption
-    assert image.proto.imgs[0].url.endswith(".png")  # kept as the API's PNG, not re-encoded
     assert at.segmented_control(key="field_count").value == 64
+    assert f"The {HIDDEN[0]} units with the largest input weights" in image.proto.imgs[0].caption  # all 40
+    assert image.proto.imgs[0].url.endswith(".png")  # kept as the API's PNG, not re-encoded
 
 
 @pytest.mark.slow
 def test_fewer_units_change_only_the_picture_and_the_client_reads_the_same_fields(store, api):
     run_id = finished_run(store)
-    at = open_app("views/live.py", live_run_id=run_id)
+    at = open_app("views/live.py", query={"run": run_id, "view": "probes"})  # a link to the Probes view
+    assert "Probes: what each layer has learned" in texts(at.subheader)
     at.segmented_control(key="field_count").set_value(16).run()
     assert not at.exception and not at.error
     assert "The 16 units" in at.image[0].proto.imgs[0].caption
@@ -160,14 +176,14 @@ def test_fewer_units_change_only_the_picture_and_the_client_reads_the_same_field
 @pytest.mark.slow
 def test_a_run_recorded_before_probes_gets_a_note_not_an_error(store):
     old = finished_run(store, probes=False)
-    at = open_app("views/live.py", live_run_id=old)
+    at = open_probes(old)
     assert not at.error, texts(at.error)
     assert NO_PROBES in texts(at.info)
     assert not [spec for spec in chart_specs(at) if "own label scan" in spec]
     assert len(at.image) == 1  # its model still shows its receptive fields
 
     without_model = finished_run(store, with_model=False)
-    at = open_app("views/live.py", live_run_id=without_model)
+    at = open_probes(without_model)
     assert not at.error, texts(at.error)
     assert any(text.startswith("No receptive fields yet") for text in texts(at.caption))
     assert not at.image
