@@ -1,6 +1,6 @@
 """Charts of the per-layer probes that every eval record carries; no Streamlit here, so tests can check them.
 
-An eval record's `layers` (docs/architecture.md, "Metric records"; made by ffcore/probes.py) holds, per
+An eval record's `layers` (docs/architecture.md, "Metric records": the probes of every evaluation) hold, per
 layer: its own label scan's error, a linear probe's error on its neutral-label activities, quantiles of
 its goodness under the true label (positive) and under every wrong label (negative), and its threshold.
 `probe_frame` makes them one tidy row per evaluation and layer; the charts draw the errors over epochs and,
