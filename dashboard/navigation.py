@@ -23,5 +23,5 @@ PAGES = (RUNS_PAGE, LIVE_PAGE, DRAW_PAGE, EXPERIMENTS_PAGE)
 
 # st.session_state keys one page sets for another.
 LIVE_RUN_ID = "live_run_id"  # the run the Live page shows (Runs' "Watch live" sets it)
-DRAW_RUN_ID = "draw_run_id"  # the model the Draw page asks (Runs' "Draw a digit" sets it)
+DRAW_RUN_ID = "draw_run_id"  # the model the Draw page asks (Runs' "Draw or upload" sets it)
 RUNS_EXPERIMENT = "runs_experiment"  # the experiment whose runs Runs lists next (Experiments sets it)
