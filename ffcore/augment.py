@@ -136,38 +136,30 @@ def _refit(
     drawing come from the old pixels' positions, so one resampling does it all.
     """
     n = len(x)
-    cos, sin = torch.cos(rotation), torch.sin(rotation)
-    forward = torch.stack(
-        [
-            torch.stack([cos * aspect, cos * slant - sin], 1),
-            torch.stack([sin * aspect, sin * slant + cos], 1),
-        ],
-        dim=1,
-    )  # (N, 2, 2)
+    cos, sin = torch.cos(rotation)[:, None], torch.sin(rotation)[:, None]
+    slant, aspect = slant[:, None], aspect[:, None]
     steps = torch.arange(IMAGE_SIZE, device=x.device, dtype=x.dtype) - (IMAGE_SIZE - 1) / 2
-    ys, xs = torch.meshgrid(steps, steps, indexing="ij")
-    positions = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1)  # (784, 2)
+    ys, xs = (grid.reshape(1, -1) for grid in torch.meshgrid(steps, steps, indexing="ij"))  # (1, 784)
     mass = x.reshape(n, -1)
     mass = mass * (mass > NOISE_FLOOR * mass.amax(dim=1, keepdim=True))  # the ink preprocessing sees
-    inked = (mass > 0)[..., None]
-    drawn = positions @ forward.transpose(1, 2)  # (N, 784, 2): where each pixel goes
-    far = 2.0 * IMAGE_SIZE
-    low = torch.where(inked, drawn, far).amin(dim=1)
-    high = torch.where(inked, drawn, -far).amax(dim=1)
-    longer_side = (high - low + 1).amax(dim=1).clamp(1, far)  # a blank image stays blank
-    zoom = BOX * scale / longer_side  # (N,)
-    centre_of_mass = (mass[..., None] * positions).sum(dim=1) / mass.sum(dim=1).clamp_min(1e-6)[:, None]
+    # Where each pixel goes, (N, 784) per axis; pixels without ink are sent far off both ways, so
+    # that they count in neither end of the box (written out: much faster than a masked matmul).
+    far = (mass <= 0) * (4.0 * IMAGE_SIZE)
+    drawn_x = cos * aspect * xs + (cos * slant - sin) * ys
+    drawn_y = sin * aspect * xs + (sin * slant + cos) * ys
+    sides = [(d + far).amin(dim=1) for d in (drawn_x, drawn_y)]
+    sides = [(d - far).amax(dim=1) - low + 1 for d, low in zip((drawn_x, drawn_y), sides, strict=True)]
+    longer_side = torch.maximum(*sides).clamp(1, IMAGE_SIZE * 2)  # a blank image stays blank
+    zoom = BOX * scale[:, None] / longer_side[:, None]  # (N, 1)
+    total = mass.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    centre_of_mass = (
+        torch.cat([(mass * xs).sum(1, keepdim=True), (mass * ys).sum(1, keepdim=True)], 1) / total
+    )
     # A pixel q of the result shows the drawing's point p with q = zoom A (p - com) + target, so
     # p = A^-1 (q - target) / zoom + com; A's determinant is `aspect`.
     inverse = (
-        torch.stack(
-            [
-                torch.stack([sin * slant + cos, sin - cos * slant], 1),
-                torch.stack([-sin * aspect, cos * aspect], 1),
-            ],
-            dim=1,
-        )
-        / (aspect * zoom)[:, None, None]
+        torch.cat([sin * slant + cos, sin - cos * slant, -sin * aspect, cos * aspect], dim=1).view(n, 2, 2)
+        / (aspect * zoom)[..., None]
     )
     target = CENTRE + shift
     offset = centre_of_mass - (inverse @ target[..., None]).squeeze(-1)
