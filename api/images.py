@@ -16,7 +16,7 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, HTTPException
 from PIL import Image, UnidentifiedImageError
 
-from ffcore.images import EmptyImageError, preprocess_digit, shrink_picture
+from ffcore.images import EmptyImageError, preprocess_picture, shrink_picture
 from fflab.settings import Settings
 
 ACCEPTED_FORMATS = ["PNG", "JPEG"]
@@ -34,15 +34,21 @@ def decode_limiter(app: FastAPI, slots: int) -> CapacityLimiter:
     return limiter
 
 
-async def decode_uploaded_digit(app: FastAPI, settings: Settings, file: BinaryIO) -> np.ndarray:
-    """The uploaded picture as MNIST would have it (28x28 in [0, 1]), decoded in a worker thread once
-    one of the app's decode slots is free; HTTPException 422 with the reason when it is unusable."""
+async def decode_uploaded_digit(
+    app: FastAPI, settings: Settings, file: BinaryIO, dataset: str = "mnist"
+) -> np.ndarray:
+    """The uploaded picture as the model's data set would have it (28x28 in [0, 1]; see
+    ffcore.images.preprocess_picture), decoded in a worker thread once one of the app's decode slots
+    is free; HTTPException 422 with the reason when it is unusable."""
     limiter = decode_limiter(app, settings.max_concurrent_decodes)
-    return await to_thread.run_sync(decode_digit_picture, file, settings.max_image_pixels, limiter=limiter)
+    return await to_thread.run_sync(
+        decode_digit_picture, file, settings.max_image_pixels, dataset, limiter=limiter
+    )
 
 
-def decode_digit_picture(file: BinaryIO, max_pixels: int) -> np.ndarray:
-    """A PNG or JPEG file of at most `max_pixels` pixels as a preprocessed 28x28 digit; 422 otherwise."""
+def decode_digit_picture(file: BinaryIO, max_pixels: int, dataset: str = "mnist") -> np.ndarray:
+    """A PNG or JPEG file of at most `max_pixels` pixels as a preprocessed 28x28 image (a digit, or a
+    garment for dataset 'fashion-mnist'); 422 otherwise."""
     file.seek(0)
     try:
         image = Image.open(file, formats=ACCEPTED_FORMATS)
@@ -67,7 +73,7 @@ def decode_digit_picture(file: BinaryIO, max_pixels: int) -> np.ndarray:
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise _damaged(error) from error
     try:
-        return preprocess_digit(picture)
+        return preprocess_picture(picture, dataset)
     except EmptyImageError as error:
         raise HTTPException(status_code=422, detail="image: the image has no ink") from error
 

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser(
         "predict",
         help="classify digit images with a trained model",
-        description="Classify image files (any size, PNG/JPEG; preprocessed as MNIST was) with a "
+        description="Classify image files (any size, PNG/JPEG; preprocessed as the model's data set was) "
+        "with a "
         "trained model. Prints one JSON object per image: image (the file), scan_label (the label "
         "scan's prediction), head_label (the softmax head's prediction), scan_class and head_class "
         "(the same by name: a digit, or a Fashion-MNIST garment), scan_scores (each label's "
@@ -239,7 +240,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from PIL import Image, UnidentifiedImageError
 
     from ffcore.checkpoint import load_model_dir
-    from ffcore.images import preprocess_digit
+    from ffcore.images import preprocess_picture
     from ffcore.model import predict
 
     model, config = _load(args.model, load_model_dir)
@@ -247,7 +248,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for path in args.images:
         try:
             with Image.open(path) as image:
-                digits.append(preprocess_digit(image))
+                digits.append(preprocess_picture(image, config.dataset))
         except (FileNotFoundError, UnidentifiedImageError, ValueError) as error:
             raise CliError(f"{path}: {error}") from error
     result = predict(model, np.stack(digits))

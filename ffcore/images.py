@@ -1,4 +1,4 @@
-"""MNIST-style preprocessing of any digit image.
+"""MNIST-style preprocessing of any digit image (and Fashion-MNIST-style of any garment picture).
 
 MNIST digits were made by fitting the ink of each scanned digit into a 20x20 box (keeping its aspect
 ratio, anti-aliased) and placing that box in a 28x28 field so that the centre of mass of the ink sits
@@ -8,6 +8,11 @@ prepared the same way, so a drawn or photographed digit goes through `preprocess
 A picture is first shrunk in 8 bits (`shrink_picture`: grey or grey + alpha, at most WORKING_SIDE pixels
 on its longer side; a JPEG is decoded at reduced scale) and only then turned into floats: a 20x20 digit
 needs no more, and a large picture as float arrays would cost gigabytes.
+
+Fashion-MNIST was made differently: each product photo was trimmed to the product, its longer edge
+resized to 28 pixels, and the result centred (by its bounding box) and negated, light on dark. A
+garment picture goes through `preprocess_garment`; `preprocess_picture(image, dataset)` picks the
+one a model's data set needs.
 """
 
 from __future__ import annotations
@@ -53,6 +58,28 @@ def preprocess_digit(image: Image.Image | np.ndarray) -> np.ndarray:
     digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     digit = _fit_in_box(digit)
     return _place_by_centre_of_mass(digit)
+
+
+def preprocess_garment(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A garment picture as Fashion-MNIST would have it: float32 (28, 28), the product trimmed, its
+    longer side 28 pixels, centred by its bounding box, light on a dark background. Accepts what
+    `preprocess_digit` accepts (a photo on light paper is inverted); raises EmptyImageError when
+    nothing stands out from the background."""
+    ink = _picture_ink(shrink_picture(image)) if isinstance(image, Image.Image) else _array_ink(image)
+    ink = _remove_background(ink)
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    product = _fit_in_box(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], IMAGE_SIZE)
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    h, w = product.shape
+    top, left = (IMAGE_SIZE - h) // 2, (IMAGE_SIZE - w) // 2
+    field[top : top + h, left : left + w] = product
+    return field
+
+
+def preprocess_picture(image: Image.Image | np.ndarray, dataset: str = "mnist") -> np.ndarray:
+    """The picture as the data set `dataset` ('mnist' or 'fashion-mnist') prepared its images."""
+    return preprocess_garment(image) if dataset == "fashion-mnist" else preprocess_digit(image)
 
 
 def shrink_picture(image: Image.Image, longest_side: int = WORKING_SIDE) -> Image.Image:
@@ -144,10 +171,10 @@ def _remove_background(ink: np.ndarray) -> np.ndarray:
     return ink
 
 
-def _fit_in_box(digit: np.ndarray) -> np.ndarray:
-    """Scale so the longer side is 20 pixels, keeping the aspect ratio (anti-aliased)."""
+def _fit_in_box(digit: np.ndarray, box: int = BOX) -> np.ndarray:
+    """Scale so the longer side is `box` pixels, keeping the aspect ratio (anti-aliased)."""
     height, width = digit.shape
-    scale = BOX / max(height, width)
+    scale = box / max(height, width)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = Image.fromarray(digit.astype(np.float32)).resize(new_size, Image.Resampling.LANCZOS)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)

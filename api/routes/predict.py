@@ -15,7 +15,7 @@ from api.images import decode_uploaded_digit
 from api.inference import NoModelError, UnreadableModelError
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
-from ffcore.images import EmptyImageError, preprocess_digit
+from ffcore.images import EmptyImageError, preprocess_picture
 from fflab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,9 +58,10 @@ def _no_model(run_id: str, status: str) -> HTTPException:
     )
 
 
-async def read_digit(request: Request, settings: Settings) -> np.ndarray:
-    """The request's digit as a float32 (28, 28) array, from JSON pixels or an uploaded picture (PNG or
-    JPEG of at most `settings.max_image_pixels` pixels, decoded in one of the app's decode slots)."""
+async def read_digit(request: Request, settings: Settings, dataset: str = "mnist") -> np.ndarray:
+    """The request's image as a float32 (28, 28) array, from JSON pixels or an uploaded picture (PNG or
+    JPEG of at most `settings.max_image_pixels` pixels, decoded in one of the app's decode slots),
+    preprocessed as `dataset` prepared its images."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
         try:
@@ -71,7 +72,7 @@ async def read_digit(request: Request, settings: Settings) -> np.ndarray:
         if not body.preprocess:
             return pixels
         try:
-            return preprocess_digit(pixels)
+            return preprocess_picture(pixels, dataset)
         except EmptyImageError as error:
             raise HTTPException(status_code=422, detail="image: the image has no ink") from error
     if content_type == "multipart/form-data":
@@ -84,7 +85,7 @@ async def read_digit(request: Request, settings: Settings) -> np.ndarray:
             if upload.size == 0:
                 raise HTTPException(status_code=422, detail="image: the uploaded file is empty")
             # Decoded from the form's spooled file (on disk beyond 1 MB) while it waits for a slot.
-            return await decode_uploaded_digit(request.app, settings, upload.file)
+            return await decode_uploaded_digit(request.app, settings, upload.file, dataset)
     raise HTTPException(
         status_code=415,
         detail='send the digit as application/json ({"image": 28 rows of 28 values in [0, 1]}) or as '
@@ -112,8 +113,9 @@ async def predict_digit(
     run_id: RunId, request: Request, store: StoreDep, settings: SettingsDep, model_cache: ModelCacheDep
 ) -> PredictionOut:
     """Send 28x28 pixel values (JSON, used as given unless `preprocess` is true) or a PNG or JPEG picture
-    of up to FF_MAX_IMAGE_PIXELS pixels (multipart, always preprocessed as MNIST was: ink fitted into
-    20x20, centred by centre of mass).
+    of up to FF_MAX_IMAGE_PIXELS pixels (multipart, always preprocessed as the model's data set was:
+    for MNIST the ink fitted into 20x20 and centred by centre of mass, for Fashion-MNIST the product
+    trimmed, fitted into 28x28 and centred).
     Answers the label scan's prediction, the goodness of every layer under every label, the softmax
     head's probabilities and the 28x28 image the model saw. A running run answers with its latest
     checkpoint (saved at every epoch end)."""
@@ -123,8 +125,7 @@ async def predict_digit(
     status, has_model, updated_at = found
     if not has_model:
         raise _no_model(run_id, status)
-    image = await read_digit(request, settings)
-    try:
+    try:  # first the model: its data set says how to prepare the picture
         loaded = await model_cache.get(run_id, updated_at)
     except NoModelError as error:
         raise _no_model(run_id, status) from error
@@ -133,6 +134,7 @@ async def predict_digit(
         raise HTTPException(
             status_code=409, detail=f"the stored model of run {run_id!r} cannot be loaded: {error}"
         ) from error
+    image = await read_digit(request, settings, loaded.config.dataset)
     result = await loaded.batcher.predict(image)
     config = loaded.config
     return PredictionOut(

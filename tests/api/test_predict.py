@@ -73,6 +73,14 @@ def test_a_fashion_mnist_model_answers_with_garment_names(client: TestClient, st
     assert body["dataset"] == "fashion-mnist" and body["classes"][9] == "Ankle boot"
     assert body["scan_class"] == body["classes"][body["scan_label"]]
     assert body["head_class"] == body["classes"][body["head_label"]]
+    # A picture is prepared as Fashion-MNIST's were: the product trimmed and fitted into all 28 pixels.
+    photo = Image.new("L", (300, 200), 235)
+    ImageDraw.Draw(photo).rectangle([30, 40, 230, 140], fill=20)
+    upload = client.post(
+        f"{API}/runs/{run.id}/predict", files={"image": ("bag.png", png(photo), "image/png")}
+    )
+    seen = np.asarray(upload.json()["image"])
+    assert upload.status_code == 200 and np.flatnonzero(seen.any(axis=0)).size == 28
 
 
 def test_a_picture_is_preprocessed_as_mnist_was(

@@ -220,3 +220,20 @@ def test_16_bit_grey_reads_as_its_8_bit_twin() -> None:
 
     np.testing.assert_allclose(out, preprocess_digit(Image.fromarray(eight_bit)), atol=1e-6)
     assert out.max() == pytest.approx(1.0)
+
+
+def test_a_garment_photo_is_prepared_as_fashion_mnist_was():
+    from ffcore.images import preprocess_garment, preprocess_picture
+
+    # A dark, wide "bag" photographed on white paper, off-centre in a big picture.
+    photo = Image.new("L", (400, 300), 240)
+    ImageDraw.Draw(photo).rectangle([40, 60, 240, 160], fill=30)
+    garment = preprocess_garment(photo)
+    rows, cols = np.flatnonzero(garment.any(axis=1)), np.flatnonzero(garment.any(axis=0))
+    assert garment.shape == (28, 28) and garment.max() == pytest.approx(1.0, abs=0.02)  # light on dark
+    assert len(cols) == 28, "the product's longer side fills the 28 pixels"
+    assert 13 <= len(rows) <= 15 and abs((rows[0] + rows[-1]) / 2 - 13.5) <= 0.5, "centred by its box"
+    assert garment[0].max() == 0 and garment[-1].max() == 0
+    np.testing.assert_array_equal(preprocess_picture(photo.copy(), "fashion-mnist"), garment)
+    digit = preprocess_picture(photo.copy(), "mnist")
+    assert np.flatnonzero(digit.any(axis=0)).size <= 21, "digits still go into MNIST's 20-pixel box"
