@@ -38,10 +38,13 @@ def format_percent(fraction: float | None, digits: int = 2) -> str:
 
 
 def format_rate(samples_per_s: float | None) -> str:
-    """'850 img/s', '39.3k img/s' (short enough for a metric card)."""
+    """'850', '39.3k', '1.2M': short enough for a metric card a sixth of the page wide (its label says
+    the unit)."""
     if samples_per_s is None:
         return "—"
-    return f"{samples_per_s / 1000:.1f}k img/s" if samples_per_s >= 10_000 else f"{samples_per_s:,.0f} img/s"
+    if samples_per_s >= 1e6:
+        return f"{samples_per_s / 1e6:.1f}M"
+    return f"{samples_per_s / 1000:.1f}k" if samples_per_s >= 10_000 else f"{samples_per_s:,.0f}"
 
 
 def status_badge(status: str) -> str:

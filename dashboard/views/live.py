@@ -105,7 +105,8 @@ def show_header(run: Run) -> None:
                     help="Test error" if finished else "Latest validation error")  # fmt: skip
     cards[1].metric("Error (softmax head)", format_percent(run.current_error_softmax), border=True,
                     help="Test error" if finished else "Latest validation error")  # fmt: skip
-    cards[2].metric("Throughput", format_rate(run.samples_per_s), border=True)
+    cards[2].metric("Images/s", format_rate(run.samples_per_s), border=True,
+                    help="Training throughput: images (positive passes) per second of training.")  # fmt: skip
     cards[3].metric("Device", run.device or "—", border=True)
     cards[4].metric("Duration", format_duration(run.duration_s()), border=True)
     cards[5].metric("ETA", format_duration(eta) if eta is not None else "—", border=True)

@@ -24,6 +24,10 @@ VIEWPORT = {"width": 1400, "height": 1000}
 UI_TIMEOUT_MS = 60_000
 TRAIN_TIMEOUT_S = 900
 RECORDS_LOADED = re.compile(r"([\d,]+) metric records loaded")
+# The metric tiles' values whose text does not fit their box (Streamlit ends them with an ellipsis).
+CUT_TILES = """() => [...document.querySelectorAll('[data-testid="stMetricValue"]')]
+    .filter(tile => [tile, ...tile.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+    .map(tile => tile.innerText)"""
 
 
 def screenshot(page, name: str, height: int = 1000) -> None:
@@ -98,6 +102,10 @@ def test_train_watch_and_draw_in_a_browser(tmp_path, mnist_dir):
                 "the run to finish",
                 interval_s=1.0,
             )
+            # No summary tile cuts its value short (as "12.9k im..." once did at this width).
+            expect(page.get_by_test_id("stMetricValue").first).to_be_visible()
+            cut = page.evaluate(CUT_TILES)
+            assert cut == [], f"summary tiles cut short: {cut}"
             assert api.get(f"/runs/{run['id']}").json()["status"] == "succeeded"
             expect(page.get_by_text("Final test error")).to_be_visible()
             assert page.evaluate("window.__same_page === true")

@@ -61,7 +61,7 @@ def test_runs_frame_has_one_readable_row_per_run():
 def test_formatting():
     assert [format_duration(s) for s in (None, 5, 65, 7260)] == ["—", "5s", "1m 05s", "2h 01m"]
     assert format_percent(0.0145) == "1.45%"
-    assert [format_rate(r) for r in (None, 850.4, 39267.0)] == ["—", "850 img/s", "39.3k img/s"]
+    assert [format_rate(r) for r in (None, 850.4, 39267.0, 2.5e6)] == ["—", "850", "39.3k", "2.5M"]
 
 
 def test_the_run_table_lists_each_runs_tags():
