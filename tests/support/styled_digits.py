@@ -30,6 +30,7 @@ FONT_FOLDERS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
 SKIPPED_FONT_WORDS = ("mono", "math", "symbol", "emoji", "dingbat")
 GLYPH_CANVAS = 320  # pixels a side of the canvas one glyph is drawn on, before styling
 GLYPH_HEIGHT = 200  # a glyph's height on that canvas, in pixels
+MIN_STROKE_PIXELS = 1.5  # the narrowest stroke in a final picture
 
 
 @dataclass(frozen=True)
@@ -159,18 +160,16 @@ def styled_digits(count: int, seed: int = 0, ranges: StyleRanges = VARIED) -> li
 def styled_digit(label: int, rng: np.random.Generator, ranges: StyleRanges = VARIED) -> StyledDigit:
     """One picture of `label` in a style drawn from `ranges` with `rng`."""
     fonts = available_fonts()
-    stroke = float(rng.uniform(*ranges.stroke))
+    font = None
     if not fonts or rng.random() < ranges.pen_fraction:
         variant = int(rng.integers(len(PEN_DIGITS[label])))
-        glyph = _pen_glyph(label, variant, stroke, rng)
         source = f"pen {variant}"
     else:
         font = fonts[int(rng.integers(len(fonts)))]
-        glyph = _font_glyph(label, font, stroke)
         source = font.name
     style: dict[str, Any] = {
         "source": source,
-        "stroke": stroke,
+        "stroke": float(rng.uniform(*ranges.stroke)),
         "slant": float(rng.uniform(*ranges.slant)),
         "rotation": float(rng.uniform(*ranges.rotation_degrees)),
         "aspect": float(rng.uniform(*ranges.aspect)),
@@ -182,12 +181,19 @@ def styled_digit(label: int, rng: np.random.Generator, ranges: StyleRanges = VAR
         "contrast": float(rng.uniform(*ranges.contrast)),
         "format": "JPEG" if rng.random() < ranges.jpeg else "PNG",
     }
-    style["low_resolution_height"] = (
-        int(rng.integers(ranges.low_resolution_height[0], ranges.low_resolution_height[1] + 1))
-        if rng.random() < ranges.low_resolution
-        else None
-    )
+    low_resolution = rng.random() < ranges.low_resolution
+    low_height = int(rng.integers(ranges.low_resolution_height[0], ranges.low_resolution_height[1] + 1))
+    style["low_resolution_height"] = low_height if low_resolution else None
     style["enlarge_back"] = bool(rng.random() < 0.5)
+    # A stroke narrower than MIN_STROKE_PIXELS in the final picture fades into the paper's noise (a
+    # picture no one could read): such strokes are drawn that wide instead.
+    final_height = min(style["digit_fraction"] * style["height"], low_height if low_resolution else math.inf)
+    style["stroke"] = max(style["stroke"], MIN_STROKE_PIXELS / final_height)
+
+    if font is None:
+        glyph = _pen_glyph(label, variant, style["stroke"], rng)
+    else:
+        glyph = _font_glyph(label, font, style["stroke"])
     picture = _compose(_shape(glyph, style), style, rng)
     buffer = io.BytesIO()
     if style["format"] == "JPEG":
@@ -296,8 +302,8 @@ def _compose(glyph: Image.Image, style: dict[str, Any], rng: np.random.Generator
     rgb = np.clip(grey[..., None] + tint, 0, 255).astype(np.uint8)
     picture = Image.fromarray(rgb, "RGB")
 
-    # The radius in MNIST pixels at this size; at most 1.5 stroke widths, or a thin stroke fades away.
-    blur_pixels = min(style["blur"], 1.5 * style["stroke"] * 20) * digit_height / 20
+    # The radius in MNIST pixels at this size; at most a stroke's width, or a thin stroke fades away.
+    blur_pixels = min(style["blur"], style["stroke"] * 20) * digit_height / 20
     if blur_pixels > 0.05:
         picture = picture.filter(ImageFilter.GaussianBlur(blur_pixels))
     low = style["low_resolution_height"]
