@@ -241,3 +241,23 @@ def test_the_fraction_is_validated(fraction):
 def test_an_unknown_augmentation_is_refused():
     with pytest.raises(ValueError, match="augment"):
         RunConfig(augment="elastic")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_same_draws_restyle_as_on_the_cpu(mnist_slice):
+    """The GPU path restyles every image and keeps the chosen ones, with no host read; the result is
+    the CPU's (which restyles only the chosen) up to rounding."""
+    images = digits(mnist_slice)
+    draws = torch.rand((len(images), _DRAWS), generator=generator(5))
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # TF32 products would differ by far more
+    try:
+        on_gpu = restyle(images.cuda(), draws.cuda()).cpu()
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert torch.allclose(on_gpu, restyle(images, draws), atol=1e-4)
+    gpu_generator = torch.Generator(device="cuda").manual_seed(0)
+    out = augment_styles(images.cuda(), 0.5, gpu_generator)
+    assert out.device.type == "cuda" and out.shape == images.shape
+    assert torch.equal(out[:, :NUM_CLASSES].cpu(), images[:, :NUM_CLASSES])
