@@ -1,4 +1,4 @@
-"""How well do trained networks read digits in other styles than MNIST's, and does augmentation help?
+r"""How well do trained networks read digits in other styles than MNIST's, and does augmentation help?
 
 Four networks: the `quick` preset, the `reference` preset at 15 epochs, and the same two with
 `augment=styles` (ffcore/augment.py). Each trains with `python -m ffcore train --resume` into its
@@ -13,6 +13,9 @@ alternating rounds. The styled set is synthetic, not the held-out set of real ha
 
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets --train quick,quick_styles
+    # the two reference networks again, trained with seed 1, in folders of their own:
+    .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets --train-seed 1 --runs runs/hw-seed1 \
+        --train reference,reference_styles --timing-steps 0 --out bench/results/handwriting_seed1.json
 
 The JSON goes to bench/results/handwriting.json.
 """
@@ -49,8 +52,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 PLACE_SETTINGS = ("data_dir", "device")
 
 
-def expected_config(name: str, data_dir: str) -> RunConfig:
-    preset, overrides = VARIANTS[name]
+def variant_overrides(name: str, train_seed: int) -> dict[str, Any]:
+    """The variant's overrides of its preset, with the training seed when it is not the default."""
+    return {**VARIANTS[name][1], **({"seed": train_seed} if train_seed else {})}
+
+
+def expected_config(name: str, data_dir: str, train_seed: int) -> RunConfig:
+    preset, overrides = VARIANTS[name][0], variant_overrides(name, train_seed)
     return RunConfig.from_preset(preset, **overrides, data_dir=data_dir)
 
 
@@ -73,9 +81,9 @@ def finished_summary(folder: Path, expected: RunConfig) -> dict[str, Any] | None
     return None if summary["stopped_early"] else summary
 
 
-def train(name: str, folder: Path, data_dir: str, threads: int) -> None:
+def train(name: str, folder: Path, data_dir: str, threads: int, train_seed: int) -> None:
     """Train (or go on training) the variant with the real command line, resumable in `folder`."""
-    preset, overrides = VARIANTS[name]
+    preset, overrides = VARIANTS[name][0], variant_overrides(name, train_seed)
     command = [sys.executable, "-m", "ffcore", "train", "--preset", preset, "--out", str(folder)]
     for key, value in overrides.items():
         command += ["--set", f"{key}={json.dumps(value)}"]
@@ -192,6 +200,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000, help="styled pictures")
     parser.add_argument("--easy-count", type=int, default=500, help="easy styled pictures")
     parser.add_argument("--seed", type=int, default=0, help="seed of the styled pictures")
+    parser.add_argument("--train-seed", type=int, default=0, help="seed of every training (default: 0)")
     parser.add_argument("--timing-steps", type=int, default=300, help="steps timed per setting (0: skip)")
     parser.add_argument("--timing-rounds", type=int, default=6)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -205,10 +214,10 @@ def main() -> None:
     summaries: dict[str, dict[str, Any] | None] = {}
     for name in VARIANTS:
         folder = args.runs / name
-        expected = expected_config(name, args.data_dir)
+        expected = expected_config(name, args.data_dir, args.train_seed)
         summary = finished_summary(folder, expected)
         if summary is None and name in to_train:
-            train(name, folder, args.data_dir, args.threads)
+            train(name, folder, args.data_dir, args.threads, args.train_seed)
             summary = finished_summary(folder, expected)
         summaries[name] = summary
 
@@ -227,7 +236,7 @@ def main() -> None:
 
     models: dict[str, Any] = {}
     for name, summary in summaries.items():
-        preset, overrides = VARIANTS[name]
+        preset, overrides = VARIANTS[name][0], variant_overrides(name, args.train_seed)
         entry: dict[str, Any] = {"preset": preset, "overrides": overrides, "folder": str(args.runs / name)}
         if summary is None:
             entry["status"] = "not finished"
@@ -269,6 +278,7 @@ def main() -> None:
             "refused_by_preprocessing": refused,
         },
         "fonts": [font.name for font in available_fonts()],
+        "train_seed": args.train_seed,
         "models": models,
         "timing": timing,
         "threads": args.threads,
