@@ -154,9 +154,11 @@ def _array_in_unit_range(array: np.ndarray) -> np.ndarray:
 
 
 def _invert_if_light_background(grey: np.ndarray) -> np.ndarray:
-    # The border is mostly background: a light border means dark ink on light paper.
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return 1.0 - grey if np.median(border) > 0.5 else grey
+    # The border is mostly background; the ink is whatever lies farthest from it. Ink darker than
+    # the background (dark ink on paper, even on grey paper in a dim photo) is inverted.
+    background = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+    darker, lighter = background - float(grey.min()), float(grey.max()) - background
+    return 1.0 - grey if darker > lighter else grey
 
 
 def _remove_background(ink: np.ndarray) -> np.ndarray:

@@ -237,3 +237,13 @@ def test_a_garment_photo_is_prepared_as_fashion_mnist_was():
     np.testing.assert_array_equal(preprocess_picture(photo.copy(), "fashion-mnist"), garment)
     digit = preprocess_picture(photo.copy(), "mnist")
     assert np.flatnonzero(digit.any(axis=0)).size <= 21, "digits still go into MNIST's 20-pixel box"
+
+
+@pytest.mark.parametrize("paper", [220, 140, 120, 100])
+def test_dark_ink_on_grey_paper_is_found_however_dim_the_photo(paper):
+    # A dim photo: the paper is darker than mid-grey, the ink darker still.
+    photo = Image.new("L", (120, 120), paper)
+    ImageDraw.Draw(photo).line([(40, 20), (80, 20), (55, 100)], fill=paper - 90, width=6)
+    digit = preprocess_digit(photo)
+    assert digit.max() == pytest.approx(1.0, abs=0.05) and digit[0].max() == 0  # ink found, background 0
+    assert np.flatnonzero(digit.any(axis=0)).size <= 21
