@@ -18,10 +18,10 @@ from PIL import Image
 from dashboard import probe_charts
 from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
+from dashboard.layer_grid import show_layer_grid
 from dashboard.live_feed import MetricsFeed
 
 CHART_HEIGHT = 260
-LAYERS_PER_ROW = 3
 # How often the section redraws while the run trains, in refresh intervals of the curves.
 PROBES_EVERY = 5
 FIELD_COUNTS = (16, 64, 144)
@@ -69,16 +69,12 @@ def show_probe_charts(probes) -> None:
             "label (negative). Filled: the middle half (25-75%); lighter: 5-95%; line: the median; dashed: "
             "the layer's threshold. The margin is the gap between the positive band and the negative one."
         )
-        layers = sorted(int(layer) for layer in during["layer"].unique())
-        per_row = min(len(layers), LAYERS_PER_ROW)
-        for first in range(0, len(layers), per_row):
-            for column, layer in zip(st.columns(per_row), layers[first : first + per_row], strict=False):
-                column.altair_chart(
-                    probe_charts.goodness_bands_chart(probes, layer),
-                    width="stretch",
-                    height=CHART_HEIGHT,
-                    key=f"probe_bands_{layer}",
-                )
+        show_layer_grid(
+            (int(layer) for layer in during["layer"].unique()),
+            lambda layer: probe_charts.goodness_bands_chart(probes, layer),
+            height=CHART_HEIGHT,
+            key_prefix="probe_bands",
+        )
     final = probe_charts.final_probes_table(probes)
     if not final.empty:
         st.markdown("**Final test evaluation, per layer**")

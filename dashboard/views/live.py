@@ -16,6 +16,7 @@ from dashboard import charts
 from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
 from dashboard.formatting import format_duration, format_percent, format_rate, status_badge
+from dashboard.layer_grid import show_layer_grid
 from dashboard.live_feed import MetricsFeed
 from dashboard.models import Run
 from dashboard.navigation import LIVE_RUN_ID, RUNS_PAGE
@@ -24,7 +25,6 @@ from dashboard.settings import get_settings
 
 # Train steps drawn per chart; the feed keeps every record, the charts show an even subset.
 MAX_CHART_STEPS = 600
-LAYERS_PER_ROW = 3
 CHART_HEIGHT = 280
 # This page's own session keys: the MetricsFeed of each run shown in this session, by run id; the view.
 LIVE_FEEDS = "live_feeds"
@@ -126,16 +126,12 @@ def show_charts(feed: MetricsFeed) -> None:
             "FF trains each layer to give positive data (an image with its true label) a goodness above the "
             "threshold (dashed) and negative data (the image with a wrong label) a goodness below it."
         )
-        layers = sorted(int(layer) for layer in train["layer"].unique())
-        per_row = min(len(layers), LAYERS_PER_ROW)
-        for first in range(0, len(layers), per_row):
-            for column, layer in zip(st.columns(per_row), layers[first : first + per_row], strict=False):
-                column.altair_chart(
-                    charts.goodness_chart(train, layer),
-                    width="stretch",
-                    height=CHART_HEIGHT,
-                    key=f"chart_goodness_{layer}",
-                )
+        show_layer_grid(
+            (int(layer) for layer in train["layer"].unique()),
+            lambda layer: charts.goodness_chart(train, layer),
+            height=CHART_HEIGHT,
+            key_prefix="chart_goodness",
+        )
         loss_column, accuracy_column = st.columns(2)
         loss_column.markdown("**FF loss per layer**")
         loss_column.altair_chart(
