@@ -14,19 +14,17 @@ import httpx
 import numpy as np
 import pytest
 import redis
-from streamlit.testing.v1 import AppTest
 
 from dashboard.access import READ_ONLY_KEY
 from dashboard.client import READ_KEY_NEEDED, WRITE_KEY_NEEDED
 from ffcore.config import RunConfig
 from ffcore.experiment import ExperimentSpec
 from tests.support.api import RunningApi, start_api
+from tests.support.apptest import button, open_app, select_run, texts
 from tests.support.fakes import tiny_model_bytes
 from tests.support.mnist import png_bytes
-from tests.support.paths import REPO
 from tests.support.store import TestStore
 
-APP = REPO / "dashboard" / "app.py"
 ACCESS_DB = 4  # a database of its own on the session's redis-server
 KEY = "the-api-key"
 READ_KEY = "the-read-key"
@@ -64,31 +62,6 @@ def finished_run(store: TestStore) -> str:
     store.save_model(run_id, tiny_model_bytes())
     store.set_status(run_id, "succeeded", step=10, epoch=1, progress=1.0)
     return run_id
-
-
-def open_app(page: str | None = None, key: str | None = None) -> AppTest:
-    """A new browser session, the key typed into the sidebar when given."""
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    if key is not None:
-        at.text_input(key="api_key").set_value(key).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [str(element.value) for element in elements]
-
-
-def button(at: AppTest, label: str):
-    return next(b for b in at.button if b.label == label)
-
-
-def select_run(at: AppTest, run_id: str) -> None:
-    at.multiselect(key="selected_runs").select(run_id).run()
-    assert not at.exception, at.exception
 
 
 def runs_total(api: RunningApi) -> int:

@@ -5,45 +5,24 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
-from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from tests.dashboard.fake_api import FakeApi, outcome, setting
-from tests.support.paths import REPO
+from tests.support.apptest import APP, button, chart_data, open_app, select_run, texts
 
-APP = REPO / "dashboard" / "app.py"
 PAGE = "views/experiments.py"
 GRID = {"base": {"preset": "quick", "overrides": {"epochs": 2}}, "params": {"lr": {"values": [0.001, 0.002]}},
         "seeds": [0, 1], "prune": False}  # fmt: skip
 
 
 def open_page(page: str | None = PAGE) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [str(element.value) for element in elements]
-
-
-def button(at: AppTest, label: str):
-    return next(b for b in at.button if b.label == label)
+    return open_app(page)
 
 
 def posted(fake: FakeApi, path: str) -> list[dict]:
     """The bodies POSTed to `path`, oldest first."""
     return [json.loads(r.content or b"{}") for r in fake.requests if (r.method, r.url.path) == ("POST", path)]
-
-
-def chart_data(chart) -> list[pd.DataFrame]:
-    """The data sets of a drawn Altair chart (Streamlit sends them beside the spec, as Arrow)."""
-    return [convert_arrow_bytes_to_pandas_df(dataset.data.data) for dataset in chart.proto.datasets]
 
 
 def eval_records(errors: list[float]) -> list[dict]:
@@ -221,7 +200,7 @@ def test_its_runs_opens_the_runs_page_filtered_by_the_experiment(fake_api):
 def test_run_again_queues_a_copy_and_says_its_id(fake_api):
     fake_api.add_run("r9", config={"hidden": [50, 50], "epochs": 3})
     at = open_page(None)
-    at.multiselect(key="selected_runs").select("r9").run()
+    select_run(at, "r9")
     button(at, "Run again").click().run()
     assert not at.exception and not at.error
     (copy_id,) = [run_id for run_id in fake_api.runs if run_id != "r9"]

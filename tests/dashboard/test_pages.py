@@ -7,34 +7,15 @@ import time
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from dashboard.client import ApiClient
 from dashboard.live_feed import MetricsFeed
 from tests.support.api import post_run, wait_for_run_status
+from tests.support.apptest import button, open_app, select_run, texts
 from tests.support.mnist import mnist_test_images, png_bytes
-from tests.support.paths import REPO
 from tests.support.waiting import wait_for
 
-APP = REPO / "dashboard" / "app.py"
-
-PAGE_TIMEOUT_S = 60
 EXPERIMENT_TIMEOUT_S = 420
-
-
-def open_app(page: str | None = None, **session) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=PAGE_TIMEOUT_S)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [str(element.value) for element in elements]
 
 
 def test_every_page_says_when_the_api_is_unreachable(point_dashboard_at):
@@ -112,16 +93,16 @@ class TestWithTheRealApi:
             run["preset"] == "quick" and run["config"]["hidden"] == [50, 50] and run["config"]["epochs"] == 5
         )
 
-        at.multiselect(key="selected_runs").select(run_id).run()
-        next(button for button in at.button if button.label == "Cancel").click().run()
+        select_run(at, run_id)
+        button(at, "Cancel").click().run()
         assert not at.error
         with stack.http() as http:
             assert wait_for_run_status(http, run_id, {"cancelled"}, timeout_s=30)["status"] == "cancelled"
 
         at.run()  # the page now knows the run stopped: Delete asks for confirmation first
-        next(button for button in at.button if button.label == "Delete").click().run()
+        button(at, "Delete").click().run()
         assert any("cannot be undone" in text for text in texts(at.warning))
-        next(button for button in at.button if button.label == "Yes, delete").click().run()
+        button(at, "Yes, delete").click().run()
         assert f"Deleted {run_id}." in texts(at.success)
         assert not any(run_id in option for option in at.multiselect(key="selected_runs").options)
         with stack.http() as http:
@@ -149,14 +130,14 @@ class TestWithTheRealApi:
         assert "No run is tagged **no-such-tag**." in texts(at.info)
         at.text_input(key="tag_filter").set_value("").run()
 
-        at.multiselect(key="selected_runs").select(stack.trained_run).run()
+        select_run(at, stack.trained_run)
         assert "**Note:** from the test" in texts(at.markdown)
         made = next(frame.value for frame in at.dataframe if "made with" in frame.value.columns)
         provenance = dict(zip(made["made with"], made["value"], strict=True))
         assert provenance["device"] == "cpu" and provenance["torch_version"]
         at.text_input(key=f"edit_tags_{stack.trained_run}").set_value("pages, edited")
         at.text_area(key=f"edit_note_{stack.trained_run}").set_value("changed here")
-        next(button for button in at.button if button.label == "Save note and tags").click().run()
+        button(at, "Save note and tags").click().run()
         assert not at.exception and not at.error
         with stack.http() as http:
             run = http.get(f"/runs/{stack.trained_run}").json()
@@ -271,8 +252,8 @@ class TestWithTheRealApi:
         assert table["experiment"].tolist() == [f"{experiment_id} #0"] * 2
 
         original = sorted(run_ids)[0]
-        at.multiselect(key="selected_runs").select(original).run()
-        next(button for button in at.button if button.label == "Run again").click().run()
+        select_run(at, original)
+        button(at, "Run again").click().run()
         assert not at.exception and not at.error
         copy_id = at.session_state["live_run_id"]
         assert any(f"Run **{copy_id}** is queued" in text for text in texts(at.success))

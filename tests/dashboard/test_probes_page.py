@@ -24,12 +24,12 @@ from ffcore.data import Split
 from ffcore.evaluation import evaluate
 from ffcore.model import FFNetwork
 from tests.dashboard.fashion import fashion_test_images
+from tests.support import apptest
 from tests.support.api import RunningApi, start_api
+from tests.support.apptest import button, chart_specs, texts
 from tests.support.mnist import png_bytes
-from tests.support.paths import REPO
 from tests.support.store import TestStore
 
-APP = REPO / "dashboard" / "app.py"
 PROBES_DB = 5  # a database of its own on the session's redis-server
 KEY = "probes-api-key"
 READ_KEY = "probes-read-key"
@@ -98,24 +98,7 @@ def finished_run(
 
 def open_app(page: str | None = None, query: dict | None = None, **session) -> AppTest:
     """A visitor who typed the read key into the sidebar, on `page` (with the URL's `query`)."""
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params.update(query or {})
-    for name, value in session.items():
-        at.session_state[name] = value
-    at.run()
-    at.text_input(key="api_key").set_value(READ_KEY).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def texts(elements) -> list[str]:
-    return [str(element.value) for element in elements]
-
-
-def chart_specs(at: AppTest) -> list[str]:
-    return [chart.proto.spec for chart in at.get("vega_lite_chart")]
+    return apptest.open_app(page, key=READ_KEY, query=query, **session)
 
 
 def open_probes(run_id: str) -> AppTest:
@@ -204,7 +187,7 @@ def test_the_form_starts_a_fashion_mnist_run(store):
     at.text_input(key="api_key").set_value(KEY).run()  # starting a run needs the API key
     at.selectbox(key="form_quick_dataset").set_value("fashion-mnist")
     at.text_input(key="form_quick_hidden").set_value("32, 32")
-    next(button for button in at.button if button.label == "Start run").click().run()
+    button(at, "Start run").click().run()
     assert not at.exception and not at.error, texts(at.error)
     run = store.get_run(at.session_state["started_run"])
     assert run.config.dataset == "fashion-mnist" and run.config.hidden == [32, 32]
