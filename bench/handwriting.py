@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -34,12 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench._provenance import provenance
 from ffcore import RunConfig, Trainer, load_dataset, load_model_dir, predict
 from ffcore.augment import augment_styles
 from ffcore.images import EmptyImageError, preprocess_digit
+from tests.support.paths import REPO
 from tests.support.styled_digits import EASY, VARIED, StyledDigit, available_fonts, styled_digits
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "handwriting.json"
 # name: (preset, overrides)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -282,12 +282,7 @@ def main() -> None:
         "models": models,
         "timing": timing,
         "threads": args.threads,
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip(),
+        **provenance(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from bench._provenance import provenance
 from ffcore import RunConfig, Trainer, load_dataset
 from ffcore.evaluation import evaluate
 from ffcore.probes import PROBE_IMAGES
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "probe_overhead.json"
 
 
@@ -76,12 +74,7 @@ def main() -> None:
         "epoch_s": epoch_s,
         "overhead_per_epoch": overhead,
         "rounds": {"eval_plain_s": plain_s, "eval_probes_s": probes_s, "step_s": step_s},
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip(),
+        **provenance(),
     }
     print(
         f"{args.preset} {config.hidden}, {args.threads} thread(s): "
