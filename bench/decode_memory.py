@@ -23,15 +23,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 
+from bench._provenance import provenance
 from ffcore.config import RunConfig
 from tests.support.api import start_api
 from tests.support.decode_load import bomb_png, post_pictures_at_once, resident_kib
@@ -51,16 +49,6 @@ def seed_model_run(redis_url: str) -> str:
     store.save_model(run_id, tiny_model_bytes())
     store.set_status(run_id, "succeeded", progress=1.0)
     return run_id
-
-
-def commit_of(folder: Path) -> str:
-    """The git commit the measured code comes from ('' outside a checkout, e.g. an exported tree)."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
 
 
 def measure(count: int, pixels: int, api_env: dict[str, str]) -> dict:
@@ -109,10 +97,9 @@ def main() -> None:
     result = {
         "benchmark": "decode_memory",
         "label": args.label,
-        "code": {"folder": str(REPO), "commit": commit_of(REPO)},
         "api_env": api_env or "defaults (no FF_* image settings set)",
         **measure(args.count, args.pixels, api_env),
-        "machine": {"cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+        **provenance(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

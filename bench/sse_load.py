@@ -31,19 +31,15 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import platform
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import redis
 
+from bench._provenance import load_average, provenance
 from bench.predict_load import digit_payloads, process_cpu_s, seed_model_run
 from ffcore.config import RunConfig
 from tests.support.api import start_api
@@ -69,18 +65,6 @@ def raise_open_files_limit(needed: int) -> tuple[int, int]:
         if target < needed:
             log.warning("open-files limit %d is below the %d this benchmark wants", target, needed)
     return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def git_commit() -> str | None:
-    try:
-        return (
-            subprocess.run(
-                ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def latency_summary(latencies_s: list[float], statuses: Counter) -> dict:
@@ -252,9 +236,8 @@ def main() -> None:
         stream_run = store.create_run(RunConfig.from_preset("quick"), preset="quick").id
         store.set_status(stream_run, "running")
         runs = {"stream_run": stream_run, "model_run": seed_model_run(redis_url)}
-        load_before = os.getloadavg()
+        load_before = load_average()
         measured = asyncio.run(measure(api.base_url, api.process.pid, redis_url, runs, args))
-        load_after = os.getloadavg()
 
     phases = measured["phases"]
     base, loaded = phases["no_streams"], phases["with_streams"]
@@ -271,15 +254,8 @@ def main() -> None:
         **measured,
         "ratio_with_streams_to_none": ratios,
         "model": "3x1000 (untrained; ffcore.save_model), JSON 28x28 digits, sequential requests",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "open_files_limit": list(files_limit),
-            "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        },
-        "git_commit": git_commit(),
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.sse_load", *sys.argv[1:]]),
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "open_files_limit": list(files_limit),
+        **provenance(load_before),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -306,8 +282,9 @@ def main() -> None:
         print(
             f"{route}: with {loaded['streams_open']} streams / none: p50 x{ratio['p50']}, p99 x{ratio['p99']}"
         )
-    before, after = load_before[0], load_after[0]
-    print(f"load average (1 min) before/after: {before:.1f} / {after:.1f} on {os.cpu_count()} CPUs")
+    machine = result["machine"]
+    before, after = machine["load_average_before"][0], machine["load_average_after"][0]
+    print(f"load average (1 min) before/after: {before:.1f} / {after:.1f} on {machine['cpus']} CPUs")
     print(f"wrote {RESULTS.relative_to(REPO)}")
 
 
