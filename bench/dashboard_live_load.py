@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -40,6 +39,7 @@ from contextlib import contextmanager
 import httpx
 import torch
 
+from bench._provenance import provenance
 from ffcore.checkpoint import save_model
 from ffcore.config import RunConfig
 from ffcore.model import FFNetwork
@@ -244,11 +244,7 @@ def main() -> None:
         "probes_in_records": not args.no_probes,
         "target_ms": 2000,
         "repeat": args.repeat,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0],
-        },
+        **provenance(),
     }
     print(f"records in the stream:          {record_count:,} (thinned load: {len(thinned['records'])})")
     print(f"API, thinned series (400):      {result['api_thinned_ms']:8.1f} ms median")
@@ -260,7 +256,8 @@ def main() -> None:
               f"{result['browser_open_max_ms']:.1f} ms worst (target < 2000 ms)")  # fmt: skip
         print(f"Its Probes view in Chromium:    {result['browser_probes_ms']:8.1f} ms median, "
               f"{result['browser_probes_max_ms']:.1f} ms worst")  # fmt: skip
-    print(f"load average while measuring:   {result['machine']['load_avg_1m']:.1f} on {os.cpu_count()} CPUs")
+    machine = result["machine"]
+    print(f"load average while measuring:   {machine['load_average_after'][0]:.1f} on {machine['cpus']} CPUs")
     results = RESULTS.with_name("dashboard_live_load_no_probes.json") if args.no_probes else RESULTS
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(result, indent=2) + "\n")

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import signal
 import statistics
 import sys
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from bench._provenance import provenance
 from ffcore import RunConfig, Trainer, load_dataset
 from ffcore.config import parse_override
 from ffcore.device import resolve_device
@@ -189,11 +188,7 @@ def main() -> None:
         "median_monitor_thread_redis_share_pct": statistics.median(beside) * 100,
         "target_pct": 3.0,
         "within_target": overhead_pct < 3.0,
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "load_average_1min_after": round(os.getloadavg()[0], 2),
-        "torch": torch.__version__,
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **provenance(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -25,7 +25,6 @@ import asyncio
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import httpx
 import numpy as np
 import torch
 
+from bench._provenance import load_average, provenance
 from ffcore.checkpoint import save_model
 from ffcore.config import RunConfig
 from ffcore.model import FFNetwork
@@ -219,7 +219,7 @@ def main() -> None:
         assert len(warm.json()["goodness"][0]) == 3
         asyncio.run(closed_loop(url, payloads, args.clients, 2.0))  # warm up connections and caches
 
-        load_before = os.getloadavg()
+        load_before = load_average()
         log.info("closed loop: %d clients for %.0f s", args.clients, args.duration)
         cpu_before = process_cpu_s(api.process.pid)
         closed = asyncio.run(closed_loop(url, payloads, args.clients, args.duration))
@@ -229,21 +229,14 @@ def main() -> None:
         )
         log.info("open loop: %.0f requests/s for %.0f s", args.rate, args.duration)
         opened = asyncio.run(open_loop(url, payloads, args.rate, args.duration))
-        load_after = os.getloadavg()
 
     result = {
         "benchmark": "predict_load",
         "model": "3x1000 (untrained; ffcore.save_model), JSON 28x28 digits",
         "closed_loop": closed,
         "open_loop": opened,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-        },
         "goal": ">= 200 predictions/s with p99 < 50 ms",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **provenance(load_before),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -259,8 +252,9 @@ def main() -> None:
             f"max {phase['max_ms']:.1f} ms, errors {phase['errors']}"
         )
     print(f"server CPU per prediction (closed loop): {closed['server_cpu_ms_per_prediction']:.2f} ms")
-    before, after = load_before[0], load_after[0]
-    print(f"load average (1 min) before/after: {before:.1f} / {after:.1f} on {os.cpu_count()} CPUs")
+    machine = result["machine"]
+    before, after = machine["load_average_before"][0], machine["load_average_after"][0]
+    print(f"load average (1 min) before/after: {before:.1f} / {after:.1f} on {machine['cpus']} CPUs")
     print(f"wrote {RESULTS.relative_to(REPO)}")
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
+from bench._provenance import provenance
 from ffcore.config import RunConfig
 from fflab.store.keys import RUNS_INDEX, read_all_runs
 from tests.support.paths import REPO
@@ -74,8 +74,7 @@ def main() -> None:
         "read_every_run_ms": round(scan_s * 1000, 1),
         "pass_deleting_old_ms": round(delete_s * 1000, 1),
         "deleted_per_s": round(args.old / delete_s),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
+        **provenance(),
     }
     print(json.dumps(figures, indent=2))
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n")

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
+from bench._provenance import provenance
 from ffcore import RunConfig
 from ffcore.config import parse_override
 from tests.support.paths import REPO
@@ -84,9 +83,7 @@ def main() -> None:
         "rss_mib_after_each_run": rss,
         "seconds_per_run": seconds,
         "growth_per_run_after_the_first_mib": slope,
-        "cpus": os.cpu_count(),
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **provenance(),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
