@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,17 +22,17 @@ from typing import Any
 
 import torch
 
+from bench._provenance import provenance
 from ffcore import PRESETS, RunConfig, Trainer
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """What the times depend on besides the code: versions, the device, float32 matmul settings."""
+    """What the times depend on besides the code and machine (`provenance`): the device, float32 matmul
+    settings, CUDA and cuDNN versions."""
     info: dict[str, Any] = {
-        "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
     }
     if device.type == "cuda":
         info |= {
@@ -92,6 +91,7 @@ def main() -> None:
         "projected_recipe_s": steady * config.epochs,
         "test_error_scan": errors["error_scan"],
         "test_error_softmax": errors["error_softmax"],
+        **provenance(),
     }
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from bench._provenance import provenance
 from ffcore import RunConfig, Trainer
 
 MATMULS = {torch.ops.aten.mm.default: "mm", torch.ops.aten.addmm.default: "addmm"}
@@ -139,8 +138,6 @@ def main() -> None:
         "batch_size": config.batch_size,
         "negatives": config.negatives,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
         "train_samples_per_s": config.batch_size / train_step,
         "matmul_limit_samples_per_s": config.batch_size / matmul_step,
         "fraction_of_limit": matmul_step / train_step,
@@ -151,8 +148,7 @@ def main() -> None:
         "step_products": [p.describe() for p in products],
         "rounds": args.rounds,
         "steps_per_round": args.steps,
-        # Other processes' demand for the cores, over the last 1, 5 and 15 minutes, when it ended.
-        "load_average": os.getloadavg(),
+        **provenance(),
     }
     print(f"{args.preset} {config.hidden} batch {config.batch_size}, {result['threads']} threads")
     print(f"  the step's own products: {len(products)}, {result['step_gflop']:.3f} GFLOP a step")
