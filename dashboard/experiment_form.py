@@ -1,4 +1,5 @@
-"""The Experiments page's form: a base preset with overrides, the settings to vary, the search, the seeds.
+"""The Experiments page's form: a base preset, its data set and overrides, the settings to vary, the
+search, the seeds.
 
 Not a page of its own: dashboard/views/experiments.py draws it. Its widgets are not in an st.form,
 because which fields it shows depends on the settings chosen and on the search (ranges need random or
@@ -10,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import experiment_spec, run_schema
 from dashboard.access import write_lock_notice
 from dashboard.api_session import get_client, get_run_options, show_api_error
 from dashboard.client import ApiError
-from dashboard.run_form import preset_selectbox
+from dashboard.run_form import DATASET_CHOICES, preset_selectbox
 
 # Session keys this form sets for the page: the experiment it started, and what to say about it.
 STARTED_EXPERIMENT = "started_experiment"
@@ -46,6 +48,24 @@ def param_inputs(name: str, kind: str | None, search: str, current: Any) -> expe
     return experiment_spec.ParamInput(name, use_range=True, low=low, high=high, log=log)
 
 
+def dataset_selectbox(
+    column: DeltaGenerator, config: dict[str, Any], infos: dict[str, run_schema.FieldInfo], preset: str
+) -> str | None:
+    """The base's data set, named as the run form names it; None where the API offers no choice (an API
+    from before Fashion-MNIST trains on MNIST)."""
+    if "dataset" not in infos or "dataset" not in config:
+        return None
+    choices = list(infos["dataset"].choices)
+    return column.selectbox(
+        "Data set",
+        choices,
+        index=choices.index(config["dataset"]),
+        format_func=lambda choice: DATASET_CHOICES.get(choice, str(choice)),
+        key=f"exp_{preset}_dataset",
+        help=infos["dataset"].help,
+    )
+
+
 def start_experiment_form() -> None:
     try:
         options = get_run_options()
@@ -61,7 +81,8 @@ def start_experiment_form() -> None:
     config = options.presets[preset]
     infos = run_schema.field_infos(options.config_schema)
     properties = options.config_schema.get("properties", {})
-    epochs_column, batch_column, hidden_column = st.columns(3)
+    dataset_column, epochs_column, batch_column, hidden_column = st.columns(4)
+    dataset = dataset_selectbox(dataset_column, config, infos, preset)
     epochs = epochs_column.number_input(
         "Epochs",
         value=config["epochs"],
@@ -142,7 +163,8 @@ def start_experiment_form() -> None:
     try:
         overrides = run_schema.overrides_against(
             config,
-            {"epochs": epochs, "batch_size": batch_size, "hidden": run_schema.parse_hidden(hidden_text)},
+            {"epochs": epochs, "batch_size": batch_size, "hidden": run_schema.parse_hidden(hidden_text)}
+            | ({"dataset": dataset} if dataset is not None else {}),
         ) | experiment_spec.parse_overrides(more_text)
         params = {
             item.name: item.spec(experiment_spec.setting_kind(properties[item.name])) for item in inputs

@@ -8,6 +8,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from ffcore.experiment import ExperimentSpec
 from tests.dashboard.fake_api import FakeApi, outcome, setting
 from tests.support.apptest import APP, button, chart_data, open_app, select_run, texts
 
@@ -117,6 +118,24 @@ def test_the_form_starts_a_grid_and_the_page_shows_it(fake_api):
     assert f"Experiment **{new_id}** started: 2 setting(s) × 2 seed(s)." in texts(at.success)
     assert at.selectbox(key="experiment_choice").value == new_id
     assert "No setting has started yet." in texts(at.info)
+
+
+def test_the_form_starts_a_seed_group_on_fashion_mnist(fake_api):
+    at = open_page()
+    dataset = at.selectbox(key="exp_quick_dataset")
+    assert dataset.value == "mnist"  # the preset's
+    assert dataset.options == ["MNIST (handwritten digits)", "Fashion-MNIST (clothing)"]
+    dataset.set_value("fashion-mnist")
+    at.multiselect(key="exp_params").select("lr").run()
+    at.text_input(key="exp_values_lr").set_value("2e-3")
+    at.button(key="exp_start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    (body,) = posted(fake_api, "/api/v1/experiments")
+    assert body["base"] == {"preset": "quick", "overrides": {"dataset": "fashion-mnist"}}
+    (experiment,) = fake_api.experiments.values()
+    spec = ExperimentSpec.model_validate(experiment["spec"])
+    assert spec.base_config().dataset == "fashion-mnist"
+    assert spec.run_config({"lr": 0.002}, seed=0).dataset == "fashion-mnist"  # what each run trains on
 
 
 def test_a_range_is_offered_for_random_search_and_sent_with_its_log_scale(fake_api):
