@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -17,6 +20,7 @@ from optuna.trial import TrialState
 from ffcore.experiment import ExperimentSpec
 from fflab.study import load_study
 from tests.support.api import RunningApi, start_api
+from tests.support.paths import REPO
 from tests.support.store import TestStore
 from tests.support.waiting import wait_for
 from tests.support.worker import start_worker
@@ -37,7 +41,7 @@ def wait_until_ended(http: httpx.Client, experiment_id: str, timeout_s: float) -
 
 
 def test_a_grid_over_two_workers_gives_a_table_that_agrees_with_its_runs(
-    api_server: RunningApi, redis_url: str, mnist_dir: str
+    api_server: RunningApi, redis_url: str, mnist_dir: str, tmp_path
 ) -> None:
     http = httpx.Client(base_url=api_server.base_url, timeout=30)
     spec = {
@@ -96,6 +100,23 @@ def test_a_grid_over_two_workers_gives_a_table_that_agrees_with_its_runs(
     listed = http.get("/experiments").json()
     assert [e["id"] for e in listed["experiments"]] == [experiment_id]
     assert listed["experiments"][0]["best_params"] == table["settings"][body["best"]]["params"]
+
+    # scripts/sweep_result.py packages it for docs/results from the API: the table and every run's curve.
+    packaged = tmp_path / "result.json"
+    url = f"{api_server.base_url}/experiments/{experiment_id}"
+    script = [sys.executable, str(REPO / "scripts" / "sweep_result.py"), url, str(packaged)]
+    done = subprocess.run([*script, "--command", "c", "--commit", "x"], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(packaged.read_text())
+    assert (result["command"], result["commit"], result["table"]) == ("c", "x", table)
+    assert result["experiment"]["id"] == experiment_id and result["experiment"]["status"] == "succeeded"
+    assert sorted(result["evaluations"]) == ["000-seed0", "000-seed1", "001-seed0", "001-seed1"]
+    for setting in table["settings"]:
+        for run in setting["runs"]:
+            curve = result["evaluations"][f"{setting['trial']:03d}-seed{run['seed']}"]
+            assert [(r["split"], r["epoch"]) for r in curve] == [("val", 1), ("val", 2), ("test", 2)]
+            assert curve[-2]["error_scan"] == run["val_error_scan"]  # each curve is its own run's
+            assert curve[-1]["error_softmax"] == run["test_error_softmax"]
 
     assert http.post(f"/experiments/{experiment_id}/cancel").status_code == 409
     assert http.delete(f"/experiments/{experiment_id}").status_code == 204

@@ -1,6 +1,7 @@
 """ffcore.sweep: experiments run here with tiny real trainings, and `python -m ffcore sweep`."""
 
 import csv
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -287,3 +288,20 @@ def test_a_sweep_resumes_with_another_device_option(mnist_slice, tmp_path, monke
     monkeypatch.setattr(sweep, "Trainer", lambda *a, **k: built.append(a) or Trainer(*a, **k))
     table = run_sweep(spec, dataset=mnist_slice, device="auto", out=out)
     assert built == [] and table.settings[0].status == "succeeded"
+
+
+def test_a_packaged_curve_drops_the_evaluations_a_dead_attempt_logged_past_its_checkpoint():
+    spec = importlib.util.spec_from_file_location("sweep_result", REPO / "scripts" / "sweep_result.py")
+    sweep_result = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep_result)
+    records = [
+        {"id": "1-0", "kind": "eval", "split": "val", "step": 50, "error_scan": 0.5},
+        {"id": "2-0", "kind": "train", "step": 60},
+        {"id": "3-0", "kind": "eval", "split": "val", "step": 100, "error_scan": 0.4},  # the dead attempt's
+        {"id": "4-0", "kind": "rewind", "step": 50, "epoch": 1},
+        {"id": "5-0", "kind": "eval", "split": "val", "step": 100, "error_scan": 0.3},
+    ]
+    assert sweep_result.surviving_evaluations(records) == [
+        {"kind": "eval", "split": "val", "step": 50, "error_scan": 0.5},
+        {"kind": "eval", "split": "val", "step": 100, "error_scan": 0.3},
+    ]
