@@ -2,26 +2,35 @@
 
 Starts a throwaway redis-server and the real API (`python -m api`, uvicorn), stores a 3x1000 model
 (an UNTRAINED network saved with ffcore.save_model: the speed of a forward pass does not depend on
-the weights' values) under a succeeded run, and measures POST /runs/{id}/predict with JSON 28x28
-digits (real MNIST test images when the data set is found, else random strokes):
+the weights' values) under a succeeded run, and measures POST /runs/{id}/predict with two kinds of
+body, digits from the MNIST test set when the data set is found (else random strokes):
+
+- json: 28x28 pixel values as JSON (`{"image": [[...], ...]}`, three decimals), used as given;
+- png: the same digits as the dashboard's drawing canvas sends them, a 280x280 RGBA PNG (white ink
+  on a transparent background) uploaded as multipart/form-data and preprocessed by the server.
+
+For each kind, two phases:
 
 - closed loop: --clients clients, each sending its next request when the last one answered, for
   --duration seconds: the throughput the server sustains and the latency at that load;
 - open loop: requests started at a fixed --rate per second (independent of answers) for --duration
   seconds: the latency a steady stream of users sees at that rate.
 
-The load generator runs on the same machine as the server, so they share its cores.
+Each phase also records the server's CPU time per answered prediction (all its threads; what the
+machine's other load hardly changes, unlike throughput) and the load generator's own. The load
+generator runs on the same machine as the server, so they share its cores.
 
     .venv/bin/python -m bench.predict_load
-    .venv/bin/python -m bench.predict_load --clients 32 --rate 300 --duration 20
+    .venv/bin/python -m bench.predict_load --kinds json --clients 32 --rate 300 --duration 20
 
-Prints the figures and writes bench/results/predict_load.json.
+Prints the figures and writes bench/results/predict_load.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import os
@@ -32,6 +41,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from PIL import Image
 
 from bench._provenance import load_average, provenance
 from ffcore.checkpoint import save_model
@@ -46,6 +56,10 @@ from tests.support.store import TestStore
 
 log = logging.getLogger("predict_load")
 RESULTS = REPO / "bench" / "results" / "predict_load.json"
+KINDS = ("json", "png")
+CANVAS_SIZE = 280  # the dashboard's drawing canvas (dashboard.views.draw.CANVAS_SIZE)
+BOUNDARY = "predictloadboundary"
+GOAL = ">= 500 predictions/s closed loop (16 clients) and p99 < 50 ms at 300 requests/s offered, JSON and PNG"
 
 
 def seed_model_run(redis_url: str) -> str:
@@ -60,15 +74,45 @@ def seed_model_run(redis_url: str) -> str:
     return run_id
 
 
-def digit_payloads(count: int) -> list[bytes]:
-    """JSON bodies of `count` digits: MNIST test images if present, else random pen strokes."""
+def digit_images(count: int) -> np.ndarray:
+    """`count` digits, float (count, 28, 28) in [0, 1]: MNIST test images if present, else random strokes."""
     data_dir = TestSettings().data_root  # FF_TEST_DATA_DIR, else ../shared/datasets
     if (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
-        images = mnist_test_images(str(data_dir), count) / 255.0
-    else:
-        rng = np.random.default_rng(0)
-        images = (rng.random((count, 28, 28)) > 0.85).astype(np.float64)
-    return [json.dumps({"image": np.round(image, 3).tolist()}).encode() for image in images]
+        return mnist_test_images(str(data_dir), count) / 255.0
+    rng = np.random.default_rng(0)
+    return (rng.random((count, 28, 28)) > 0.85).astype(np.float64)
+
+
+def digit_payloads(count: int) -> list[bytes]:
+    """JSON bodies of `count` digits (see digit_images)."""
+    return [json.dumps({"image": np.round(image, 3).tolist()}).encode() for image in digit_images(count)]
+
+
+def canvas_png(image: np.ndarray) -> bytes:
+    """A 28x28 digit as the drawing canvas would send it: 280x280 RGBA, white ink whose opacity is the ink."""
+    ink = Image.fromarray(np.round(image * 255).astype(np.uint8)).resize(
+        (CANVAS_SIZE, CANVAS_SIZE), Image.Resampling.BILINEAR
+    )
+    canvas = Image.new("RGBA", ink.size, (255, 255, 255, 0))
+    canvas.putalpha(ink)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_payloads(count: int) -> list[bytes]:
+    """multipart/form-data bodies (boundary BOUNDARY) uploading `count` canvas PNGs in the field 'image'."""
+    bodies = []
+    for image in digit_images(count):
+        head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="canvas.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        )
+        bodies.append(head.encode() + canvas_png(image) + f"\r\n--{BOUNDARY}--\r\n".encode())
+    return bodies
+
+
+CONTENT_TYPES = {"json": "application/json", "png": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
 def process_cpu_s(pid: int) -> float:
@@ -100,12 +144,12 @@ class RawHttpConnection:
     """A minimal HTTP/1.1 keep-alive client on one connection: a load generator has to cost far less
     than the server it loads, and on a 2-core machine httpx's per-request overhead would not."""
 
-    def __init__(self, host: str, port: int, path: str):
-        self.host, self.port, self.path = host, port, path
+    def __init__(self, host: str, port: int, path: str, content_type: str):
+        self.host, self.port, self.path, self.content_type = host, port, path, content_type
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post_json(self, body: bytes) -> int:
+    async def post(self, body: bytes) -> int:
         try:
             return await self._post_once(body)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -121,7 +165,7 @@ class RawHttpConnection:
         assert self.reader is not None
         head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {self.content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + body)
         headers = await self.reader.readuntil(b"\r\n\r\n")
@@ -138,7 +182,9 @@ class RawHttpConnection:
             self.writer.close()
 
 
-async def closed_loop(url: str, payloads: list[bytes], clients: int, duration_s: float) -> dict:
+async def closed_loop(
+    url: str, payloads: list[bytes], clients: int, duration_s: float, kind: str = "json"
+) -> dict:
     host, port, path = _split(url)
     latencies: list[float] = []
     errors = 0
@@ -146,11 +192,11 @@ async def closed_loop(url: str, payloads: list[bytes], clients: int, duration_s:
 
     async def client(index: int) -> None:
         nonlocal errors
-        connection = RawHttpConnection(host, port, path)
+        connection = RawHttpConnection(host, port, path, CONTENT_TYPES[kind])
         i = index
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            if await connection.post_json(payloads[i % len(payloads)]) == 200:
+            if await connection.post(payloads[i % len(payloads)]) == 200:
                 latencies.append(time.perf_counter() - started)
             else:
                 errors += 1
@@ -162,7 +208,9 @@ async def closed_loop(url: str, payloads: list[bytes], clients: int, duration_s:
     return summarise(latencies, errors, time.perf_counter() - started) | {"clients": clients}
 
 
-async def open_loop(url: str, payloads: list[bytes], rate: float, duration_s: float) -> dict:
+async def open_loop(
+    url: str, payloads: list[bytes], rate: float, duration_s: float, kind: str = "json"
+) -> dict:
     """Requests due at a fixed rate; each goes out on an idle connection (a new one when all are busy)."""
     host, port, path = _split(url)
     latencies: list[float] = []
@@ -171,8 +219,8 @@ async def open_loop(url: str, payloads: list[bytes], rate: float, duration_s: fl
 
     async def one(i: int, scheduled: float) -> None:
         nonlocal errors
-        connection = idle.pop() if idle else RawHttpConnection(host, port, path)
-        status = await connection.post_json(payloads[i % len(payloads)])
+        connection = idle.pop() if idle else RawHttpConnection(host, port, path, CONTENT_TYPES[kind])
+        status = await connection.post(payloads[i % len(payloads)])
         # Latency from when the request was due: a late start (generator busy) counts too.
         if status == 200:
             latencies.append(time.perf_counter() - scheduled)
@@ -200,62 +248,96 @@ def _split(url: str) -> tuple[str, int, str]:
     return parsed.host, parsed.port, parsed.raw_path.decode()
 
 
+def with_cpu(server_pid: int, run) -> dict:
+    """Run one phase (`run()`: its figures) and add the CPU time per answered prediction of the server
+    (all its threads) and of this load generator."""
+    server_before, client_before = process_cpu_s(server_pid), time.process_time()
+    figures = run()
+    answered = max(1, figures["requests"])
+    figures["server_cpu_ms_per_prediction"] = round(
+        (process_cpu_s(server_pid) - server_before) * 1000 / answered, 3
+    )
+    figures["client_cpu_ms_per_prediction"] = round(
+        (time.process_time() - client_before) * 1000 / answered, 3
+    )
+    return figures
+
+
+def measure_kind(
+    url: str, server_pid: int, kind: str, payloads: list[bytes], args: argparse.Namespace
+) -> dict:
+    warm = httpx.post(url, content=payloads[0], headers={"content-type": CONTENT_TYPES[kind]}, timeout=60)
+    warm.raise_for_status()
+    assert len(warm.json()["goodness"][0]) == 3
+    asyncio.run(closed_loop(url, payloads, args.clients, 2.0, kind))  # warm up connections and caches
+    log.info("%s closed loop: %d clients for %.0f s", kind, args.clients, args.duration)
+    closed = with_cpu(
+        server_pid, lambda: asyncio.run(closed_loop(url, payloads, args.clients, args.duration, kind))
+    )
+    log.info("%s open loop: %.0f requests/s for %.0f s", kind, args.rate, args.duration)
+    opened = with_cpu(
+        server_pid, lambda: asyncio.run(open_loop(url, payloads, args.rate, args.duration, kind))
+    )
+    return {"closed_loop": closed, "open_loop": opened}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in the closed loop")
-    parser.add_argument("--rate", type=float, default=200.0, help="requests per second in the open loop")
+    parser.add_argument("--rate", type=float, default=300.0, help="requests per second in the open loop")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds each phase runs")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="bodies to send, comma-separated: json, png")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON result")
     args = parser.parse_args()
+    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
+    if unknown := set(kinds) - set(KINDS):
+        parser.error(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would skew the client
-    payloads = digit_payloads(500)
+    payloads = {"json": digit_payloads, "png": png_payloads}
+    figures: dict[str, dict] = {}
     with redis_server() as redis_url, start_api(redis_url) as api:
         log.info("API up at %s", api.url)
-        run_id = seed_model_run(redis_url)
-        url = f"{api.base_url}/runs/{run_id}/predict"
-        warm = httpx.post(url, content=payloads[0], headers={"content-type": "application/json"}, timeout=60)
-        warm.raise_for_status()
-        assert len(warm.json()["goodness"][0]) == 3
-        asyncio.run(closed_loop(url, payloads, args.clients, 2.0))  # warm up connections and caches
-
+        url = f"{api.base_url}/runs/{seed_model_run(redis_url)}/predict"
         load_before = load_average()
-        log.info("closed loop: %d clients for %.0f s", args.clients, args.duration)
-        cpu_before = process_cpu_s(api.process.pid)
-        closed = asyncio.run(closed_loop(url, payloads, args.clients, args.duration))
-        # CPU time the server spent per answered prediction: what the machine's load cannot inflate.
-        closed["server_cpu_ms_per_prediction"] = round(
-            (process_cpu_s(api.process.pid) - cpu_before) * 1000 / max(1, closed["requests"]), 2
-        )
-        log.info("open loop: %.0f requests/s for %.0f s", args.rate, args.duration)
-        opened = asyncio.run(open_loop(url, payloads, args.rate, args.duration))
+        for kind in kinds:
+            figures[kind] = measure_kind(url, api.process.pid, kind, payloads[kind](500), args)
 
     result = {
         "benchmark": "predict_load",
-        "model": "3x1000 (untrained; ffcore.save_model), JSON 28x28 digits",
-        "closed_loop": closed,
-        "open_loop": opened,
-        "goal": ">= 200 predictions/s with p99 < 50 ms",
+        "model": "3x1000 (untrained; ffcore.save_model)",
+        "bodies": {
+            "json": "28x28 MNIST test digits as JSON pixel values (three decimals)",
+            "png": f"the same digits as {CANVAS_SIZE}x{CANVAS_SIZE} RGBA canvas PNGs, multipart/form-data",
+        },
+        **figures,
+        "goal": GOAL,
         **provenance(load_before),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    for name, phase in (("closed loop", closed), ("open loop", opened)):
-        load = (
-            f"{phase['clients']} clients"
-            if "clients" in phase
-            else f"{phase['target_rate_per_s']:.0f}/s offered"
-        )
-        print(
-            f"{name:11s} ({load}): {phase['predictions_per_s']:7.1f} predictions/s, "
-            f"p50 {phase['p50_ms']:.1f} ms, p90 {phase['p90_ms']:.1f} ms, p99 {phase['p99_ms']:.1f} ms, "
-            f"max {phase['max_ms']:.1f} ms, errors {phase['errors']}"
-        )
-    print(f"server CPU per prediction (closed loop): {closed['server_cpu_ms_per_prediction']:.2f} ms")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for kind in kinds:
+        for name, phase in (
+            ("closed loop", figures[kind]["closed_loop"]),
+            ("open loop", figures[kind]["open_loop"]),
+        ):
+            load = (
+                f"{phase['clients']} clients"
+                if "clients" in phase
+                else f"{phase['target_rate_per_s']:.0f}/s offered"
+            )
+            print(
+                f"{kind:4s} {name:11s} ({load}): {phase['predictions_per_s']:7.1f} predictions/s, "
+                f"p50 {phase['p50_ms']:.1f} ms, p90 {phase['p90_ms']:.1f} ms, p99 {phase['p99_ms']:.1f} ms, "
+                f"max {phase['max_ms']:.1f} ms, errors {phase['errors']}; server CPU "
+                f"{phase['server_cpu_ms_per_prediction']:.2f} ms/prediction, load generator "
+                f"{phase['client_cpu_ms_per_prediction']:.2f} ms"
+            )
     machine = result["machine"]
     before, after = machine["load_average_before"][0], machine["load_average_after"][0]
     print(f"load average (1 min) before/after: {before:.1f} / {after:.1f} on {machine['cpus']} CPUs")
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
