@@ -24,4 +24,6 @@ PAGES = (RUNS_PAGE, LIVE_PAGE, DRAW_PAGE, EXPERIMENTS_PAGE)
 # st.session_state keys one page sets for another.
 LIVE_RUN_ID = "live_run_id"  # the run the Live page shows (Runs' "Watch live" sets it)
 DRAW_RUN_ID = "draw_run_id"  # the model the Draw page asks (Runs' "Draw or upload" sets it)
-RUNS_EXPERIMENT = "runs_experiment"  # the experiment whose runs Runs lists next (Experiments sets it)
+# The URL query parameter naming an experiment: the one Experiments shows, and the one whose runs Runs
+# lists (Experiments' "Its runs" links there with it).
+EXPERIMENT_QUERY = "experiment"

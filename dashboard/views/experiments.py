@@ -16,7 +16,7 @@ from dashboard.experiment_form import EXPERIMENT_NOTICE, STARTED_EXPERIMENT, sta
 from dashboard.experiment_table import best_row_style, experiments_frame, results_frame
 from dashboard.formatting import format_mean_std, status_badge
 from dashboard.models import Experiment, ExperimentSummary
-from dashboard.navigation import RUNS_EXPERIMENT, RUNS_PAGE
+from dashboard.navigation import EXPERIMENT_QUERY, RUNS_PAGE
 from dashboard.settings import get_settings
 
 EXPERIMENTS_SHOWN = 200
@@ -74,13 +74,13 @@ def pick_experiment(experiments: list[ExperimentSummary]) -> ExperimentSummary |
     if started := st.session_state.pop(STARTED_EXPERIMENT, None):
         st.session_state[EXPERIMENT_CHOICE] = started
     if st.session_state.get(EXPERIMENT_CHOICE) not in by_id:
-        linked = st.query_params.get("experiment")
+        linked = st.query_params.get(EXPERIMENT_QUERY)
         st.session_state[EXPERIMENT_CHOICE] = linked if linked in by_id else experiments[0].id
     chosen = st.selectbox(
         "Experiment", list(by_id), format_func=lambda i: by_id[i].label, key=EXPERIMENT_CHOICE
     )
-    if st.query_params.get("experiment") != chosen:
-        st.query_params["experiment"] = chosen  # a shareable link; set only on change
+    if st.query_params.get(EXPERIMENT_QUERY) != chosen:
+        st.query_params[EXPERIMENT_QUERY] = chosen  # a shareable link; set only on change
     return by_id[chosen]
 
 
@@ -122,9 +122,9 @@ def experiment_actions(experiment: Experiment) -> None:
         "Download CSV", data=table_csv or "", file_name=f"experiment-{experiment.id}.csv", mime="text/csv",
         icon=":material/download:", disabled=table_csv is None, on_click="ignore", width="stretch",
     )  # fmt: skip
-    if runs.button("Its runs", icon=":material/view_list:", width="stretch", key="experiment_runs"):
-        st.session_state[RUNS_EXPERIMENT] = experiment.id
-        st.switch_page(RUNS_PAGE)
+    # A link, not a button: the Runs page reads the experiment from its URL (shareable, kept on reload).
+    runs.page_link(RUNS_PAGE, label="Its runs", icon=":material/view_list:", width="stretch",
+                   query_params={EXPERIMENT_QUERY: experiment.id})  # fmt: skip
     if cancel.button("Cancel", icon=":material/stop_circle:", width="stretch", key="experiment_cancel",
                      disabled=lock is not None or not experiment.is_running, help=lock):  # fmt: skip
         try:

@@ -9,7 +9,7 @@ from dashboard.access import write_lock, write_lock_notice
 from dashboard.api_session import get_client, show_api_error
 from dashboard.client import ApiError
 from dashboard.models import FINISHED_STATUSES, Run
-from dashboard.navigation import DRAW_PAGE, DRAW_RUN_ID, LIVE_PAGE, LIVE_RUN_ID, RUNS_EXPERIMENT
+from dashboard.navigation import DRAW_PAGE, DRAW_RUN_ID, EXPERIMENT_QUERY, LIVE_PAGE, LIVE_RUN_ID
 from dashboard.run_form import start_run_form, started_run_notice
 from dashboard.run_table import runs_frame, status_colour
 from dashboard.settings import get_settings
@@ -36,22 +36,37 @@ def worker_summary() -> str:
     return f"{len(workers)} ({', '.join(devices)})"
 
 
+def link_experiment_filter() -> None:
+    """Keep the URL's ?experiment= in step with the picker, so the page's link shows what it shows."""
+    if chosen := st.session_state.get(EXPERIMENT_FILTER):
+        st.query_params[EXPERIMENT_QUERY] = chosen
+    else:
+        st.query_params.pop(EXPERIMENT_QUERY, None)
+
+
 def experiment_filter() -> str | None:
-    """A picker of the experiments whose runs to list; None for every run."""
-    if pending := st.session_state.pop(RUNS_EXPERIMENT, None):  # "Its runs" on the Experiments page
-        st.session_state[EXPERIMENT_FILTER] = pending
+    """A picker of the experiments whose runs to list; None for every run.
+
+    The URL's ?experiment= says which ("Its runs" on the Experiments page links here with it, and a
+    shared link does the same); the picker changes the URL in its callback, so a URL that differs from
+    the picker at the start of a run is a link just followed, and wins."""
+    linked = st.query_params.get(EXPERIMENT_QUERY, "")
+    if linked != st.session_state.get(EXPERIMENT_FILTER, ""):
+        st.session_state[EXPERIMENT_FILTER] = linked
     try:
         experiments = get_client().list_experiments(limit=RUNS_SHOWN).experiments
     except ApiError:
         experiments = []  # an API without experiments: every run is its own
     labels = {experiment.id: experiment.label for experiment in experiments}
     if st.session_state.get(EXPERIMENT_FILTER) not in ("", *labels):
-        st.session_state[EXPERIMENT_FILTER] = ""  # it was deleted
+        st.session_state[EXPERIMENT_FILTER] = ""  # it was deleted, or the link names none
+        link_experiment_filter()
     chosen = st.selectbox(
         "Filter by experiment",
         ["", *labels],
         format_func=lambda i: labels.get(i, "All runs"),
         key=EXPERIMENT_FILTER,
+        on_change=link_experiment_filter,
         help="Show only the runs one experiment made.",
     )
     return chosen or None

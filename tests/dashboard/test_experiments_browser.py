@@ -141,9 +141,10 @@ def test_a_grid_started_from_the_form_shows_mean_and_std_per_setting(tmp_path, m
             expect(page.locator(".vega-embed")).to_have_count(2)
             page.set_viewport_size(VIEWPORT)
 
-            # Its runs: the Runs page, filtered by the experiment, lists its four runs with their setting.
-            page.get_by_role("button", name="Its runs").click()
+            # "Its runs" links to the Runs page filtered by the experiment: its four runs with their setting.
+            page.get_by_role("link", name="Its runs").click()
             expect(page.get_by_role("heading", name="Runs", exact=True)).to_be_visible()
+            expect(page).to_have_url(re.compile(rf"/\?experiment={experiment['id']}$"))  # a link to share
             runs = api.get("/runs", params={"experiment": experiment["id"]}).json()["runs"]
             assert len(runs) == len(LEARNING_RATES) * len(SEEDS)
 
@@ -151,7 +152,12 @@ def test_a_grid_started_from_the_form_shows_mean_and_std_per_setting(tmp_path, m
                 rows = table_rows(page, "Experiment")
                 return rows if len(rows) == len(runs) else None
 
-            shown = wait_for(all_runs_listed, 60, lambda: f"the {len(runs)} runs: {table_rows(page, 'Run')}")
+            def what_is_shown() -> str:  # a failure says what the page showed instead
+                page.screenshot(path=str(SCREENSHOTS / "experiment-runs-failed.png"))
+                text = page.locator('[data-testid="stMain"]').inner_text()[:1500]
+                return f"the {len(runs)} runs: {table_rows(page, 'Run')}; the page read:\n{text}"
+
+            shown = wait_for(all_runs_listed, 60, what_is_shown)
             assert sorted((row["Run"], row["Experiment"]) for row in shown) == sorted(
                 (run["id"], f"{experiment['id']} #{run['setting']}") for run in runs
             )

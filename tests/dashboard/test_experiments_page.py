@@ -206,14 +206,30 @@ def test_the_runs_page_filters_by_experiment_and_shows_each_runs_setting(fake_ap
     )
 
 
-def test_its_runs_opens_the_runs_page_filtered_by_the_experiment(fake_api):
+def test_its_runs_links_to_the_runs_page_filtered_by_the_experiment(fake_api):
     two_settings(fake_api)
     at = open_page()
-    button(at, "Its runs").click().run()
-    assert not at.exception
+    [link] = [element for element in at.get("page_link") if element.proto.label == "Its runs"]
+    assert link.proto.query_string == "experiment=e1"
+    # Following it: the Runs page, its URL naming the experiment, lists that experiment's runs.
+    at = open_app(None, query={"experiment": "e1"})
     assert texts(at.title) == ["Runs"]
     assert at.selectbox(key="experiment_filter").value == "e1"
     assert set(at.dataframe[0].value["run"]) == {"r0", "r1", "r2", "r3"}
+    # Choosing "All runs" drops the experiment from the URL; a link to another experiment is followed.
+    at.selectbox(key="experiment_filter").set_value("").run()
+    assert "experiment" not in at.query_params and len(at.dataframe[0].value) == 5
+    at.query_params["experiment"] = "e1"
+    at.run()
+    assert at.selectbox(key="experiment_filter").value == "e1"
+    # A link naming no experiment there lists every run, and the URL stops naming it.
+    at = open_app(None, query={"experiment": "gone"})
+    assert at.selectbox(key="experiment_filter").value == "" and "experiment" not in at.query_params
+    # The link leads where the Live page's "Go to Runs" (shown when there is no run to watch) does.
+    fake_api.runs.clear()
+    live = open_app("views/live.py")
+    [runs_link] = [element for element in live.get("page_link") if element.proto.label == "Go to Runs"]
+    assert link.proto.page_script_hash == runs_link.proto.page_script_hash != ""
 
 
 def test_run_again_queues_a_copy_and_says_its_id(fake_api):
