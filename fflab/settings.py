@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     metrics_every_steps: int = Field(
         25, ge=1, description="Training steps between two metric records streamed to Redis."
     )
+    checkpoint_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Least time between two checkpoints of a run (its training state and model, written "
+        "to Redis at an epoch end; the first epoch end and the last always write one). A worker lost "
+        "mid-run repeats at most about this much training (plus an epoch), and a running run's /predict "
+        "answers with a model at most about this old. 0: every epoch end.",
+    )
 
     # The worker (`python -m worker`; its --name, --device and --threads override these).
     worker_name: str | None = Field(

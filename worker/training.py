@@ -36,6 +36,7 @@ from ffcore import (
 from fflab.connections import url_with_timeouts
 from fflab.store.attempts import ClaimResult, LeaseLostError
 from fflab.store.keys import Provenance, RunRecord, RunStatus, rewind_event, status_event
+from worker.checkpoints import CheckpointSchedule
 from worker.context import WorkerContext
 from worker.progress import RunMonitor
 from worker.provenance import collect_provenance
@@ -316,6 +317,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: R
             ),
         )
 
+    schedule = CheckpointSchedule(checkpoint, settings.checkpoint_interval_s)
     pruning = _pruning_reporter(context, record)
 
     def on_metrics(metrics: dict) -> None:
@@ -326,7 +328,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: R
     stop = StopCheck(context, monitor, pruning)
     monitor.start()
     try:
-        result = trainer.fit(on_metrics=on_metrics, on_epoch_end=checkpoint, should_stop=stop)
+        result = trainer.fit(on_metrics=on_metrics, on_epoch_end=schedule.epoch_ended, should_stop=stop)
     finally:
         monitor.close()
     if stop.reason == "lease_lost":
@@ -363,6 +365,8 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: R
         )
         log.info("run %s succeeded: test error %.4f (scan)", run_id, result.test_error_scan)
         return "succeeded"
+    if stop.reason in ("cancelled", "pruned"):  # its stored model: no older than its last epoch end
+        schedule.catch_up(trainer)
     if stop.reason == "cancelled":
         end_attempt("cancelled")
         log.info("run %s cancelled at step %d", run_id, result.steps)
@@ -378,7 +382,7 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: R
         log.info("run %s pruned at epoch %s", run_id, pruning.pruned_at)
         return "cancelled"
     # Shutting down: save where we are (mid-epoch states resume exactly) and hand the run back.
-    checkpoint(trainer)
+    schedule.save(trainer)
     end_attempt("queued", reason=f"worker {name} shut down")
     waits("sending its task back to the queue", lambda: context.enqueue(run_id))
     log.info("run %s handed back to the queue at step %d", run_id, result.steps)

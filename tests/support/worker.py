@@ -73,6 +73,7 @@ def start_worker(
     lease_ttl_s: float | None = None,
     heartbeat_interval_s: float | None = None,
     metrics_every_steps: int | None = None,
+    checkpoint_interval_s: float | None = None,
     torch_threads: int | None = 1,
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 90,
@@ -88,6 +89,7 @@ def start_worker(
         ("FF_LEASE_TTL_S", lease_ttl_s),
         ("FF_HEARTBEAT_INTERVAL_S", heartbeat_interval_s),
         ("FF_METRICS_EVERY_STEPS", metrics_every_steps),
+        ("FF_CHECKPOINT_INTERVAL_S", checkpoint_interval_s),
     ):
         if value is not None:
             child_env[var] = str(value)
