@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import ModelCacheDep, RunId, SettingsDep, StoreDep, run_not_found
+from api.deps import RunId, StoreDep, checked_run_id, run_not_found
 from api.errors import describe_validation_errors
 from api.images import decode_uploaded_digit
-from api.inference import NoModelError, UnreadableModelError
+from api.inference import ModelCache, NoModelError, UnreadableModelError
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_picture
 from fflab.settings import Settings
+from fflab.store.runs import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ async def read_digit(request: Request, settings: Settings, dataset: str = "mnist
     summary="Predict a digit with a run's model",
 )
 async def predict_digit(
-    run_id: RunId, request: Request, store: StoreDep, settings: SettingsDep, model_cache: ModelCacheDep
+    run_id: Annotated[str, Path(description="The run's id (12 hexadecimal digits).")], request: Request
 ) -> PredictionOut:
     """Send 28x28 pixel values (JSON, used as given unless `preprocess` is true) or a PNG or JPEG picture
     of up to FF_MAX_IMAGE_PIXELS pixels (multipart, always preprocessed as the model's data set was:
@@ -119,7 +121,15 @@ async def predict_digit(
     Answers the label scan's prediction, the goodness of every layer under every label, the softmax
     head's probabilities and the 28x28 image the model saw. A running run answers with its latest
     checkpoint (saved at every epoch end)."""
-    found = await store.model_status_async(request.app.state.async_redis, run_id)
+    # What api.deps's dependencies would give, taken here on the event loop: FastAPI runs a plain-def
+    # dependency in its thread pool, and those round trips (a thread wake-up each way) cost a
+    # prediction more CPU than anything but the forward pass (bench/predict_load.py, issue 17).
+    checked_run_id(run_id)
+    state = request.app.state
+    store: RunStore = state.store
+    settings: Settings = state.settings
+    model_cache: ModelCache = state.model_cache
+    found = await store.model_status_async(state.async_redis, run_id)
     if found is None:
         raise run_not_found(run_id)
     status, has_model, updated_at = found

@@ -220,7 +220,12 @@ def test_runs_without_a_model_get_409_and_unknown_runs_404(client: TestClient, s
     assert no_model.status_code == 409
     assert "has no model yet (status queued)" in no_model.json()["detail"]
     assert client.get(f"{API}/runs/{queued}/model").status_code == 409
-    assert client.post(f"{API}/runs/unknown/predict", json=digit).status_code == 404
+    unknown = client.post(f"{API}/runs/unknown/predict", json=digit)
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "run 'unknown' not found"
+    # An id of the right form that names no run, and one that could name another Redis key.
+    assert client.post(f"{API}/runs/{'0' * 12}/predict", json=digit).status_code == 404
+    colon = client.post(f"{API}/runs/{queued}:metrics/predict", json=digit)
+    assert colon.status_code == 404 and colon.json()["detail"] == f"run '{queued}:metrics' not found"
 
 
 def test_a_running_run_answers_from_its_latest_checkpoint(client: TestClient, store: TestStore) -> None:
