@@ -107,6 +107,7 @@ def test_an_attempt_that_redis_cannot_serve_for_long_gives_the_run_back(own_redi
         metrics_every_steps=2,
         lease_ttl_s=2,
         heartbeat_interval_s=0.2,
+        checkpoint_interval_s=0,  # the OOM is met at the next epoch end's checkpoint: don't wait 10 s for it
     )
     store = TestStore.from_url(own_redis.url)
     enqueued: list[str] = []
