@@ -13,9 +13,10 @@ import time
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.support.browser import launch_chromium
-from tests.support.paths import REPO
+from tests.support.paths import REPO, load_script
 from tests.support.stack import start_stack
 from tests.support.waiting import wait_for
 
@@ -110,6 +111,13 @@ def test_train_watch_and_draw_in_a_browser(tmp_path, mnist_dir):
             expect(page.get_by_text("Final test error")).to_be_visible()
             assert page.evaluate("window.__same_page === true")
             screenshot(page, "live-finished", height=1700)
+            # scripts/live_screenshot.py, which takes the README's first picture, pictures the same page.
+            picture = SCREENSHOTS / "live-finished-script.png"
+            picture.unlink(missing_ok=True)
+            take_picture = load_script("live_screenshot").take
+            take_picture(browser, stack.dashboard_url, run["id"], picture, timeout_s=60)
+            with Image.open(picture) as taken:
+                assert taken.size == (1400, 1700)
 
             # Draw: a "1" with the mouse, then the label the page shows.
             page.get_by_role("link", name="Draw").click()

@@ -1,7 +1,6 @@
 """ffcore.sweep: experiments run here with tiny real trainings, and `python -m ffcore sweep`."""
 
 import csv
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -14,7 +13,7 @@ from ffcore.cli import build_parser
 from ffcore.experiment import ExperimentSpec
 from ffcore.experiment_table import ERRORS
 from ffcore.sweep import run_sweep
-from tests.support.paths import REPO
+from tests.support.paths import REPO, load_script
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -291,9 +290,7 @@ def test_a_sweep_resumes_with_another_device_option(mnist_slice, tmp_path, monke
 
 
 def test_a_packaged_curve_drops_the_evaluations_a_dead_attempt_logged_past_its_checkpoint():
-    spec = importlib.util.spec_from_file_location("sweep_result", REPO / "scripts" / "sweep_result.py")
-    sweep_result = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep_result)
+    sweep_result = load_script("sweep_result")
     records = [
         {"id": "1-0", "kind": "eval", "split": "val", "step": 50, "error_scan": 0.5},
         {"id": "2-0", "kind": "train", "step": 60},
