@@ -6,6 +6,8 @@ models. A cached model is reused while the model stored in Redis is the same one
 compares the run record's `updated_at` with the one seen when the model was last confirmed, and
 only when it moved (a running run saves a new model at every epoch end) compares the stored
 model's SHA-1, computed inside Redis (fflab.store.runs.RunStore.model_fingerprint), with the cached one.
+Concurrent requests for one run share that read of the record (`SharedReads`), each still reading
+after it arrived.
 
 Predictions run in one dedicated thread, off the event loop. Requests that arrive while a batch is
 being computed wait and go together in the next batch: one forward pass over 30 images costs far
@@ -18,8 +20,10 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 from anyio import to_thread
@@ -33,6 +37,7 @@ from fflab.store.runs import RunStore
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+Value = TypeVar("Value")
 
 
 class NoModelError(LookupError):
@@ -184,6 +189,52 @@ class ModelCache:
             log.info("model cache full (%d): dropped the model of run %s", self.size, evicted)
         log.info("loaded the model of run %s (%d bytes)", record.id, len(data))
         return entry
+
+
+class SharedReads(Generic[Value]):
+    """Concurrent reads of the same key share one round trip, and each still sees what was stored after it
+    asked: a read asked for while one is in flight waits for the next, which starts when that one ends.
+
+    Under load, requests for one run arrive in bursts (a batch of answers goes out, its clients send again);
+    the burst then costs one read of the run's record instead of one per request.
+    """
+
+    def __init__(self, read: Callable[[str], Awaitable[Value]], loop: asyncio.AbstractEventLoop):
+        self._read = read
+        self.loop = loop  # the event loop its reads and answers belong to
+        self._in_flight: dict[str, asyncio.Future[Value]] = {}
+        self._next: dict[str, asyncio.Future[Value]] = {}
+
+    async def get(self, key: str) -> Value:
+        if key in self._in_flight:  # begun before this call: its answer may predate it
+            answer = self._next.get(key)
+            if answer is None:
+                answer = self._next[key] = self.loop.create_future()
+        else:
+            answer = self.loop.create_future()
+            self._start(key, answer)
+        # A caller that is cancelled (its client went away) leaves the shared answer to the others.
+        return await asyncio.shield(answer)
+
+    def _start(self, key: str, answer: asyncio.Future[Value]) -> None:
+        self._in_flight[key] = answer
+        read = asyncio.ensure_future(self._read(key), loop=self.loop)
+        read.add_done_callback(lambda done: self._finished(key, answer, done))
+
+    def _finished(self, key: str, answer: asyncio.Future[Value], read: asyncio.Future[Value]) -> None:
+        del self._in_flight[key]
+        if read.cancelled():
+            answer.cancel()
+        elif read.exception() is not None:
+            # Every caller gets the error (a 503 when Redis is down); retrieved here too, so that no
+            # "exception never retrieved" is logged when all callers went away.
+            answer.set_exception(read.exception())
+            answer.add_done_callback(lambda failed: failed.exception())
+        else:
+            answer.set_result(read.result())
+        waiting = self._next.pop(key, None)
+        if waiting is not None:
+            self._start(key, waiting)
 
 
 def _model_step(record: RunRecord, checkpoint: Checkpoint | None) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from starlette.datastructures import UploadFile
 from api.deps import RunId, StoreDep, checked_run_id, run_not_found
 from api.errors import describe_validation_errors
 from api.images import decode_uploaded_digit
-from api.inference import ModelCache, NoModelError, UnreadableModelError
+from api.inference import ModelCache, NoModelError, SharedReads, UnreadableModelError
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_picture
@@ -58,6 +59,20 @@ def _no_model(run_id: str, status: str) -> HTTPException:
         detail=f"run {run_id!r} has no model yet (status {status}); a run stores its model at "
         "the end of every epoch",
     )
+
+
+def model_status_reads(request: Request) -> SharedReads[tuple[str, bool, float | None] | None]:
+    """The app's shared reads of runs' (status, has_model, updated_at), through its asyncio Redis client;
+    made anew for each event loop the app serves in (a test client starts one per session)."""
+    state = request.app.state
+    reads = getattr(state, "model_status_reads", None)
+    loop = asyncio.get_running_loop()
+    if reads is None or reads.loop is not loop:  # no await in between: no two of them
+        store: RunStore = state.store
+        reads = state.model_status_reads = SharedReads(
+            lambda run_id: store.model_status_async(state.async_redis, run_id), loop
+        )
+    return reads
 
 
 async def read_digit(request: Request, settings: Settings, dataset: str = "mnist") -> np.ndarray:
@@ -126,10 +141,9 @@ async def predict_digit(
     # prediction more CPU than anything but the forward pass (bench/predict_load.py, issue 17).
     checked_run_id(run_id)
     state = request.app.state
-    store: RunStore = state.store
     settings: Settings = state.settings
     model_cache: ModelCache = state.model_cache
-    found = await store.model_status_async(state.async_redis, run_id)
+    found = await model_status_reads(request).get(run_id)
     if found is None:
         raise run_not_found(run_id)
     status, has_model, updated_at = found
