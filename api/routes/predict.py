@@ -137,8 +137,8 @@ async def predict_digit(
     head's probabilities and the 28x28 image the model saw. A running run answers with its latest
     checkpoint (saved at every epoch end)."""
     # What api.deps's dependencies would give, taken here on the event loop: FastAPI runs a plain-def
-    # dependency in its thread pool, and those round trips (a thread wake-up each way) cost a
-    # prediction more CPU than anything but the forward pass (bench/predict_load.py, issue 17).
+    # dependency in its thread pool, and each such round trip (a thread wake-up each way) cost more CPU
+    # than validating the 784 pixels (profiled under bench/predict_load.py, issue 17).
     checked_run_id(run_id)
     state = request.app.state
     settings: Settings = state.settings
