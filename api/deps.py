@@ -36,13 +36,25 @@ def experiment_not_found(experiment_id: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"experiment {experiment_id[:100]!r} not found")
 
 
-def checked_run_id(run_id: Annotated[str, Path(description="The run's id (12 hexadecimal digits).")]) -> str:
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it can name a run; else the 404 of a run that does not exist."""
     if not ID_PATTERN.fullmatch(run_id):
         raise run_not_found(run_id)
     return run_id
 
 
-def checked_experiment_id(
+# The dependencies below do no I/O, so they are `async def`: FastAPI runs a plain `def` dependency in its
+# thread pool, a thread round trip per request that cost more CPU than they do (profiled on /predict under
+# bench/predict_load.py, issue 17).
+
+
+async def checked_run_id(
+    run_id: Annotated[str, Path(description="The run's id (12 hexadecimal digits).")],
+) -> str:
+    return check_run_id(run_id)
+
+
+async def checked_experiment_id(
     experiment_id: Annotated[str, Path(description="The experiment's id (12 hexadecimal digits).")],
 ) -> str:
     if not ID_PATTERN.fullmatch(experiment_id):
@@ -50,19 +62,19 @@ def checked_experiment_id(
     return experiment_id
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> RunStore:
+async def get_store(request: Request) -> RunStore:
     return request.app.state.store
 
 
-def get_experiments(request: Request) -> ExperimentStore:
+async def get_experiments(request: Request) -> ExperimentStore:
     return request.app.state.experiments
 
 
-def get_workers(request: Request) -> WorkerRegistry:
+async def get_workers(request: Request) -> WorkerRegistry:
     return request.app.state.workers
 
 
@@ -74,7 +86,7 @@ def get_celery(request: Request) -> Celery:
     return state.celery
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
@@ -109,7 +121,7 @@ def can_read(settings: Settings, x_api_key: str | None) -> bool:
     return any(_matches(x_api_key, key) for key in (settings.read_key, settings.api_key) if key)
 
 
-def require_api_key(
+async def require_api_key(
     settings: Annotated[Settings, Depends(get_settings)], x_api_key: ApiKeyHeader = None
 ) -> None:
     """Refuse a changing request without X-API-Key equal to FF_API_KEY when the server has one; the read
@@ -121,7 +133,7 @@ def require_api_key(
         )
 
 
-def require_read_key(
+async def require_read_key(
     settings: Annotated[Settings, Depends(get_settings)], x_api_key: ApiKeyHeader = None
 ) -> None:
     """Refuse any request under /api/v1 but the probes without X-API-Key equal to FF_READ_KEY or FF_API_KEY,

@@ -4,7 +4,7 @@ Loading a model (fetch the safetensors bytes from Redis, build the network) cost
 milliseconds, so each run's model is loaded once and kept, up to `Settings.model_cache_size`
 models. A cached model is reused while the model stored in Redis is the same one: each request
 compares the run record's `updated_at` with the one seen when the model was last confirmed, and
-only when it moved (a running run saves a new model at every epoch end) compares the stored
+only when it moved (a running run saves a new model at epoch ends) compares the stored
 model's SHA-1, computed inside Redis (fflab.store.runs.RunStore.model_fingerprint), with the cached one.
 Concurrent requests for one run share that read of the record (`SharedReads`), each still reading
 after it arrived.

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import RunId, StoreDep, checked_run_id, run_not_found
+from api.deps import RunId, StoreDep, check_run_id, run_not_found
 from api.errors import describe_validation_errors
 from api.images import decode_uploaded_digit
 from api.inference import ModelCache, NoModelError, SharedReads, UnreadableModelError
@@ -135,11 +135,11 @@ async def predict_digit(
     trimmed, fitted into 28x28 and centred).
     Answers the label scan's prediction, the goodness of every layer under every label, the softmax
     head's probabilities and the 28x28 image the model saw. A running run answers with its latest
-    checkpoint (saved at every epoch end)."""
+    checkpoint (saved at epoch ends, at most FF_CHECKPOINT_INTERVAL_S apart)."""
     # What api.deps's dependencies would give, taken here on the event loop: FastAPI runs a plain-def
     # dependency in its thread pool, and each such round trip (a thread wake-up each way) cost more CPU
     # than validating the 784 pixels (profiled under bench/predict_load.py, issue 17).
-    checked_run_id(run_id)
+    check_run_id(run_id)
     state = request.app.state
     settings: Settings = state.settings
     model_cache: ModelCache = state.model_cache
