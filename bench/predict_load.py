@@ -9,7 +9,7 @@ body, digits from the MNIST test set when the data set is found (else random str
 - png: the same digits as the dashboard's drawing canvas sends them, a 280x280 RGBA PNG (white ink
   on a transparent background) uploaded as multipart/form-data and preprocessed by the server.
 
-For each kind, two phases:
+For each kind, two phases, each run --repeats times (closed, open, closed, open, ...):
 
 - closed loop: --clients clients, each sending its next request when the last one answered, for
   --duration seconds: the throughput the server sustains and the latency at that load;
@@ -20,8 +20,13 @@ Each phase also records the server's CPU time per answered prediction (all its t
 machine's other load hardly changes, unlike throughput) and the load generator's own. The load
 generator runs on the same machine as the server, so they share its cores.
 
+Every answer of every phase is checked against the answer for the very image its request sent,
+computed beforehand with the stored model (bench._predict_bodies): batched concurrent requests must
+never swap answers. A phase's `wrong_answers` counts those that differ, and the bench exits non-zero
+(after writing its result) if any does.
+
     .venv/bin/python -m bench.predict_load
-    .venv/bin/python -m bench.predict_load --kinds json --clients 32 --rate 300 --duration 20
+    .venv/bin/python -m bench.predict_load --kinds json --clients 32 --rate 300 --duration 20 --repeats 3
 
 Prints the figures and writes bench/results/predict_load.json (or --out).
 """
@@ -30,35 +35,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import logging
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import torch
-from PIL import Image
 
+from bench._predict_bodies import (
+    ATOL,
+    CANVAS_SIZE,
+    CONTENT_TYPES,
+    FIELDS,
+    RTOL,
+    check_separable,
+    count_wrong_answers,
+    digit_payloads,
+    expected_answers,
+    png_payloads,
+)
 from bench._provenance import load_average, provenance
 from ffcore.checkpoint import save_model
 from ffcore.config import RunConfig
 from ffcore.model import FFNetwork
 from tests.support.api import start_api
-from tests.support.mnist import mnist_test_images
 from tests.support.paths import REPO
 from tests.support.redis_server import redis_server
-from tests.support.settings import TestSettings
 from tests.support.store import TestStore
 
 log = logging.getLogger("predict_load")
 RESULTS = REPO / "bench" / "results" / "predict_load.json"
 KINDS = ("json", "png")
-CANVAS_SIZE = 280  # the dashboard's drawing canvas (dashboard.views.draw.CANVAS_SIZE)
-BOUNDARY = "predictloadboundary"
 GOAL = ">= 500 predictions/s closed loop (16 clients) and p99 < 50 ms at 300 requests/s offered, JSON and PNG"
 
 
@@ -72,47 +83,6 @@ def seed_model_run(redis_url: str) -> str:
     store.save_model(run_id, save_model(model, config))
     store.set_status(run_id, "succeeded", progress=1.0)
     return run_id
-
-
-def digit_images(count: int) -> np.ndarray:
-    """`count` digits, float (count, 28, 28) in [0, 1]: MNIST test images if present, else random strokes."""
-    data_dir = TestSettings().data_root  # FF_TEST_DATA_DIR, else ../shared/datasets
-    if (data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file():
-        return mnist_test_images(str(data_dir), count) / 255.0
-    rng = np.random.default_rng(0)
-    return (rng.random((count, 28, 28)) > 0.85).astype(np.float64)
-
-
-def digit_payloads(count: int) -> list[bytes]:
-    """JSON bodies of `count` digits (see digit_images)."""
-    return [json.dumps({"image": np.round(image, 3).tolist()}).encode() for image in digit_images(count)]
-
-
-def canvas_png(image: np.ndarray) -> bytes:
-    """A 28x28 digit as the drawing canvas would send it: 280x280 RGBA, white ink whose opacity is the ink."""
-    ink = Image.fromarray(np.round(image * 255).astype(np.uint8)).resize(
-        (CANVAS_SIZE, CANVAS_SIZE), Image.Resampling.BILINEAR
-    )
-    canvas = Image.new("RGBA", ink.size, (255, 255, 255, 0))
-    canvas.putalpha(ink)
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def png_payloads(count: int) -> list[bytes]:
-    """multipart/form-data bodies (boundary BOUNDARY) uploading `count` canvas PNGs in the field 'image'."""
-    bodies = []
-    for image in digit_images(count):
-        head = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="canvas.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        )
-        bodies.append(head.encode() + canvas_png(image) + f"\r\n--{BOUNDARY}--\r\n".encode())
-    return bodies
-
-
-CONTENT_TYPES = {"json": "application/json", "png": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
 def process_cpu_s(pid: int) -> float:
@@ -149,7 +119,8 @@ class RawHttpConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, body: bytes) -> int:
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        """The response's status and body."""
         try:
             return await self._post_once(body)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -159,7 +130,7 @@ class RawHttpConnection:
             self.reader = self.writer = None
             return await self._post_once(body)
 
-    async def _post_once(self, body: bytes) -> int:
+    async def _post_once(self, body: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -174,8 +145,7 @@ class RawHttpConnection:
         for line in headers.split(b"\r\n"):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":", 1)[1])
-        await self.reader.readexactly(length)
-        return status
+        return status, await self.reader.readexactly(length)
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -183,8 +153,15 @@ class RawHttpConnection:
 
 
 async def closed_loop(
-    url: str, payloads: list[bytes], clients: int, duration_s: float, kind: str = "json"
+    url: str,
+    payloads: list[bytes],
+    clients: int,
+    duration_s: float,
+    kind: str,
+    answers: list[tuple[int, bytes]],
 ) -> dict:
+    """Appends each answered request's (payload index, response body) to `answers`, to be checked after
+    the phase: parsing them during it would add to the load generator's CPU."""
     host, port, path = _split(url)
     latencies: list[float] = []
     errors = 0
@@ -196,8 +173,10 @@ async def closed_loop(
         i = index
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            if await connection.post(payloads[i % len(payloads)]) == 200:
+            status, answer = await connection.post(payloads[i % len(payloads)])
+            if status == 200:
                 latencies.append(time.perf_counter() - started)
+                answers.append((i % len(payloads), answer))
             else:
                 errors += 1
             i += clients
@@ -209,9 +188,15 @@ async def closed_loop(
 
 
 async def open_loop(
-    url: str, payloads: list[bytes], rate: float, duration_s: float, kind: str = "json"
+    url: str,
+    payloads: list[bytes],
+    rate: float,
+    duration_s: float,
+    kind: str,
+    answers: list[tuple[int, bytes]],
 ) -> dict:
-    """Requests due at a fixed rate; each goes out on an idle connection (a new one when all are busy)."""
+    """Requests due at a fixed rate; each goes out on an idle connection (a new one when all are busy).
+    Collects the answers as closed_loop does."""
     host, port, path = _split(url)
     latencies: list[float] = []
     errors = 0
@@ -220,10 +205,11 @@ async def open_loop(
     async def one(i: int, scheduled: float) -> None:
         nonlocal errors
         connection = idle.pop() if idle else RawHttpConnection(host, port, path, CONTENT_TYPES[kind])
-        status = await connection.post(payloads[i % len(payloads)])
+        status, answer = await connection.post(payloads[i % len(payloads)])
         # Latency from when the request was due: a late start (generator busy) counts too.
         if status == 200:
             latencies.append(time.perf_counter() - scheduled)
+            answers.append((i % len(payloads), answer))
         else:
             errors += 1
         idle.append(connection)
@@ -263,22 +249,47 @@ def with_cpu(server_pid: int, run) -> dict:
     return figures
 
 
+def checked_phase(server_pid: int, expected: dict, phase) -> dict:
+    """One phase (`phase(answers)`: a coroutine giving its figures and collecting (payload index, response
+    body) pairs) with with_cpu's figures and how many answers are not the one for the image their request
+    sent, counted after the phase so as not to add to the load generator's CPU."""
+    answers: list[tuple[int, bytes]] = []
+    figures = with_cpu(server_pid, lambda: asyncio.run(phase(answers)))
+    return figures | {"wrong_answers": count_wrong_answers(answers, expected)}
+
+
 def measure_kind(
-    url: str, server_pid: int, kind: str, payloads: list[bytes], args: argparse.Namespace
+    url: str, server_pid: int, kind: str, payloads: list[bytes], expected: dict, args: argparse.Namespace
 ) -> dict:
+    """The kind's warm-up, then --repeats rounds of a closed and an open loop phase, every answer checked."""
     warm = httpx.post(url, content=payloads[0], headers={"content-type": CONTENT_TYPES[kind]}, timeout=60)
     warm.raise_for_status()
-    assert len(warm.json()["goodness"][0]) == 3
-    asyncio.run(closed_loop(url, payloads, args.clients, 2.0, kind))  # warm up connections and caches
-    log.info("%s closed loop: %d clients for %.0f s", kind, args.clients, args.duration)
-    closed = with_cpu(
-        server_pid, lambda: asyncio.run(closed_loop(url, payloads, args.clients, args.duration, kind))
+    warm_answers = [(0, warm.content)]
+    asyncio.run(closed_loop(url, payloads, args.clients, 2.0, kind, warm_answers))  # connections, caches
+    warm_up = {"requests": len(warm_answers), "wrong_answers": count_wrong_answers(warm_answers, expected)}
+    phases = {
+        "closed_loop": lambda answers: closed_loop(url, payloads, args.clients, args.duration, kind, answers),
+        "open_loop": lambda answers: open_loop(url, payloads, args.rate, args.duration, kind, answers),
+    }
+    figures: dict = {"warm_up": warm_up} | {name: [] for name in phases}
+    for repeat in range(1, args.repeats + 1):
+        for name, phase in phases.items():
+            log.info("%s %s %d/%d for %.0f s", kind, name, repeat, args.repeats, args.duration)
+            figures[name].append(checked_phase(server_pid, expected, phase))
+    return figures
+
+
+def phase_line(kind: str, name: str, repeat: int, phase: dict) -> str:
+    load = (
+        f"{phase['clients']} clients" if "clients" in phase else f"{phase['target_rate_per_s']:.0f}/s offered"
     )
-    log.info("%s open loop: %.0f requests/s for %.0f s", kind, args.rate, args.duration)
-    opened = with_cpu(
-        server_pid, lambda: asyncio.run(open_loop(url, payloads, args.rate, args.duration, kind))
+    return (
+        f"{kind:4s} {name:11s} #{repeat} ({load}): {phase['predictions_per_s']:7.1f} predictions/s, "
+        f"p50 {phase['p50_ms']:.1f} ms, p90 {phase['p90_ms']:.1f} ms, p99 {phase['p99_ms']:.1f} ms, "
+        f"max {phase['max_ms']:.1f} ms, errors {phase['errors']}, wrong answers {phase['wrong_answers']}; "
+        f"server CPU {phase['server_cpu_ms_per_prediction']:.2f} ms/prediction, load generator "
+        f"{phase['client_cpu_ms_per_prediction']:.2f} ms"
     )
-    return {"closed_loop": closed, "open_loop": opened}
 
 
 def main() -> None:
@@ -286,24 +297,43 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in the closed loop")
     parser.add_argument("--rate", type=float, default=300.0, help="requests per second in the open loop")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds each phase runs")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="times each phase runs (closed, open, closed, ...)"
+    )
     parser.add_argument("--kinds", default=",".join(KINDS), help="bodies to send, comma-separated: json, png")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON result")
     args = parser.parse_args()
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
     if unknown := set(kinds) - set(KINDS):
         parser.error(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would skew the client
-    payloads = {"json": digit_payloads, "png": png_payloads}
+    make_payloads = {"json": digit_payloads, "png": png_payloads}
     figures: dict[str, dict] = {}
     with redis_server() as redis_url, start_api(redis_url) as api:
         log.info("API up at %s", api.url)
-        url = f"{api.base_url}/runs/{seed_model_run(redis_url)}/predict"
+        run_id = seed_model_run(redis_url)
+        url = f"{api.base_url}/runs/{run_id}/predict"
+        model_bytes = TestStore.from_url(redis_url).load_model(run_id)  # what the server will load
+        payloads = {kind: make_payloads[kind](500) for kind in kinds}
+        expected = {kind: expected_answers(model_bytes, kind, payloads[kind]) for kind in kinds}
+        for kind in kinds:
+            check_separable(payloads[kind], expected[kind])
+        log.info(
+            "expected answers computed for %s", ", ".join(f"{len(payloads[k])} {k} bodies" for k in kinds)
+        )
         load_before = load_average()
         for kind in kinds:
-            figures[kind] = measure_kind(url, api.process.pid, kind, payloads[kind](500), args)
+            figures[kind] = measure_kind(url, api.process.pid, kind, payloads[kind], expected[kind], args)
 
+    # Every answer checked: the warm-ups' and each phase's (per kind: closed_loop, open_loop lists).
+    counts = [figures[kind]["warm_up"] for kind in kinds] + [
+        phase for kind in kinds for name in ("closed_loop", "open_loop") for phase in figures[kind][name]
+    ]
+    checked, wrong = sum(c["requests"] for c in counts), sum(c["wrong_answers"] for c in counts)
     result = {
         "benchmark": "predict_load",
         "model": "3x1000 (untrained; ffcore.save_model)",
@@ -311,6 +341,12 @@ def main() -> None:
             "json": "28x28 MNIST test digits as JSON pixel values (three decimals)",
             "png": f"the same digits as {CANVAS_SIZE}x{CANVAS_SIZE} RGBA canvas PNGs, multipart/form-data",
         },
+        "repeats": args.repeats,
+        "answer_check": "every answer (warm-up and phases) against the one for the image its request sent, "
+        f"computed with the stored model: {', '.join(FIELDS)} within rtol {RTOL:g}, atol {ATOL:g} "
+        "(bench/_predict_bodies.py)",
+        "answers_checked": checked,
+        "wrong_answers": wrong,
         **figures,
         "goal": GOAL,
         **provenance(load_before),
@@ -318,26 +354,16 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for kind in kinds:
-        for name, phase in (
-            ("closed loop", figures[kind]["closed_loop"]),
-            ("open loop", figures[kind]["open_loop"]),
-        ):
-            load = (
-                f"{phase['clients']} clients"
-                if "clients" in phase
-                else f"{phase['target_rate_per_s']:.0f}/s offered"
-            )
-            print(
-                f"{kind:4s} {name:11s} ({load}): {phase['predictions_per_s']:7.1f} predictions/s, "
-                f"p50 {phase['p50_ms']:.1f} ms, p90 {phase['p90_ms']:.1f} ms, p99 {phase['p99_ms']:.1f} ms, "
-                f"max {phase['max_ms']:.1f} ms, errors {phase['errors']}; server CPU "
-                f"{phase['server_cpu_ms_per_prediction']:.2f} ms/prediction, load generator "
-                f"{phase['client_cpu_ms_per_prediction']:.2f} ms"
-            )
+        for repeat in range(args.repeats):
+            for name in ("closed_loop", "open_loop"):
+                print(phase_line(kind, name.replace("_", " "), repeat + 1, figures[kind][name][repeat]))
     machine = result["machine"]
     before, after = machine["load_average_before"][0], machine["load_average_after"][0]
     print(f"load average (1 min) before/after: {before:.1f} / {after:.1f} on {machine['cpus']} CPUs")
+    print(f"answers checked against their own image's: {checked}, wrong: {wrong}")
     print(f"wrote {args.out}")
+    if wrong:
+        sys.exit(f"{wrong} answers were not the answer to the image their request sent")
 
 
 if __name__ == "__main__":
