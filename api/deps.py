@@ -36,13 +36,6 @@ def experiment_not_found(experiment_id: str) -> HTTPException:
     return HTTPException(status_code=404, detail=f"experiment {experiment_id[:100]!r} not found")
 
 
-def check_run_id(run_id: str) -> str:
-    """`run_id` if it can name a run; else the 404 of a run that does not exist."""
-    if not ID_PATTERN.fullmatch(run_id):
-        raise run_not_found(run_id)
-    return run_id
-
-
 # The dependencies below do no I/O, so they are `async def`: FastAPI runs a plain `def` dependency in its
 # thread pool, a thread round trip per request that cost more CPU than they do (profiled on /predict under
 # bench/predict_load.py, issue 17).
@@ -51,7 +44,9 @@ def check_run_id(run_id: str) -> str:
 async def checked_run_id(
     run_id: Annotated[str, Path(description="The run's id (12 hexadecimal digits).")],
 ) -> str:
-    return check_run_id(run_id)
+    if not ID_PATTERN.fullmatch(run_id):
+        raise run_not_found(run_id)
+    return run_id
 
 
 async def checked_experiment_id(

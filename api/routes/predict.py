@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import RunId, StoreDep, check_run_id, run_not_found
+from api.deps import ModelCacheDep, RunId, SettingsDep, StoreDep, run_not_found
 from api.errors import describe_validation_errors
 from api.images import decode_uploaded_digit
-from api.inference import ModelCache, NoModelError, SharedReads, UnreadableModelError
+from api.inference import NoModelError, SharedReads, UnreadableModelError
 from api.routes.runs import NOT_FOUND, get_run_or_404
 from api.schemas import ErrorOut, PredictionOut, PredictRequest
 from ffcore.images import EmptyImageError, preprocess_picture
@@ -127,7 +126,7 @@ async def read_digit(request: Request, settings: Settings, dataset: str = "mnist
     summary="Predict a digit with a run's model",
 )
 async def predict_digit(
-    run_id: Annotated[str, Path(description="The run's id (12 hexadecimal digits).")], request: Request
+    run_id: RunId, request: Request, settings: SettingsDep, model_cache: ModelCacheDep
 ) -> PredictionOut:
     """Send 28x28 pixel values (JSON, used as given unless `preprocess` is true) or a PNG or JPEG picture
     of up to FF_MAX_IMAGE_PIXELS pixels (multipart, always preprocessed as the model's data set was:
@@ -136,13 +135,6 @@ async def predict_digit(
     Answers the label scan's prediction, the goodness of every layer under every label, the softmax
     head's probabilities and the 28x28 image the model saw. A running run answers with its latest
     checkpoint (saved at epoch ends, at most FF_CHECKPOINT_INTERVAL_S apart)."""
-    # What api.deps's dependencies would give, taken here on the event loop: FastAPI runs a plain-def
-    # dependency in its thread pool, and each such round trip (a thread wake-up each way) cost more CPU
-    # than validating the 784 pixels (profiled under bench/predict_load.py, issue 17).
-    check_run_id(run_id)
-    state = request.app.state
-    settings: Settings = state.settings
-    model_cache: ModelCache = state.model_cache
     found = await model_status_reads(request).get(run_id)
     if found is None:
         raise run_not_found(run_id)
