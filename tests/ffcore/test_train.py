@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from ffcore import DivergedError, RunConfig, Trainer, load_training_state, save_training_state
 from ffcore.data import Dataset, Split, shift_images
-from ffcore.model import embed_labels, rms_normalize
+from ffcore.model import FirstLayerInput, embed_labels, rms_normalize
 from ffcore.train import lr_factor
 
 
@@ -133,6 +133,30 @@ def test_shift_images_moves_the_digit_and_fills_with_background():
     assert torch.equal((shifted == 5.0).sum(dim=(1, 2)), torch.full((200,), 16))  # never cut off
     rows = (shifted == 5.0).nonzero()[:, 1].view(200, 16).min(dim=1).values
     assert set(rows.tolist()) == {8, 9, 10, 11, 12}  # every offset in -2..2 occurs
+
+
+def test_jitter_shifts_the_picture_but_never_the_label_pixels(monkeypatch):
+    # Ink along the top rows, where the ten label pixels live: shifts carry it into them.
+    images = torch.zeros(200, 28, 28)
+    images[:, 0:3, 0:14] = 1.0
+    labels = torch.arange(200) % 10
+    split = Split(images.reshape(200, 784), labels)
+    trainer = Trainer(RunConfig(device="cpu", hidden=[20, 20], epochs=1, jitter=2), Dataset("mnist", split, None, split))
+    seen = []
+    step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda x, y: seen.append((x, y)) or step(x, y))
+    trainer.fit()
+
+    shifted = torch.cat([x for x, _ in seen])
+    ink_in_label_pixels = shifted[:, :10].sum(dim=1)
+    assert len(seen) == 2 and len(ink_in_label_pixels.unique()) > 2  # shifts moved ink in and out of them
+    weight = trainer.model.layers[0].weight.detach()
+    for x, y in seen:  # what the first layer is given: the label exactly, wherever the shift put the ink
+        embedded = embed_labels(x, y)
+        assert torch.equal(embedded[:, :10], F.one_hot(y, 10).float())
+        assert torch.equal(embedded[:, 10:], x[:, 10:])
+        expected = rms_normalize(embedded) @ weight.T
+        assert torch.allclose(FirstLayerInput(x, weight).one_hot(y), expected, atol=1e-5)
 
 
 def test_metrics_records_cover_every_layer(mnist_slice):
