@@ -141,7 +141,8 @@ def test_jitter_shifts_the_picture_but_never_the_label_pixels(monkeypatch):
     images[:, 0:3, 0:14] = 1.0
     labels = torch.arange(200) % 10
     split = Split(images.reshape(200, 784), labels)
-    trainer = Trainer(RunConfig(device="cpu", hidden=[20, 20], epochs=1, jitter=2), Dataset("mnist", split, None, split))
+    config = RunConfig(device="cpu", hidden=[20, 20], epochs=1, jitter=2)
+    trainer = Trainer(config, Dataset("mnist", split, None, split))
     seen = []
     step = trainer.train_step
     monkeypatch.setattr(trainer, "train_step", lambda x, y: seen.append((x, y)) or step(x, y))
