@@ -2,12 +2,15 @@
 
 A worker renews the lease of the run it trains every `heartbeat_interval_s`. When a worker dies
 (SIGKILL, a lost machine), the lease expires after `lease_ttl_s` while the run still says
-`running`. Every worker's reaper looks for such runs, puts them back to `queued` and enqueues them
-again (to the queue of the device they ask for: worker.routing); whichever worker takes the task
-resumes the run from its last checkpoint. A run that has
-lost its worker `max_attempts` times (FF_MAX_ATTEMPTS) ends failed instead: it may be what kills
-them. The check and the status change happen in one Redis script, so two reapers never requeue a
-run twice, and a run a worker has just claimed is never touched.
+`running`; so it does when a worker gave up on Redis and Redis refused even its hand-back
+(worker.training). Every worker's reaper looks for such runs, puts them back to `queued` and enqueues
+them again (to the queue of the device they ask for: worker.routing); whichever worker takes the task
+resumes the run from its last checkpoint. Each such loss counts against the attempt cap
+(FF_MAX_ATTEMPTS, with the hand-backs of attempts that gave up on Redis: fflab.store.attempt_cap): the
+failed attempt that reaches it ends the run failed instead, saying how its attempts ended (the run
+may be what kills its workers). The check, the count and the status change happen in one Redis
+script, so two reapers never requeue a run twice, and a run a worker has just claimed is never
+touched.
 
 The reaper also re-sends the task of a run that has been `queued` for a while with no message in the
 broker (lost between a worker taking it and claiming the run, or in a Redis crash's last second); a
@@ -21,7 +24,8 @@ import logging
 from collections.abc import Callable
 
 from fflab.queue import pending_run_ids
-from fflab.store.attempts import DEFAULT_MAX_LOST, AttemptStore
+from fflab.store.attempt_cap import DEFAULT_MAX_ATTEMPTS
+from fflab.store.attempts import AttemptStore
 from worker.retention import Expired, Retention
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,7 @@ class Reaper:
         attempts: AttemptStore,
         enqueue: Callable[[str], None],
         worker_name: str,
-        max_attempts: int = DEFAULT_MAX_LOST,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retention: Retention | None = None,
     ):
         self.attempts = attempts
@@ -67,12 +71,15 @@ class Reaper:
         for run_id in self.attempts.running_run_ids():
             if self.attempts.lease_owner(run_id) is not None:
                 continue  # cheap pre-check; the script below decides
-            reason = f"lease expired (worker lost); requeued by {self.worker_name}"
+            reason = f"lease expired (worker lost), found by {self.worker_name}"
             outcome = self.attempts.requeue_if_orphaned(run_id, reason, self.max_attempts)
-            if outcome == "requeued":
+            if outcome == "queued":
                 self.enqueue(run_id)
                 log.warning("run %s lost its worker; requeued to resume from its checkpoint", run_id)
                 requeued.append(run_id)
             elif outcome == "failed":
-                log.error("run %s lost its worker %d times; it ends failed", run_id, self.max_attempts)
+                log.error(
+                    "run %s lost its worker; its %d failed attempts reach FF_MAX_ATTEMPTS: it ends failed",
+                    run_id, self.max_attempts,
+                )  # fmt: skip
         return requeued

@@ -5,9 +5,10 @@ timeout (redis.TimeoutError), restarts or fails over (redis.ConnectionError), lo
 restart (BusyLoadingError), or refuses writes when out of memory under `maxmemory` with `noeviction`
 ("OOM command not allowed", until memory is freed or the cap raised). `RedisWaits` calls a Redis
 step again after such an error, waiting 0.5 s, then twice as long each time up to 15 s, and logs what
-it waits for; after REDIS_WAIT_S (5 minutes) of trouble it gives up with RedisUnusableError (the run
-then goes back to the queue, see worker.training). Any other error (a bug, a wrong password, a lost
-lease) goes to the caller at once.
+it waits for; after REDIS_WAIT_S of trouble (FF_REDIS_WAIT_S, default 300 s) it gives up with
+RedisUnusableError. Any other error (a bug, a wrong password, a lost lease) goes to the caller at once.
+An attempt that gave up then hands its run back to the queue (`hand_back`), which counts against
+FF_MAX_ATTEMPTS: the failed attempt that reaches it ends the run failed instead.
 
 A write that timed out may still have reached Redis: every step the worker calls again is
 idempotent (see fflab.store.attempts), so that calling it twice records it once.
@@ -16,19 +17,42 @@ idempotent (see fflab.store.attempts), so that calling it twice records it once.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import redis
+
+if TYPE_CHECKING:
+    from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-REDIS_WAIT_S = 300.0  # how long one step waits for Redis to take it before the attempt gives up
+DEFAULT_REDIS_WAIT_S = 300.0
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 15.0
+
+
+def configured_wait_s(environ: Mapping[str, str] = os.environ) -> float:
+    """How long one step of a run waits for Redis to take it before the attempt gives up: FF_REDIS_WAIT_S
+    seconds (a positive number), default DEFAULT_REDIS_WAIT_S."""
+    raw = environ.get("FF_REDIS_WAIT_S", "").strip()
+    if not raw:
+        return DEFAULT_REDIS_WAIT_S
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        wait_s = math.nan
+    if not 0 < wait_s < math.inf:
+        raise ValueError(f"FF_REDIS_WAIT_S must be a positive number of seconds, got {raw!r}")
+    return wait_s
+
+
+REDIS_WAIT_S = configured_wait_s()  # the worker's (worker.context.WorkerContext.redis_wait_s)
 
 
 def passing_problem(error: BaseException) -> str | None:
@@ -54,7 +78,9 @@ class RedisUnusableError(RuntimeError):
     """Redis did not take a step of the worker's within the time it may wait."""
 
     def __init__(self, subject: str, what: str, waited_s: float, problem: str, error: BaseException):
-        super().__init__(f"{subject}: Redis {problem} for {waited_s:.0f} s while {what} ({error})")
+        # What happened, without the subject: what a run's hand-back and its error say.
+        self.detail = f"Redis {problem} for {waited_s:.0f} s while {what} ({error})"
+        super().__init__(f"{subject}: {self.detail}")
         self.what, self.waited_s, self.problem = what, waited_s, problem
 
 
@@ -95,3 +121,43 @@ class RedisWaits:
                 waited = time.monotonic() - started
                 log.info("%s: %s went through after %.1f s of waiting for Redis", self.subject, what, waited)
             return result
+
+
+def hand_back(
+    context: WorkerContext, run_id: str, why: str, waits: RedisWaits
+) -> Literal["failed", "lease_lost", "redis_unavailable"]:
+    """Give up an attempt that Redis could not serve (`why`: what Redis did) and hand the run back to
+    the queue, to resume from its last checkpoint; or, when this failed attempt reaches FF_MAX_ATTEMPTS,
+    end the run failed, saying why (one script: fflab.store.attempt_cap). What became of the run.
+
+    The hand-back waits for Redis as long again, the heartbeat keeping the lease alive meanwhile (Redis
+    out of memory still takes the renewal). If Redis takes it not even then, the lease expires and a
+    reaper requeues the run, counting the attempt as a lost worker: either way it is counted once."""
+    log.error("run %s: %s; handing the run back to the queue", run_id, why)
+    attempts, name, max_attempts = context.attempts, context.name, context.settings.max_attempts
+    at = time.time()  # the same in every try: a try that landed is recognised by it
+    try:
+        outcome = waits(
+            "handing it back to the queue", lambda: attempts.hand_back(run_id, name, why, max_attempts, at=at)
+        )
+    except Exception as error:
+        log.error(
+            "run %s: could not hand it back either (%s); its lease expires and a reaper requeues it",
+            run_id, error,
+        )  # fmt: skip
+        return "redis_unavailable"
+    if outcome is None:
+        log.warning("run %s: lease lost before it was handed back; another worker takes it up", run_id)
+        return "lease_lost"
+    if outcome == "failed":
+        log.error(
+            "run %s: its %d failed attempts reach FF_MAX_ATTEMPTS; it ends failed", run_id, max_attempts
+        )
+        return "failed"
+    try:
+        waits("sending its task back to the queue", lambda: context.enqueue(run_id))
+    except Exception as error:  # the run is queued: the reaper sends its task again
+        log.error(
+            "run %s: handed back, but its task was not sent (%s); the reaper sends it again", run_id, error
+        )
+    return "redis_unavailable"

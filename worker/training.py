@@ -8,8 +8,11 @@ workers' queue untouched (see worker.routing).
 
 Every Redis step of an attempt waits out passing trouble (a stall, a restart, Redis loading or out of
 memory; see worker.redis_waits) instead of failing the run. If Redis stays unusable for
-REDIS_WAIT_S (5 minutes), the attempt gives up and hands the run back to the queue, to resume from
-its last checkpoint; if Redis cannot take even that, the lease expires and a reaper requeues it.
+FF_REDIS_WAIT_S (5 minutes), the attempt gives up and hands the run back to the queue, to resume from
+its last checkpoint. That hand-back counts against FF_MAX_ATTEMPTS (with the lost workers): the failed
+attempt that reaches the cap ends the run failed instead, saying why (fflab.store.attempt_cap). If
+Redis cannot take even the hand-back within as long again, the lease expires and a reaper requeues the
+run, counting the attempt as a lost worker (or ends it failed at the cap).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from worker.context import WorkerContext
 from worker.progress import RunMonitor
 from worker.provenance import collect_provenance
 from worker.pruning import PruningReporter
-from worker.redis_waits import RedisUnusableError, RedisWaits, passing_problem
+from worker.redis_waits import RedisUnusableError, RedisWaits, hand_back, passing_problem
 from worker.routing import belongs_elsewhere
 
 log = logging.getLogger(__name__)
@@ -165,13 +168,11 @@ def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATA
         log.warning("run %s: lease lost; another worker takes it up", run_id)
         return "lease_lost"
     except RedisUnusableError as error:
-        _hand_back(context, run_id, str(error))
-        return "redis_unavailable"
+        return hand_back(context, run_id, error.detail, waits)
     except Exception as error:
         problem = passing_problem(error)
         if problem is not None:  # from a step no wait covers (none should be): as if it waited
-            _hand_back(context, run_id, f"run {run_id}: Redis {problem} ({error})")
-            return "redis_unavailable"
+            return hand_back(context, run_id, f"Redis {problem} ({error})", waits)
         log.exception("run %s failed", run_id)
         at, message = time.time(), describe_error(error)
         try:
@@ -222,19 +223,6 @@ def _claimer(context: WorkerContext, run_id: str, provenance: Provenance | None)
         return result
 
     return claim
-
-
-def _hand_back(context: WorkerContext, run_id: str, why: str) -> None:
-    """Give up an attempt that Redis could not serve: one try to hand the run back to the queue (it
-    resumes from its last checkpoint); failing that, its lease expires and a reaper requeues it."""
-    log.error("%s; handing the run back to the queue", why)
-    try:
-        if context.attempts.end_attempt(run_id, context.name, "queued", reason=f"{why}; handed back"):
-            context.enqueue(run_id)
-    except Exception as error:
-        log.error(
-            "run %s: Redis still unusable (%s); its lease expires and a reaper requeues it", run_id, error
-        )
 
 
 def _pruning_reporter(context: WorkerContext, record: RunRecord) -> PruningReporter | None:

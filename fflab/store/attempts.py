@@ -1,8 +1,9 @@
 """The worker's side of the run store: training attempts, fenced by the run's lease.
 
 A worker claims a run (taking its lease), streams progress, saves checkpoints and ends the attempt;
-the heartbeat renews the lease and the reaper requeues runs whose lease expired. The Lua scripts
-below make each of those steps atomic, so that two workers (or a worker and a reaper) can never
+the heartbeat renews the lease and the reaper requeues runs whose lease expired (that requeue, and the
+hand-back of a worker that gave up on Redis, count against FF_MAX_ATTEMPTS: fflab.store.attempt_cap).
+The Lua scripts make each of those steps atomic, so that two workers (or a worker and a reaper) can never
 both act on one run, and every write a worker makes while training is fenced by its lease: a
 worker that lost its lease (paused past the TTL, cut off from Redis) writes nothing.
 """
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import redis
 from pydantic import BaseModel
 
+from fflab.store.attempt_cap import AttemptCap
 from fflab.store.keys import (
     FINISHED,
     Checkpoint,
@@ -138,29 +140,6 @@ if ARGV[4] == '1' then redis.call('DEL', KEYS[4]) end
 return 1
 """
 
-# The reaper: a `running` run without a live lease lost its worker. Checking and requeueing in one
-# script means two reapers cannot both requeue it, nor requeue a run a worker has just claimed.
-# A run that has lost its worker `max_lost` times ends failed instead: it may be what kills them.
-# KEYS run, lease, metrics, state; ARGV now, maxlen, the queued event (JSON), max_lost, the failed
-# run's error, the failed event (JSON). Returns false, 'requeued' or 'failed'.
-_REQUEUE_ORPHAN = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return false end
-if redis.call('EXISTS', KEYS[2]) == 1 then return false end
-local lost = redis.call('HINCRBY', KEYS[1], 'lost_workers', 1)
-if lost >= tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'worker', '', 'error', ARGV[5], 'finished_at', ARGV[1],
-    'updated_at', ARGV[1])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[6])
-  redis.call('DEL', KEYS[4])
-  return 'failed'
-end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'updated_at', ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[3])
-return 'requeued'
-"""
-
-
-DEFAULT_MAX_LOST = 3  # Settings.max_attempts
 HISTORY_KINDS = ("status", "rewind")  # records a resumed attempt keeps
 
 
@@ -175,19 +154,17 @@ class ClaimResult(BaseModel):
     attempt: int = 0
 
 
-class AttemptStore:
-    """What a worker reads and writes while it trains runs."""
+class AttemptStore(AttemptCap):
+    """What a worker reads and writes while it trains runs (the attempt cap's part: AttemptCap)."""
 
     def __init__(self, client: redis.Redis, metrics_maxlen: int = 100_000):
-        self.redis = client
-        self.metrics_maxlen = metrics_maxlen
+        super().__init__(client, metrics_maxlen)
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
         self._claim = client.register_script(_CLAIM_RUN)
         self._publish = client.register_script(_PUBLISH_PROGRESS)
         self._checkpoint = client.register_script(_SAVE_CHECKPOINT)
         self._end_attempt = client.register_script(_END_ATTEMPT)
-        self._requeue_orphan = client.register_script(_REQUEUE_ORPHAN)
 
     # --- an attempt, from claim to end ---------------------------------------------------------
 
@@ -333,7 +310,7 @@ class AttemptStore:
             )
         )
 
-    # --- leases and the reaper -----------------------------------------------------------------
+    # --- leases, and what the reaper reads -----------------------------------------------------
 
     def renew_lease(self, run_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our lease (the heartbeat); False when it expired or another worker holds it."""
@@ -358,27 +335,3 @@ class AttemptStore:
             for run_id, (status, updated) in read_all_runs(self.redis, "status", "updated_at")
             if status == b"queued" and updated and float(updated) < cutoff
         ]
-
-    def requeue_if_orphaned(
-        self, run_id: str, reason: str, max_lost: int = DEFAULT_MAX_LOST
-    ) -> Literal["requeued", "failed"] | None:
-        """Put a `running` run whose lease expired back to `queued` ('requeued'), or, when this is the
-        `max_lost`-th time it lost its worker, end it `failed` with the reason ('failed'); None when it
-        was not orphaned."""
-        now = time.time()
-        error = (
-            f"its worker was lost {max_lost} times (FF_MAX_ATTEMPTS={max_lost}), the last time: {reason}; "
-            "the run may need more memory than a worker has, or crash it"
-        )
-        outcome = self._requeue_orphan(
-            keys=[run_key(run_id), lease_key(run_id), metrics_key(run_id), state_key(run_id)],
-            args=[
-                repr(now),
-                self.metrics_maxlen,
-                json.dumps(status_event("queued", now, reason=reason)),
-                max_lost,
-                error,
-                json.dumps(status_event("failed", now, error=error)),
-            ],
-        )
-        return outcome.decode() if outcome else None  # type: ignore[return-value]

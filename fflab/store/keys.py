@@ -173,6 +173,11 @@ class RunRecord(BaseModel):
     worker: str | None = None
     attempts: int = Field(0, description="How many times a worker started (or resumed) the run.")
     lost_workers: int = Field(0, description="How many of its attempts ended with their worker lost.")
+    redis_give_ups: int = Field(
+        0,
+        description="How many of its attempts gave up on Redis (it could not take their writes for "
+        "FF_REDIS_WAIT_S) and handed the run back; with lost_workers, counted against FF_MAX_ATTEMPTS.",
+    )
     error: str | None = None
     val_error_scan: float | None = Field(None, description="Latest validation error of the label scan.")
     val_error_softmax: float | None = Field(None, description="Latest validation error of the softmax head.")
@@ -225,7 +230,7 @@ def rewind_event(step: int, epoch: int, at: float) -> dict[str, Any]:
 
 
 # Hash fields that are not plain strings; an empty string stands for None.
-_INT_FIELDS = {"epoch", "step", "total_steps", "attempts", "lost_workers", "setting"}
+_INT_FIELDS = {"epoch", "step", "total_steps", "attempts", "lost_workers", "redis_give_ups", "setting"}
 _FLOAT_FIELDS = {
     "created_at",
     "started_at",

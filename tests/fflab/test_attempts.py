@@ -162,26 +162,6 @@ def test_the_claim_records_the_attempts_provenance_and_the_last_attempt_wins(sto
     assert store.runs.get_run(run_id).provenance == second
 
 
-def test_a_run_that_keeps_losing_its_worker_ends_failed_at_the_attempt_cap(store, attempts, run_id):
-    for attempt in (1, 2, 3):
-        assert attempts.claim_run(run_id, f"w{attempt}", ttl_s=10, device="cpu").attempt == attempt
-        attempts.save_checkpoint(run_id, f"w{attempt}", b"state", b"model", step=attempt, epoch=attempt)
-        store.redis.delete(f"ff:run:{run_id}:lease")  # the worker died
-        outcome = attempts.requeue_if_orphaned(run_id, f"lease expired ({attempt})", max_lost=3)
-        assert outcome == ("requeued" if attempt < 3 else "failed")
-    record = store.runs.get_run(run_id)
-    assert (record.status, record.lost_workers, record.attempts) == ("failed", 3, 3)
-    assert record.error.startswith("its worker was lost 3 times (FF_MAX_ATTEMPTS=3), the last time: lease")
-    assert attempts.load_state(run_id) is None and record.finished_at is not None
-    assert store.runs.read_metrics(run_id)[0][-1][1] | {"at": 0} == {
-        "kind": "status",
-        "status": "failed",
-        "error": record.error,
-        "at": 0,
-    }
-    assert attempts.claim_run(run_id, "w4", ttl_s=10, device="cpu").outcome == "finished"
-
-
 def test_progress_sent_again_after_a_timeout_is_recorded_once(store, attempts, run_id):
     """A write whose answer timed out may have landed: the worker sends the same records again, with
     any newer ones after them, and each reaches the stream once."""

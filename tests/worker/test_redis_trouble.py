@@ -1,14 +1,17 @@
 """Passing Redis trouble (a stall, out of memory) does not fail a run: the worker waits and writes
-again (worker.redis_waits), and one whose Redis stays unusable for long goes back to the queue.
+again (worker.redis_waits), and one whose Redis stays unusable for long goes back to the queue, until
+its failed attempts reach FF_MAX_ATTEMPTS: then it ends failed.
 
-Each test has a redis-server of its own (the `own_redis` fixture) that it stops or fills up. The
-first tests drive `RedisWaits` and `train_run` in process; the last two, real `python -m worker`
+Most tests have a redis-server of their own (the `own_redis` fixture) that they stop or fill up. The
+first tests drive `RedisWaits` and `train_run` in process; the slow ones, real `python -m worker`
 processes on MNIST.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import threading
 
 import pytest
@@ -24,8 +27,15 @@ from tests.support.worker import WorkerProcess, start_worker, submit_run, wait_f
 from worker.context import WorkerContext
 from worker.heartbeat import Heartbeat
 from worker.reaper import Reaper
-from worker.redis_waits import RedisUnusableError, RedisWaits, passing_problem
-from worker.training import _hand_back, train_run
+from worker.redis_waits import (
+    DEFAULT_REDIS_WAIT_S,
+    RedisUnusableError,
+    RedisWaits,
+    configured_wait_s,
+    hand_back,
+    passing_problem,
+)
+from worker.training import train_run
 
 METRICS_EVERY = 5
 
@@ -137,10 +147,11 @@ def test_an_attempt_that_redis_cannot_serve_for_long_gives_the_run_back(own_redi
         record = wait_for_status(store, run_id, {"queued"}, timeout_s=30)
     finally:
         heartbeat.stop()
-    assert (record.attempts, record.lost_workers, record.worker) == (1, 1, None)
+    # The refused hand-back counted nothing; the reaper counted the attempt as a lost worker.
+    assert (record.attempts, record.lost_workers, record.redis_give_ups, record.worker) == (1, 1, 0, None)
     assert run_id in enqueued and store.load_state(run_id) is not None  # it resumes from its checkpoint
     last = store.read_metrics(run_id, limit=100_000)[0][-1][1]
-    assert (last["status"], last["reason"]) == ("queued", "lease expired (worker lost); requeued by w1")
+    assert (last["status"], last["reason"]) == ("queued", "lease expired (worker lost), found by w1")
 
 
 # --- real worker processes --------------------------------------------------------------------
@@ -218,9 +229,73 @@ def test_a_run_given_up_while_redis_takes_writes_again_is_handed_back_at_once(st
     run_id = store.create_run(tiny_config()).id
     context = make_context()
     assert store.claim_run(run_id, context.name, 60, "cpu").outcome == "claimed"
-    why = f"run {run_id}: Redis is out of memory for 300 s while saving its checkpoint at step 8 (OOM)"
-    _hand_back(context, run_id, why)
+    why = "Redis is out of memory for 300 s while saving its checkpoint at step 8 (OOM)"
+    waits = RedisWaits(f"run {run_id}", sleep=lambda _: pytest.fail("it waited"))
+    assert hand_back(context, run_id, why, waits) == "redis_unavailable"
     record = store.get_run(run_id)
     assert (record.status, store.lease_owner(run_id), enqueued) == ("queued", None, [run_id])
+    assert (record.redis_give_ups, record.lost_workers) == (1, 0)  # counted against FF_MAX_ATTEMPTS
     last = store.read_metrics(run_id)[0][-1][1]
     assert (last["status"], last["reason"]) == ("queued", f"{why}; handed back")
+
+
+def test_a_hand_back_waits_for_redis_to_take_it(own_redis):
+    store = TestStore.from_url(own_redis.url)
+    enqueued: list[str] = []
+    context = WorkerContext(
+        settings=Settings(redis_url=own_redis.url),
+        attempts=store.attempts,
+        registry=store.workers,
+        name="w1",
+        device="cpu",
+        enqueue=enqueued.append,
+    )
+    run_id = store.create_run(tiny_config()).id
+    assert store.claim_run(run_id, "w1", 60, "cpu").outcome == "claimed"
+    own_redis.fill_up()
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the operator makes room during the second wait
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            own_redis.make_room()
+
+    why = "Redis is out of memory for 300 s while streaming its metrics (OOM)"
+    assert hand_back(context, run_id, why, RedisWaits(f"run {run_id}", sleep=sleep)) == "redis_unavailable"
+    record = store.get_run(run_id)
+    assert (record.status, record.redis_give_ups, enqueued, sleeps) == ("queued", 1, [run_id], [0.5, 1.0])
+
+
+def test_an_attempt_refused_its_checkpoint_every_time_ends_the_run_failed_at_the_cap(
+    store, make_context, enqueued, datasets, monkeypatch
+):
+    """Redis refuses the run's checkpoint (out of memory) past the worker's wait, attempt after attempt:
+    each hands the run back, and the third (FF_MAX_ATTEMPTS=3) ends it failed, saying why."""
+
+    def refused(*args, **kwargs):
+        raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+
+    monkeypatch.setattr(store.attempts, "save_checkpoint", refused)
+    context = dataclasses.replace(make_context(), redis_wait_s=1)
+    run_id = store.create_run(tiny_config()).id
+    outcomes = [train_run(context, run_id, datasets) for _ in range(3)]
+    assert outcomes == ["redis_unavailable", "redis_unavailable", "failed"]
+    assert enqueued == [run_id, run_id]  # handed back twice, then not again
+    record = store.get_run(run_id)
+    assert (record.status, record.attempts, record.redis_give_ups, record.lost_workers) == ("failed", 3, 3, 0)
+    assert re.match(
+        r"gave up after 3 failed attempts \(FF_MAX_ATTEMPTS=3\): Redis could not take its writes 3 times; "
+        r"the last time: Redis is out of memory for \d+ s while saving its checkpoint at step 8 \(command ",
+        record.error,
+    ), record.error
+    assert store.lease_owner(run_id) is None and store.load_state(run_id) is None
+    statuses = [r["status"] for _, r in store.read_metrics(run_id)[0] if r["kind"] == "status"]
+    assert statuses == ["queued", "running", "queued", "running", "queued", "running", "failed"]
+
+
+def test_the_wait_for_redis_is_a_setting():
+    assert configured_wait_s({}) == DEFAULT_REDIS_WAIT_S == 300
+    assert configured_wait_s({"FF_REDIS_WAIT_S": " 2.5 "}) == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(ValueError, match="FF_REDIS_WAIT_S must be a positive number of seconds"):
+            configured_wait_s({"FF_REDIS_WAIT_S": bad})

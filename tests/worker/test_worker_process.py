@@ -226,7 +226,9 @@ def test_a_run_that_kills_its_worker_every_time_ends_failed_at_the_attempt_cap(r
     with start_worker(redis_url, mnist_dir, name="reaper", **timings):
         record = wait_for_status(store, run_id, {"failed", "succeeded"}, timeout_s=60)
     assert (record.status, record.attempts, record.lost_workers) == ("failed", 2, 2)
-    assert record.error.startswith("its worker was lost 2 times (FF_MAX_ATTEMPTS=2)")
+    assert record.error.startswith(
+        "gave up after 2 failed attempts (FF_MAX_ATTEMPTS=2): its worker was lost 2 times; the last time: "
+    )
     assert statuses(store, run_id) == ["queued", "running", "queued", "running", "failed"]
 
 
