@@ -225,6 +225,73 @@ def test_a_worker_waits_while_redis_is_out_of_memory_and_the_run_completes(own_r
     assert_whole(store, run_id, epochs=3)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_run_that_redis_keeps_refusing_ends_failed_at_the_attempt_cap(own_redis, mnist_dir):
+    """Redis out of memory past the worker's wait (FF_REDIS_WAIT_S, here 8 s), at two attempts of a run;
+    FF_MAX_ATTEMPTS=2. Each gives up and, once there is room again, hands the run back: the first
+    requeues it, the second ends it failed, saying why.
+
+    (Had Redis still been full when the hand-back gave up too, the attempt would be counted by the
+    reaper once the lease expired: see test_an_attempt_that_redis_cannot_serve_for_long_gives_the_run_back.
+    Through a real worker that case is not tested here: Celery's worker stops at once when Redis refuses
+    the acknowledgement of the task that ended, so another worker's reaper has to take the run up.)"""
+    store = TestStore.from_url(own_redis.url)
+    settings = {"FF_REDIS_WAIT_S": "8", "FF_MAX_ATTEMPTS": "2"}
+    with start_worker(
+        own_redis.url, mnist_dir, metrics_every_steps=METRICS_EVERY, checkpoint_interval_s=0, env=settings
+    ) as worker:
+        run_id = submit_run(own_redis.url, small_run(epochs=10_000))  # far longer than the test
+        for attempt in (1, 2):
+            give_up_on_redis(worker, store, own_redis, run_id, attempt)
+        record = wait_for_status(store, run_id, {"failed", "succeeded"}, timeout_s=60)
+    assert (record.status, record.attempts, record.lost_workers, record.redis_give_ups) == ("failed", 2, 0, 2)
+    assert re.match(
+        r"gave up after 2 failed attempts \(FF_MAX_ATTEMPTS=2\): Redis could not take its writes 2 times; "
+        r"the last time: Redis is out of memory for \d+ s while ",
+        record.error,
+    ), record.error
+    assert store.lease_owner(run_id) is None and store.load_state(run_id) is None
+    records = [r for _, r in store.read_metrics(run_id, limit=100_000)[0] if r["kind"] == "status"]
+    assert [r["status"] for r in records] == ["queued", "running", "queued", "running", "failed"]
+    assert records[2]["reason"].startswith("Redis is out of memory for ")
+    assert records[2]["reason"].endswith("; handed back")
+
+
+def give_up_on_redis(worker: WorkerProcess, store: TestStore, own_redis, run_id: str, attempt: int) -> None:
+    """Once attempt `attempt` of the run has saved a checkpoint, fill Redis up until the worker gave up and
+    waits to hand the run back; then make room."""
+
+    def started() -> bool:
+        record = store.get_run(run_id)
+        return (record.attempts, record.status) == (attempt, "running")
+
+    wait_for(started, 60, f"attempt {attempt} to start")
+    before = store.load_checkpoint(run_id)  # attempt 2's: the one it resumed from
+
+    def checkpointed() -> bool:
+        now = store.load_checkpoint(run_id)
+        return now is not None and (before is None or now.step > before.step)
+
+    wait_for(checkpointed, 90, f"a checkpoint of attempt {attempt}")
+    since = len(worker.log())
+    own_redis.fill_up()
+    try:  # full past the wait; room again while the worker waits to hand the run back
+        logged(worker, f"run {run_id}: Redis is out of memory while handing it back to the queue", since)
+        assert store.get_run(run_id).status == "running"  # Redis took nothing
+    finally:
+        own_redis.make_room()
+
+
+def logged(worker: WorkerProcess, message: str, since: int) -> None:
+    """Wait until the worker's log says `message` after its first `since` characters."""
+    wait_for(
+        lambda: message in worker.log()[since:],
+        120,
+        lambda: f"the worker to log {message!r}; its log:\n{worker.log()[-3000:]}",
+    )
+
+
 def test_a_run_given_up_while_redis_takes_writes_again_is_handed_back_at_once(store, make_context, enqueued):
     run_id = store.create_run(tiny_config()).id
     context = make_context()
