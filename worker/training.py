@@ -317,6 +317,12 @@ def _train(context: WorkerContext, run_id: str, datasets: DatasetCache, waits: R
     monitor.start()
     try:
         result = trainer.fit(on_metrics=on_metrics, on_epoch_end=schedule.epoch_ended, should_stop=stop)
+    except DivergedError:  # its records until then (all finite) show how it got there: keep them
+        try:
+            waits("streaming its metrics from before it diverged", monitor.flush)
+        except Exception:  # the failure matters more than its last records
+            log.warning("run %s: its metrics before it diverged were not streamed", run_id, exc_info=True)
+        raise
     finally:
         monitor.close()
     if stop.reason == "lease_lost":
