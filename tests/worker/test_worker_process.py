@@ -6,14 +6,20 @@ training; what is under test is the service around the training.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
+import httpx
 import pytest
 import torch
 
 from ffcore import RunConfig, load_model
 from fflab.queue import TRAIN_TASK_NAME, enqueue_run, make_celery
 from fflab.settings import Settings
+from fflab.store.keys import metrics_key
+from tests.support.api import start_api
+from tests.support.events import read_events
 from tests.support.store import TestStore
 from tests.support.waiting import wait_for
 from tests.support.worker import start_worker, submit_run, wait_for_status
@@ -108,6 +114,42 @@ def test_a_failed_run_carries_its_error(worker, store, module_redis_url):
     assert record.error.startswith("data: fashion-mnist: ") and "not found" in record.error
     assert statuses(store, run_id)[-1] == "failed"
     assert worker.process.poll() is None  # the worker lives on
+
+
+def strict_json(text: str):
+    """`text` as JSON, refusing NaN and Infinity (which Python writes and reads, and browsers do not)."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} in {text[:300]}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_diverging_run_fails_with_the_step_and_nothing_anywhere_holds_a_nan(
+    worker, store, module_redis_url
+):
+    """An absurd learning rate (plain SGD at lr 10 with Hinton's peer normalisation at weight 10 blows the
+    weights up within ten steps): the run ends failed saying where it diverged, in one attempt, and no
+    record a client can read (the stored stream, GET /runs/{id}, /metrics, /events) holds a NaN."""
+    absurd = {"optimizer": "sgd", "lr": 10, "peer_norm_style": "hinton", "peer_norm_weight": 10}
+    run_id = submit_run(module_redis_url, small_run(epochs=2, **absurd))
+    record = wait_for_status(store, run_id, {"failed", "succeeded"}, timeout_s=60)
+    assert record.status == "failed"
+    step = int(re.match(r"diverged at step (\d+): a non-finite loss", record.error).group(1))
+    assert "(lr 10; try a lower one)" in record.error
+    assert (record.attempts, record.lost_workers, record.redis_give_ups) == (1, 0, 0)
+    raw = [strict_json(fields[b"data"]) for _, fields in store.redis.xrange(metrics_key(run_id))]
+    assert [r["step"] for r in raw if r["kind"] == "train"] == list(range(METRICS_EVERY, step, METRICS_EVERY))
+    assert raw[-1] == {"kind": "status", "status": "failed", "error": record.error, "at": raw[-1]["at"]}
+    assert worker.process.poll() is None  # the worker lives on
+
+    with start_api(module_redis_url) as api, httpx.Client(base_url=api.base_url, timeout=30) as http:
+        assert strict_json(http.get(f"/runs/{run_id}").text)["error"] == record.error
+        assert len(strict_json(http.get(f"/runs/{run_id}/metrics").text)["records"]) == len(raw)
+        with http.stream("GET", f"/runs/{run_id}/events") as response:
+            events = list(read_events(response))
+    assert [strict_json(e["data"]) for e in events[:-1]] == raw
+    assert (events[-1]["event"], strict_json(events[-1]["data"])) == ("end", {"status": "failed"})
 
 
 def test_cancel_stops_a_running_run_within_two_seconds_and_a_queued_one_never_starts(
