@@ -6,6 +6,7 @@ Every error body is `{"detail": "..."}` saying what is wrong (and what is allowe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -62,13 +63,51 @@ async def _redis_timeout(request: Request, exc: redis.TimeoutError) -> JSONRespo
     return JSONResponse(status_code=503, content={"detail": "the run store (Redis) timed out; try again"})
 
 
+REDIS_FULL = (
+    "the run store (Redis) is full (its maxmemory is reached) and takes no more writes; nothing "
+    "was changed: delete finished runs, or give Redis more memory"
+)
+
+
 async def _redis_full(request: Request, exc: redis.exceptions.OutOfMemoryError) -> JSONResponse:
     log.error("Redis is out of memory while serving %s %s: %s", request.method, request.url.path, exc)
-    detail = (
-        "the run store (Redis) is full (its maxmemory is reached) and takes no more writes; nothing "
-        "was changed: delete finished runs, or give Redis more memory"
+    return JSONResponse(status_code=503, content={"detail": REDIS_FULL}, headers={"Retry-After": "60"})
+
+
+def _is_redis_full(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised from (Celery wraps Redis's replies), is Redis's out-of-memory
+    refusal."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, redis.exceptions.OutOfMemoryError) or "maxmemory" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def unqueued(what: str, error: Exception, undo: Callable[[], object]) -> HTTPException:
+    """The 503 for a `what` (a run, an experiment) just stored whose task could not be sent.
+
+    `undo` removes what was stored (deleting is allowed even when Redis is full), so that the answer can
+    say nothing was changed and a retry makes no duplicate. Should the undo fail too, the record stays
+    queued and the workers' reaper sends its task later (FF_LEASE_TTL_S): the answer says so instead.
+    """
+    try:
+        undo()
+    except Exception:
+        log.exception("could not remove the unqueued %s either", what)
+        return HTTPException(
+            status_code=503,
+            detail=f"the {what} was stored but its task could not be sent; the workers will send it again "
+            "within FF_LEASE_TTL_S, so do not submit it again",
+        )
+    if _is_redis_full(error):
+        return HTTPException(status_code=503, detail=REDIS_FULL, headers={"Retry-After": "60"})
+    return HTTPException(
+        status_code=503,
+        detail="the task queue is unreachable; nothing was stored; try again",
+        headers={"Retry-After": "10"},
     )
-    return JSONResponse(status_code=503, content={"detail": detail}, headers={"Retry-After": "60"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

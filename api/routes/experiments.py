@@ -22,6 +22,7 @@ from api.deps import (
     experiment_not_found,
     require_api_key,
 )
+from api.errors import unqueued
 from api.routes.runs import check_queue_quota, limit_problems
 from api.schemas import (
     ErrorOut,
@@ -145,10 +146,9 @@ def create_experiment(
     record = experiments.create(spec, name=body.name)
     try:
         enqueue_advance(celery, record.id)
-    except Exception as error:  # the broker is the same Redis; a failure here is an outage
+    except Exception as error:  # removed again, as an unqueued run is (api.errors.unqueued)
         log.exception("could not start experiment %s", record.id)
-        experiments.finish(record.id, "failed", error=f"could not be queued: {error}")
-        raise HTTPException(status_code=503, detail="the task queue is unreachable; try again") from error
+        raise unqueued("experiment", error, undo=lambda: experiments.delete(record.id)) from error
     log.info("experiment %s: %s search over %s", record.id, spec.search, ", ".join(spec.params))
     return full(experiments, record)
 

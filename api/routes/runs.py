@@ -18,7 +18,7 @@ from api.deps import (
     require_api_key,
     run_not_found,
 )
-from api.errors import describe_validation_errors
+from api.errors import describe_validation_errors, unqueued
 from api.schemas import (
     MAX_TAG_LENGTH,
     ErrorOut,
@@ -138,14 +138,14 @@ def queue_run(
     tags: list[str],
     note: str | None,
 ) -> RunRecord:
-    """Create a queued run and send its task; a queue that cannot be reached fails the run (503)."""
+    """Create a queued run and send its task. A task that cannot be sent (the broker, the same Redis, is
+    down or full) removes the run again and answers 503: nothing stored, so a retry makes no duplicate."""
     record = store.create_run(config, preset=preset, tags=tags, note=note)
     try:
         enqueue_run(celery, record.id, config.device)  # the queue of the device it asks for
-    except Exception as error:  # the broker is the same Redis; a failure here is an outage
+    except Exception as error:
         log.exception("could not enqueue run %s", record.id)
-        store.fail_unqueued_run(record.id, error=f"could not be queued: {error}")
-        raise HTTPException(status_code=503, detail="the task queue is unreachable; try again") from error
+        raise unqueued("run", error, undo=lambda: store.delete_run(record.id)) from error
     log.info("queued run %s (preset %s)", record.id, preset)
     return RunRecord.model_validate(record)
 

@@ -28,7 +28,6 @@ from fflab.store.keys import (
     checkpoint_key,
     decode_checkpoint,
     decode_record,
-    encode_fields,
     field_pairs,
     metrics_key,
     model_key,
@@ -199,15 +198,6 @@ class RunStore:
         if fields and not self._update_existing(keys=[run_key(run_id)], args=field_pairs(fields)):
             return None
         return self.get_run(run_id)
-
-    def fail_unqueued_run(self, run_id: str, error: str) -> None:
-        """Mark a run whose task could not be sent to the queue `failed`, with the reason."""
-        now = time.time()
-        fields = {"status": "failed", "error": error, "finished_at": now, "updated_at": now}
-        pipe = self.redis.pipeline()
-        pipe.hset(run_key(run_id), mapping=encode_fields(fields))
-        self._add_event(pipe, run_id, status_event("failed", now, error=error))
-        pipe.execute()
 
     def cancel_run(self, run_id: str) -> str | None:
         """Ask a run to stop; its status before the call (None: no such run).

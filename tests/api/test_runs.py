@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from api import deps
@@ -323,6 +324,37 @@ def test_a_full_redis_is_answered_503_and_loses_nothing(client: TestClient, stor
     for answer in (full, edit):
         assert answer.status_code == 503 and "Redis) is full" in answer.json()["detail"], answer.text
     assert client.get(f"{API}/runs").json()["total"] == 1 and store.get_run(kept).note is None
+
+
+@pytest.mark.parametrize(
+    ("failure", "detail"),
+    [
+        (redis.ConnectionError("Connection refused"), "the task queue is unreachable; nothing was stored"),
+        (  # how Celery passes on Redis's refusal when the record fitted but the task message did not
+            RuntimeError(
+                "Command # 1 (LLEN fflab.train) of pipeline caused error: command not allowed "
+                "when used memory > 'maxmemory'."
+            ),
+            "Redis) is full",
+        ),
+    ],
+)
+def test_a_task_that_cannot_be_sent_leaves_no_run_or_experiment_behind(
+    client: TestClient, celery: RecordingCelery, monkeypatch: pytest.MonkeyPatch, failure, detail
+) -> None:
+    kept = client.post(f"{API}/runs", json={"preset": "quick"}).json()["id"]
+
+    def refuse(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(celery, "send_task", refuse)
+    spec = {"base": {"preset": "quick"}, "params": {"lr": {"values": [1e-3]}}, "seeds": [0]}
+    for path, body in (("/runs", {"preset": "quick"}), (f"/runs/{kept}/rerun", None), ("/experiments", spec)):
+        answer = client.post(f"{API}{path}", json=body)
+        assert answer.status_code == 503 and detail in answer.json()["detail"], (path, answer.text)
+        assert answer.headers["Retry-After"]
+    assert [run["id"] for run in client.get(f"{API}/runs").json()["runs"]] == [kept]
+    assert client.get(f"{API}/experiments").json()["total"] == 0
 
 
 def test_a_run_asking_for_cuda_is_queued_for_gpu_workers(client: TestClient, celery: RecordingCelery) -> None:

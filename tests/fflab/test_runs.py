@@ -57,16 +57,6 @@ def test_cancel_stops_a_queued_run_at_once_and_flags_a_running_one(store, run_id
     assert store.runs.cancel_run("nope") is None
 
 
-def test_a_run_that_could_not_be_queued_is_failed_with_the_reason(store, run_id):
-    store.runs.fail_unqueued_run(run_id, "could not be queued: broker down")
-    record = store.runs.get_run(run_id)
-    assert (record.status, record.error) == ("failed", "could not be queued: broker down")
-    assert record.finished_at is not None
-    last = store.runs.read_metrics(run_id)[0][-1][1]
-    error = "could not be queued: broker down"
-    assert last == {"kind": "status", "status": "failed", "at": record.finished_at, "error": error}
-
-
 def test_models_and_their_fingerprint(store, run_id):
     assert store.runs.load_model(run_id) is None and store.runs.model_fingerprint(run_id) is None
     store.save_model(run_id, b"model bytes")
