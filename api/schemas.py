@@ -144,7 +144,13 @@ class RunRecord(BaseModel):
     attempts: int = Field(0, description="How many times a worker started (or resumed) the run.")
     lost_workers: int = Field(
         0,
-        description="How many of its attempts ended with their worker lost (killed, out of memory); at "
+        description="How many of its attempts ended with their worker lost (killed, out of memory); with "
+        "redis_give_ups, at FF_MAX_ATTEMPTS the run ends failed.",
+    )
+    redis_give_ups: int = Field(
+        0,
+        description="How many of its attempts gave up on Redis (it could not take their writes for "
+        "FF_REDIS_WAIT_S: out of memory, stalled) and handed the run back; with lost_workers, at "
         "FF_MAX_ATTEMPTS the run ends failed.",
     )
     error: str | None = None

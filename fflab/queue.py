@@ -63,9 +63,11 @@ def make_celery(settings: Settings | None = None, tasks: Sequence[str] = ()) -> 
         # Declared here so that a message sent to a queue no worker has consumed yet is kept in it
         # (a direct exchange per queue, as Celery makes for a queue it was not told of).
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in TRAIN_QUEUES],
-        # Early acks: a task is acknowledged when it starts, so the broker never delivers a
-        # long-running run again after its visibility timeout. Runs survive a lost worker through
-        # the lease and the reaper instead (see worker.reaper), which resume from the checkpoint.
+        # Early acks: runs survive a lost worker through the lease and the reaper (see worker.reaper),
+        # which resume from the checkpoint, not through the broker delivering the task again. (Celery
+        # 5.7's solo pool sends the ack from its event loop, between tasks, so a message stays unacked
+        # while its run trains; delivered again after the visibility timeout, it finds the run leased
+        # by a live worker and does nothing: claim_run in fflab.store.attempts.)
         task_acks_late=False,
         # One run at a time per worker, and no second run reserved while the first trains.
         worker_prefetch_multiplier=1,

@@ -61,8 +61,16 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3,
         ge=1,
-        description="How many times a run may lose its worker (killed, out of memory, machine lost); "
-        "the last loss ends it failed with the reason instead of requeueing it.",
+        description="How many failed attempts a run may have (its worker lost: killed, out of memory, "
+        "machine lost; or Redis unusable for FF_REDIS_WAIT_S, the run handed back); the one that reaches "
+        "it ends the run failed with the reason instead of requeueing it.",
+    )
+    redis_wait_s: float = Field(
+        300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long a worker waits out Redis trouble (stalled, restarting, out of memory) on one "
+        "step of a run before its attempt gives up and hands the run back to the queue.",
     )
     metrics_every_steps: int = Field(
         25, ge=1, description="Training steps between two metric records streamed to Redis."

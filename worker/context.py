@@ -21,7 +21,6 @@ from fflab.settings import Settings
 from fflab.store.attempts import AttemptStore
 from fflab.store.experiments import ExperimentStore
 from fflab.store.workers import WorkerRegistry
-from worker.redis_waits import REDIS_WAIT_S
 
 if TYPE_CHECKING:
     from worker.coordinator import Coordinator
@@ -39,8 +38,6 @@ class WorkerContext:
     enqueue: Callable[[str], None]  # sends a run's training task to the queue (again)
     experiments: ExperimentStore | None = None  # what the pruner of an experiment's run reads
     coordinator: Coordinator | None = None  # advances experiments (None: this worker does not)
-    # How long a run's Redis step waits out passing trouble before its attempt gives up.
-    redis_wait_s: float = REDIS_WAIT_S
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)

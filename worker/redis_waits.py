@@ -5,7 +5,7 @@ timeout (redis.TimeoutError), restarts or fails over (redis.ConnectionError), lo
 restart (BusyLoadingError), or refuses writes when out of memory under `maxmemory` with `noeviction`
 ("OOM command not allowed", until memory is freed or the cap raised). `RedisWaits` calls a Redis
 step again after such an error, waiting 0.5 s, then twice as long each time up to 15 s, and logs what
-it waits for; after REDIS_WAIT_S of trouble (FF_REDIS_WAIT_S, default 300 s) it gives up with
+it waits for; after FF_REDIS_WAIT_S of trouble (fflab.settings, default 300 s) it gives up with
 RedisUnusableError. Any other error (a bug, a wrong password, a lost lease) goes to the caller at once.
 An attempt that gave up then hands its run back to the queue (`hand_back`), which counts against
 FF_MAX_ATTEMPTS: the failed attempt that reaches it ends the run failed instead.
@@ -17,10 +17,8 @@ idempotent (see fflab.store.attempts), so that calling it twice records it once.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import redis
@@ -32,27 +30,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_REDIS_WAIT_S = 300.0
+DEFAULT_REDIS_WAIT_S = 300.0  # Settings.redis_wait_s's default
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 15.0
-
-
-def configured_wait_s(environ: Mapping[str, str] = os.environ) -> float:
-    """How long one step of a run waits for Redis to take it before the attempt gives up: FF_REDIS_WAIT_S
-    seconds (a positive number), default DEFAULT_REDIS_WAIT_S."""
-    raw = environ.get("FF_REDIS_WAIT_S", "").strip()
-    if not raw:
-        return DEFAULT_REDIS_WAIT_S
-    try:
-        wait_s = float(raw)
-    except ValueError:
-        wait_s = math.nan
-    if not 0 < wait_s < math.inf:
-        raise ValueError(f"FF_REDIS_WAIT_S must be a positive number of seconds, got {raw!r}")
-    return wait_s
-
-
-REDIS_WAIT_S = configured_wait_s()  # the worker's (worker.context.WorkerContext.redis_wait_s)
 
 
 def passing_problem(error: BaseException) -> str | None:
@@ -88,7 +68,7 @@ class RedisWaits:
     """Calls Redis steps of one subject (a run) and waits out passing trouble, for at most `limit_s`."""
 
     def __init__(
-        self, subject: str, limit_s: float = REDIS_WAIT_S, sleep: Callable[[float], None] = time.sleep
+        self, subject: str, limit_s: float = DEFAULT_REDIS_WAIT_S, sleep: Callable[[float], None] = time.sleep
     ):
         self.subject = subject
         self.limit_s = limit_s

@@ -8,7 +8,7 @@ workers' queue untouched (see worker.routing).
 
 Every Redis step of an attempt waits out passing trouble (a stall, a restart, Redis loading or out of
 memory; see worker.redis_waits) instead of failing the run. If Redis stays unusable for
-FF_REDIS_WAIT_S (5 minutes), the attempt gives up and hands the run back to the queue, to resume from
+FF_REDIS_WAIT_S (default 5 minutes), the attempt gives up and hands the run back to the queue, to resume from
 its last checkpoint. That hand-back counts against FF_MAX_ATTEMPTS (with the lost workers): the failed
 attempt that reaches the cap ends the run failed instead, saying why (fflab.store.attempt_cap). If
 Redis cannot take even the hand-back within as long again, the lease expires and a reaper requeues the
@@ -133,7 +133,7 @@ def describe_error(error: BaseException) -> str:
 def train_run(context: WorkerContext, run_id: str, datasets: DatasetCache = DATASETS) -> Outcome:
     """Run one attempt of `run_id` on this worker; returns what became of it."""
     attempts, name = context.attempts, context.name
-    waits = RedisWaits(f"run {run_id}", context.redis_wait_s)
+    waits = RedisWaits(f"run {run_id}", context.settings.redis_wait_s)
     if context.shutting_down.is_set():
         # A task taken while shutting down goes straight back to the queue, untouched.
         try:

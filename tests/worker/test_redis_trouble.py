@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 
+import pydantic
 import pytest
 import redis
 
@@ -31,7 +32,6 @@ from worker.redis_waits import (
     DEFAULT_REDIS_WAIT_S,
     RedisUnusableError,
     RedisWaits,
-    configured_wait_s,
     hand_back,
     passing_problem,
 )
@@ -118,6 +118,7 @@ def test_an_attempt_that_redis_cannot_serve_for_long_gives_the_run_back(own_redi
         lease_ttl_s=2,
         heartbeat_interval_s=0.2,
         checkpoint_interval_s=0,  # the OOM is met at the next epoch end's checkpoint: don't wait 10 s for it
+        redis_wait_s=1,
     )
     store = TestStore.from_url(own_redis.url)
     enqueued: list[str] = []
@@ -128,7 +129,6 @@ def test_an_attempt_that_redis_cannot_serve_for_long_gives_the_run_back(own_redi
         name="w1",
         device="cpu",
         enqueue=enqueued.append,
-        redis_wait_s=1,
     )
     heartbeat = Heartbeat(context, Reaper(store.attempts, enqueued.append, "w1"))
     heartbeat.start()
@@ -343,7 +343,8 @@ def test_an_attempt_refused_its_checkpoint_every_time_ends_the_run_failed_at_the
         raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
 
     monkeypatch.setattr(store.attempts, "save_checkpoint", refused)
-    context = dataclasses.replace(make_context(), redis_wait_s=1)
+    context = make_context()
+    context = dataclasses.replace(context, settings=context.settings.model_copy(update={"redis_wait_s": 1}))
     run_id = store.create_run(tiny_config()).id
     outcomes = [train_run(context, run_id, datasets) for _ in range(3)]
     assert outcomes == ["redis_unavailable", "redis_unavailable", "failed"]
@@ -360,9 +361,11 @@ def test_an_attempt_refused_its_checkpoint_every_time_ends_the_run_failed_at_the
     assert statuses == ["queued", "running", "queued", "running", "queued", "running", "failed"]
 
 
-def test_the_wait_for_redis_is_a_setting():
-    assert configured_wait_s({}) == DEFAULT_REDIS_WAIT_S == 300
-    assert configured_wait_s({"FF_REDIS_WAIT_S": " 2.5 "}) == 2.5
+def test_the_wait_for_redis_is_a_setting(monkeypatch):
+    assert Settings().redis_wait_s == DEFAULT_REDIS_WAIT_S == 300
+    monkeypatch.setenv("FF_REDIS_WAIT_S", "2.5")
+    assert Settings().redis_wait_s == 2.5
     for bad in ("0", "-1", "soon", "inf", "nan"):
-        with pytest.raises(ValueError, match="FF_REDIS_WAIT_S must be a positive number of seconds"):
-            configured_wait_s({"FF_REDIS_WAIT_S": bad})
+        monkeypatch.setenv("FF_REDIS_WAIT_S", bad)
+        with pytest.raises(pydantic.ValidationError, match="redis_wait_s"):
+            Settings()
