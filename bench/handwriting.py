@@ -1,21 +1,27 @@
 r"""How well do trained networks read digits in other styles than MNIST's, and does augmentation help?
 
-Four networks: the `quick` preset, the `reference` preset at 15 epochs, and the same two with
-`augment=styles` (ffcore/augment.py). Each trains with `python -m ffcore train --resume` into its
-folder under --runs, or is loaded from there when it has finished (a folder that holds another
-configuration is refused). Each is then asked to read a generated set of styled digits
-(tests/support/styled_digits.py: fonts and synthetic pen strokes, thin and thick, slanted, small
-and off-centre, blurred, low-resolution, both polarities, PNG and JPEG), every picture going through
-the predict path (`preprocess_digit(Image.open(file))`, as the API does), and a set of easy ones.
-It reports each network's accuracy there (label scan and softmax head, overall and per kind of
-picture) and its MNIST test error, and times training steps with and without augmentation in
-alternating rounds. The styled set is synthetic, not the held-out set of real handwriting.
+Six networks: the `quick` preset, the `reference` preset at 15 epochs, the same two with
+`augment=styles` (ffcore/augment.py), and the 15-epoch `reference` with two-pixel jitter, alone or
+with `augment=styles` (the choice the `jitter` preset was made from). Each trains with `python -m
+ffcore train --resume` into its folder under --runs, or is loaded from there when it has finished (a
+folder that holds another configuration is refused). Each is then asked to read a generated set of
+styled digits (tests/support/styled_digits.py: fonts and synthetic pen strokes, thin and thick,
+slanted, small and off-centre, blurred, low-resolution, both polarities, PNG and JPEG), every
+picture going through the predict path (`preprocess_digit(Image.open(file))`, as the API does), and
+a set of easy ones. It reports each network's accuracy there (label scan and softmax head, overall
+and per kind of picture) and its MNIST test error, and times training steps with and without
+augmentation in alternating rounds. The styled set is synthetic, not the held-out set of real
+handwriting.
 
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets --train quick,quick_styles
     # the two reference networks again, trained with seed 1, in folders of their own:
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets --train-seed 1 --runs runs/hw-seed1 \
         --train reference,reference_styles --timing-steps 0 --out bench/results/handwriting_seed1.json
+    # only the jittered networks (the others are reported as not finished unless --runs holds them):
+    .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets \
+        --train reference_jitter,reference_jitter_styles --timing-steps 0 \
+        --out bench/results/handwriting_jitter.json
 
 The JSON goes to bench/results/handwriting.json.
 """
@@ -47,6 +53,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "quick_styles": ("quick", {"augment": "styles"}),
     "reference": ("reference", {"epochs": 15}),
     "reference_styles": ("reference", {"epochs": 15, "augment": "styles"}),
+    # The two augmentations the jitter preset was chosen between (docs/experiments/jitter_select.json).
+    "reference_jitter": ("reference", {"epochs": 15, "jitter": 2}),
+    "reference_jitter_styles": ("reference", {"epochs": 15, "jitter": 2, "augment": "styles"}),
 }
 # Settings that say where a run trained, not what it learned.
 PLACE_SETTINGS = ("data_dir", "device")
