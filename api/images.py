@@ -3,7 +3,7 @@
 A few kilobytes of PNG can declare millions of pixels, and decoded as floats each pixel costs tens of
 bytes; so an upload is decoded only when it is PNG or JPEG and its header declares at most
 FF_MAX_IMAGE_PIXELS pixels, it is shrunk in 8 bits before any float conversion
-(`ffcore.images.shrink_picture`), and at most FF_MAX_CONCURRENT_DECODES pictures are decoded at once
+(`ffcore.images.ink_levels`), and at most FF_MAX_CONCURRENT_DECODES pictures are decoded at once
 (the others wait for a slot, holding only their compressed bytes).
 """
 
@@ -16,7 +16,7 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, HTTPException
 from PIL import Image, UnidentifiedImageError
 
-from ffcore.images import EmptyImageError, preprocess_picture, shrink_picture
+from ffcore.images import EmptyImageError, ink_levels, preprocess_picture
 from fflab.settings import Settings
 
 ACCEPTED_FORMATS = ["PNG", "JPEG"]
@@ -69,11 +69,11 @@ def decode_digit_picture(file: BinaryIO, max_pixels: int, dataset: str = "mnist"
                 f"{_the_cap(max_pixels)}",
             )
         try:
-            picture = shrink_picture(image)
+            levels = ink_levels(image)  # decoded, shrunk in 8 bits
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise _damaged(error) from error
     try:
-        return preprocess_picture(picture, dataset)
+        return preprocess_picture(levels, dataset)
     except EmptyImageError as error:
         raise HTTPException(status_code=422, detail="image: the image has no ink") from error
 

@@ -247,3 +247,32 @@ def test_dark_ink_on_grey_paper_is_found_however_dim_the_photo(paper):
     digit = preprocess_digit(photo)
     assert digit.max() == pytest.approx(1.0, abs=0.05) and digit[0].max() == 0  # ink found, background 0
     assert np.flatnonzero(digit.any(axis=0)).size <= 21
+
+
+def noisy_pictures() -> list[Image.Image]:
+    """Grey photos (dark ink on light paper, light on dark, both noisy) and drawing canvases (any
+    colour, partly opaque strokes), none larger than WORKING_SIDE: shrinking leaves them as they are."""
+    rng = np.random.default_rng(7)
+    stroke = Image.new("L", (300, 260), 0)
+    ImageDraw.Draw(stroke).line([(90, 40), (210, 50), (120, 220)], fill=255, width=22)
+    ink = np.asarray(stroke.resize((150, 130), Image.Resampling.BILINEAR).resize((300, 260)), dtype=float)
+    noise = rng.normal(0, 12, ink.shape)
+    dark_on_light = np.clip(200 - 0.7 * ink + noise, 0, 255).astype(np.uint8)
+    light_on_dark = np.clip(40 + 0.6 * ink + noise, 0, 255).astype(np.uint8)
+    canvas = np.dstack([rng.integers(0, 256, (*ink.shape, 3)), ink]).astype(np.uint8)
+    return [Image.fromarray(dark_on_light), Image.fromarray(light_on_dark), Image.fromarray(canvas, "RGBA")]
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["dark-on-light", "light-on-dark", "canvas"])
+def test_a_picture_is_prepared_exactly_as_its_pixels_in_floats(index: int, dataset: str) -> None:
+    # A picture's ink is found in 8 bits and only its bounding box becomes floats; an array goes the
+    # whole float pass. The answer must not differ in a single bit.
+    from ffcore.images import ink_levels, preprocess_picture
+
+    picture = noisy_pictures()[index]
+    from_floats = preprocess_picture(np.asarray(picture), dataset)
+
+    assert np.array_equal(preprocess_picture(picture.copy(), dataset), from_floats)
+    assert np.array_equal(preprocess_picture(ink_levels(picture.copy()), dataset), from_floats)
+    assert np.array_equal(preprocess_picture(encoded(picture, "PNG"), dataset), from_floats)
