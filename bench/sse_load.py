@@ -43,6 +43,7 @@ from bench._provenance import load_average, provenance
 from bench.predict_load import digit_payloads, process_cpu_s, seed_model_run
 from ffcore.config import RunConfig
 from tests.support.api import start_api
+from tests.support.events import hold_idle_stream
 from tests.support.paths import REPO
 from tests.support.redis_server import redis_server
 from tests.support.store import TestStore
@@ -134,19 +135,8 @@ class StreamHolder:
             return f"{response.status_code} Retry-After={response.headers.get('Retry-After')}"
         first_event = asyncio.get_running_loop().create_future()
         self.first_events.append(first_event)
-        self.readers.append(asyncio.create_task(self._read(response, first_event)))
+        self.readers.append(asyncio.create_task(hold_idle_stream(response, first_event)))
         return "200"
-
-    @staticmethod
-    async def _read(response: httpx.Response, first_event: asyncio.Future) -> None:
-        try:
-            async for line in response.aiter_lines():
-                if line.startswith("data:") and not first_event.done():
-                    first_event.set_result(True)
-        finally:
-            if not first_event.done():
-                first_event.set_result(False)
-            await response.aclose()
 
     async def live(self, timeout_s: float = 60.0) -> int:
         """How many of the held streams delivered their first event."""

@@ -35,7 +35,8 @@ LOST_WORKER_ADVICE = "the run may need more memory than a worker has, or crash i
 REDIS_ADVICE = "give Redis more memory (its maxmemory) or find what stalls it before running it again"
 
 # Shared by both scripts: the failed run's error (how its failed attempts ended, and why the last one
-# did), and ending the run failed with it. The failed event (JSON) gets the error here.
+# did), ending the run failed with it, and the choice between that and queueing it again. The failed
+# event (JSON) gets the error here.
 _END_FAILED = """
 local function gave_up_error(lost, gave_up, max_attempts, last, advice)
   local how = {}
@@ -56,6 +57,18 @@ local function end_failed(run, metrics, state, now, maxlen, event_json, message)
   redis.call('XADD', metrics, 'MAXLEN', '~', maxlen, '*', 'data', cjson.encode(event))
   redis.call('DEL', state)
 end
+-- The attempt counted (lost, gave_up: the run's counts now), end the run failed at the cap, else queue it.
+local function fail_at_cap_or_queue(run, metrics, state, now, maxlen, lost, gave_up, max_attempts, last,
+    advice, queued_json, failed_json)
+  if lost + gave_up >= tonumber(max_attempts) then
+    end_failed(run, metrics, state, now, maxlen, failed_json,
+      gave_up_error(lost, gave_up, max_attempts, last, advice))
+    return 'failed'
+  end
+  redis.call('HSET', run, 'status', 'queued', 'worker', '', 'updated_at', now)
+  redis.call('XADD', metrics, 'MAXLEN', '~', maxlen, '*', 'data', queued_json)
+  return 'queued'
+end
 """
 
 # The reaper: a `running` run without a live lease lost its worker. Checking and requeueing in one
@@ -69,14 +82,8 @@ if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return false end
 if redis.call('EXISTS', KEYS[2]) == 1 then return false end
 local lost = redis.call('HINCRBY', KEYS[1], 'lost_workers', 1)
 local gave_up = tonumber(redis.call('HGET', KEYS[1], 'redis_give_ups') or '0')
-if lost + gave_up >= tonumber(ARGV[5]) then
-  end_failed(KEYS[1], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[6],
-    gave_up_error(lost, gave_up, ARGV[5], ARGV[3], ARGV[7]))
-  return 'failed'
-end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'updated_at', ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[4])
-return 'queued'
+return fail_at_cap_or_queue(KEYS[1], KEYS[3], KEYS[4], ARGV[1], ARGV[2], lost, gave_up, ARGV[5], ARGV[3],
+  ARGV[7], ARGV[4], ARGV[6])
 """
 )
 
@@ -96,14 +103,8 @@ end
 local gave_up = redis.call('HINCRBY', KEYS[2], 'redis_give_ups', 1)
 local lost = tonumber(redis.call('HGET', KEYS[2], 'lost_workers') or '0')
 redis.call('DEL', KEYS[1])
-if lost + gave_up >= tonumber(ARGV[6]) then
-  end_failed(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[2], ARGV[7],
-    gave_up_error(lost, gave_up, ARGV[6], ARGV[4], ARGV[8]))
-  return 'failed'
-end
-redis.call('HSET', KEYS[2], 'status', 'queued', 'worker', '', 'updated_at', ARGV[3])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[5])
-return 'queued'
+return fail_at_cap_or_queue(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[2], lost, gave_up, ARGV[6], ARGV[4],
+  ARGV[8], ARGV[5], ARGV[7])
 """
 )
 

@@ -24,7 +24,7 @@ import pytest
 from api.routes.metrics import EVENTS_BLOCK_MS
 from ffcore.config import RunConfig
 from tests.support.api import RunningApi, start_api
-from tests.support.events import read_events
+from tests.support.events import hold_idle_stream, read_events
 from tests.support.store import TestStore
 from tests.support.waiting import wait_for
 
@@ -240,19 +240,8 @@ class AsyncStreams:
             return response
         first_event = asyncio.get_running_loop().create_future()
         self.first_events.append(first_event)
-        self.readers.append(asyncio.create_task(self._read(response, first_event)))
+        self.readers.append(asyncio.create_task(hold_idle_stream(response, first_event)))
         return response
-
-    @staticmethod
-    async def _read(response: httpx.Response, first_event: asyncio.Future) -> None:
-        try:
-            async for line in response.aiter_lines():
-                if line.startswith("data:") and not first_event.done():
-                    first_event.set_result(True)
-        finally:
-            if not first_event.done():
-                first_event.set_result(False)
-            await response.aclose()
 
     async def close(self) -> None:
         for reader in self.readers:

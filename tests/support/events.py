@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -18,3 +19,16 @@ def read_events(response: httpx.Response) -> Iterator[dict]:
         elif not line.startswith(":"):
             name, _, value = line.partition(":")
             event[name] = value.removeprefix(" ")
+
+
+async def hold_idle_stream(response: httpx.Response, first_event: asyncio.Future) -> None:
+    """Read an admitted stream to its end, as a real client does (pings included), settling `first_event`
+    with whether a data line came; then close it. Run as a task per stream."""
+    try:
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and not first_event.done():
+                first_event.set_result(True)
+    finally:
+        if not first_event.done():
+            first_event.set_result(False)
+        await response.aclose()
