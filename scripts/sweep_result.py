@@ -23,12 +23,31 @@ from typing import Any
 import httpx
 
 
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl, one record a line; a last line cut short (a killed run) is left out.
+    Shared with scripts/run_result.py."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return records
+
+
+def write_result(out: Path, result: dict[str, Any]) -> None:
+    """A result file as docs/results holds them: JSON, one space an indent level."""
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
 def package(sweep_dir: Path, command: str, commit: str, note: str) -> dict[str, Any]:
     table = json.loads((sweep_dir / "table.json").read_text())
     evaluations = {}
     for run_dir in sorted((sweep_dir / "runs").iterdir()):
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        evaluations[run_dir.name] = [r for r in map(json.loads, filter(None, lines)) if r["kind"] == "eval"]
+        records = read_records(run_dir / "metrics.jsonl")
+        evaluations[run_dir.name] = [r for r in records if r["kind"] == "eval"]
     return {"command": command, "commit": commit, "note": note, "table": table, "evaluations": evaluations}
 
 
@@ -84,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         result = package_from_api(args.source, args.command, args.commit, args.note)
     else:
         result = package(Path(args.source), args.command, args.commit, args.note)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
