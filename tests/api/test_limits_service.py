@@ -257,7 +257,10 @@ def test_submissions_while_redis_fills_are_either_stored_whole_or_not_at_all(
                 listed["runs"][0],
             )
             if answer.status_code != 201:
-                assert answer.status_code == 503 and "Redis) is full" in answer.text, seen
+                # Usually Redis's own refusal; now and then kombu, its channel closed by the refusal of
+                # an earlier publish, fails before reaching Redis: the queue is then "unreachable".
+                nothing_stored = "nothing was changed" in answer.text or "nothing was stored" in answer.text
+                assert answer.status_code == 503 and nothing_stored, seen
                 assert (listed["total"], queued_tasks(client)) == (runs, runs), seen
                 break
             runs += 1
