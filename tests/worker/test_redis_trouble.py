@@ -244,18 +244,30 @@ def test_a_run_that_redis_keeps_refusing_ends_failed_at_the_attempt_cap(own_redi
         run_id = submit_run(own_redis.url, small_run(epochs=10_000))  # far longer than the test
         for attempt in (1, 2):
             give_up_on_redis(worker, store, own_redis, run_id, attempt)
-        record = wait_for_status(store, run_id, {"failed", "succeeded"}, timeout_s=60)
-    assert (record.status, record.attempts, record.lost_workers, record.redis_give_ups) == ("failed", 2, 0, 2)
+        wait_for_status(store, run_id, {"failed", "succeeded"}, timeout_s=60)
+    records = assert_failed_at_the_cap_by_redis(store, run_id, give_ups=2, last_while="")
+    assert records[2]["reason"].startswith("Redis is out of memory for ")
+    assert records[2]["reason"].endswith("; handed back")
+
+
+def assert_failed_at_the_cap_by_redis(store: TestStore, run_id: str, give_ups: int, last_while: str) -> list:
+    """The run ended failed at FF_MAX_ATTEMPTS=`give_ups`, every attempt having given up on a full Redis
+    (its error's last time matching `last_while`, a pattern), with no lease or state left and the status
+    records queued, then running and queued per hand-back, then running and failed; those records."""
+    record = store.get_run(run_id)
+    assert (record.status, record.attempts, record.lost_workers, record.redis_give_ups) == (
+        "failed", give_ups, 0, give_ups
+    )  # fmt: skip
     assert re.match(
-        r"gave up after 2 failed attempts \(FF_MAX_ATTEMPTS=2\): Redis could not take its writes 2 times; "
-        r"the last time: Redis is out of memory for \d+ s while ",
+        rf"gave up after {give_ups} failed attempts \(FF_MAX_ATTEMPTS={give_ups}\): Redis could not take its "
+        rf"writes {give_ups} times; the last time: Redis is out of memory for \d+ s while {last_while}",
         record.error,
     ), record.error
     assert store.lease_owner(run_id) is None and store.load_state(run_id) is None
     records = [r for _, r in store.read_metrics(run_id, limit=100_000)[0] if r["kind"] == "status"]
-    assert [r["status"] for r in records] == ["queued", "running", "queued", "running", "failed"]
-    assert records[2]["reason"].startswith("Redis is out of memory for ")
-    assert records[2]["reason"].endswith("; handed back")
+    expected = ["queued", *["running", "queued"] * (give_ups - 1), "running", "failed"]
+    assert [r["status"] for r in records] == expected
+    return records
 
 
 def give_up_on_redis(worker: WorkerProcess, store: TestStore, own_redis, run_id: str, attempt: int) -> None:
@@ -349,16 +361,9 @@ def test_an_attempt_refused_its_checkpoint_every_time_ends_the_run_failed_at_the
     outcomes = [train_run(context, run_id, datasets) for _ in range(3)]
     assert outcomes == ["redis_unavailable", "redis_unavailable", "failed"]
     assert enqueued == [run_id, run_id]  # handed back twice, then not again
-    record = store.get_run(run_id)
-    assert (record.status, record.attempts, record.redis_give_ups, record.lost_workers) == ("failed", 3, 3, 0)
-    assert re.match(
-        r"gave up after 3 failed attempts \(FF_MAX_ATTEMPTS=3\): Redis could not take its writes 3 times; "
-        r"the last time: Redis is out of memory for \d+ s while saving its checkpoint at step 8 \(command ",
-        record.error,
-    ), record.error
-    assert store.lease_owner(run_id) is None and store.load_state(run_id) is None
-    statuses = [r["status"] for _, r in store.read_metrics(run_id)[0] if r["kind"] == "status"]
-    assert statuses == ["queued", "running", "queued", "running", "queued", "running", "failed"]
+    assert_failed_at_the_cap_by_redis(
+        store, run_id, give_ups=3, last_while=r"saving its checkpoint at step 8 \(command "
+    )
 
 
 def test_the_wait_for_redis_is_a_setting(monkeypatch):
