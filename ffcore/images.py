@@ -171,12 +171,9 @@ def _trimmed_picture_ink(pixels: np.ndarray, transparent: bool) -> np.ndarray:
     table = ink_of(np.arange(256, dtype=np.uint8))
     # The table is monotonic: the strongest ink is at the darkest or the lightest level.
     background, peak = _background_and_peak(table[_border(pixels)], max(table[darkest], table[lightest]))
-    kept = np.flatnonzero(_stretch(table, background, peak))
+    kept = np.flatnonzero(_stretch(table, background, peak))  # an interval of levels: the table is monotonic
     lowest, highest = int(kept[0]), int(kept[-1])  # Python ints: compared with uint8 pixels in 8 bits
-    if highest - lowest + 1 == len(kept):  # an interval of levels (always: the table is monotonic)
-        mask = (pixels >= lowest) & (pixels <= highest)
-    else:
-        mask = np.isin(pixels, kept)
+    mask = (pixels >= lowest) & (pixels <= highest)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return _stretch(ink_of(pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]), background, peak)
