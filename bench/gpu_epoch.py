@@ -42,10 +42,10 @@ import torch
 from bench._provenance import load_average, provenance
 from ffcore import PRESETS, RunConfig, Trainer
 from ffcore.config import parse_override
+from fflab.store.keys import FINISHED
 from tests.support.paths import REPO
 
 RESULTS = REPO / "bench" / "results" / "gpu_epoch.json"
-FINISHED = {"succeeded", "failed", "cancelled"}
 
 
 def environment(device: torch.device) -> dict[str, Any]:
