@@ -5,14 +5,21 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint system-deps up clean
+.PHONY: venv upgrade-deps test lint system-deps up clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Installs the exact versions in docker/constraints.txt, the ones the images run, so a new release
+# upstream cannot change what CI tests. `make upgrade-deps` moves the pins on deliberately.
 venv: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c docker/constraints.txt -e '.[dev]'
+
+# The newest versions pyproject.toml allows, then new pins from them; run `make test` after it.
+upgrade-deps: $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	scripts/freeze-constraints.sh
 
 lint: venv
 	$(BIN)/ruff check .

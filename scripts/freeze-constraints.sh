@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate docker/constraints.txt, the exact versions every image installs, from the venv the
-# test suite runs in (so images run what `make test` tested). Run it after changing dependencies.
+# Regenerate docker/constraints.txt, the exact versions `make venv` and every image install, from
+# the venv the test suite runs in. `make upgrade-deps` runs it after upgrading that venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 {

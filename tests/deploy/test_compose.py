@@ -340,14 +340,15 @@ def test_constraints_pin_every_dependency_at_the_tested_version():
     names = {canonical(re.split(r"[\s\[<>=!~;]", req, maxsplit=1)[0]) for req in runtime}
     names.discard("fflab")
     missing = names - set(pins)
-    assert not missing, f"not pinned in docker/constraints.txt: {missing}; run scripts/freeze-constraints.sh"
+    assert not missing, f"not pinned in docker/constraints.txt: {missing}; run make upgrade-deps"
     stale = {
         name: (pinned, installed)
         for name, pinned in pins.items()
         if (installed := installed_version(name)).split("+")[0] != pinned.split("+")[0]
     }
     assert not stale, (
-        f"constraints differ from the venv (pinned, installed): {stale}; run scripts/freeze-constraints.sh"
+        f"constraints differ from the venv (pinned, installed): {stale}; "
+        "make venv installs the pins; make upgrade-deps moves them"
     )
 
 
