@@ -10,8 +10,10 @@ slanted, small and off-centre, blurred, low-resolution, both polarities, PNG and
 picture going through the predict path (`preprocess_digit(Image.open(file))`, as the API does), and
 a set of easy ones. It reports each network's accuracy there (label scan and softmax head, overall
 and per kind of picture) and its MNIST test error, and times training steps with and without
-augmentation in alternating rounds. The styled set is synthetic, not the held-out set of real
-handwriting.
+augmentation in alternating rounds. `--model NAME=PATH` also reads the set with any finished model
+(a `.safetensors` downloaded from `GET /api/v1/runs/{id}/model`, or a `--out` folder): the presets
+trained in full by the service, say, its MNIST test error measured here. The styled set is synthetic,
+not the held-out set of real handwriting.
 
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets --train quick,quick_styles
@@ -22,6 +24,11 @@ handwriting.
     .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets \
         --train reference_jitter,reference_jitter_styles --timing-steps 0 \
         --out bench/results/handwriting_jitter.json
+
+    # the `jitter` preset's two 60k runs, downloaded from the API (no training here):
+    .venv/bin/python -m bench.handwriting --data-dir ../shared/datasets --train '' --timing-steps 0 \
+        --model jitter_seed0=runs/jitter_0.safetensors --model jitter_seed1=runs/jitter_1.safetensors \
+        --out bench/results/handwriting_presets.json
 
 The JSON goes to bench/results/handwriting.json.
 """
@@ -42,6 +49,7 @@ import torch
 from bench._provenance import provenance
 from ffcore import RunConfig, Trainer, load_dataset, load_model_dir, predict
 from ffcore.augment import augment_styles
+from ffcore.evaluation import evaluate
 from ffcore.images import EmptyImageError, preprocess_digit
 from tests.support.paths import REPO
 from tests.support.styled_digits import EASY, VARIED, StyledDigit, available_fonts, styled_digits
@@ -158,6 +166,26 @@ def accuracy(
     return result
 
 
+def model_argument(text: str) -> tuple[str, Path]:
+    name, separator, path = text.partition("=")
+    if not separator or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=PATH")
+    if not Path(path).exists():
+        raise argparse.ArgumentTypeError(f"{path}: no such file or folder")
+    return name, Path(path)
+
+
+def mnist_test_errors(model, config: RunConfig, data_dir: str) -> dict[str, float]:
+    """The model's error rates on the MNIST test set, measured here (a downloaded model file carries
+    its configuration, not its results)."""
+    test = load_dataset(config.model_copy(update={"data_dir": data_dir, "dataset": "mnist"})).test
+    errors = evaluate(model, test)
+    return {
+        "mnist_test_error_scan": errors["error_scan"],
+        "mnist_test_error_softmax": errors["error_softmax"],
+    }
+
+
 def time_augmentation(data_dir: str, preset: str, steps: int, rounds: int) -> dict[str, Any]:
     """Training samples per second of the preset with augment='none' and 'styles', in alternating
     rounds on one process (neighbouring rounds see the same machine), and augment_styles alone."""
@@ -212,6 +240,15 @@ def main() -> None:
     parser.add_argument("--train-seed", type=int, default=0, help="seed of every training (default: 0)")
     parser.add_argument("--timing-steps", type=int, default=300, help="steps timed per setting (0: skip)")
     parser.add_argument("--timing-rounds", type=int, default=6)
+    parser.add_argument(
+        "--model",
+        type=model_argument,
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also read the styled set with this finished model: a .safetensors file (GET "
+        "/api/v1/runs/{id}/model) or a --out folder; repeatable",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     to_train = [name for name in args.train.split(",") if name]
@@ -261,6 +298,25 @@ def main() -> None:
             styled=accuracy(model, varied_pixels, varied_labels, kinds),
             easy=accuracy(model, easy_pixels, easy_labels, None),
         )
+        models[name] = entry
+        print(
+            f"{name}: styled accuracy scan {entry['styled']['scan']:.1%} head {entry['styled']['head']:.1%}; "
+            f"easy scan {entry['easy']['scan']:.1%} head {entry['easy']['head']:.1%}; MNIST test error "
+            f"scan {entry['mnist_test_error_scan']:.2%} softmax {entry['mnist_test_error_softmax']:.2%}"
+        )
+
+    for name, path in args.model:
+        model, config = load_model_dir(path)
+        if config.dataset != "mnist":
+            parser.error(f"--model {name}: a {config.dataset} model; the styled set holds digits")
+        entry = {
+            "status": "finished",
+            "file": str(path),
+            "config": config.model_dump(exclude=set(PLACE_SETTINGS)),
+            **mnist_test_errors(model, config, args.data_dir),
+            "styled": accuracy(model, varied_pixels, varied_labels, kinds),
+            "easy": accuracy(model, easy_pixels, easy_labels, None),
+        }
         models[name] = entry
         print(
             f"{name}: styled accuracy scan {entry['styled']['scan']:.1%} head {entry['styled']['head']:.1%}; "
