@@ -167,9 +167,12 @@ def seed_band_frame(curves: pd.DataFrame, band: str = "minmax") -> pd.DataFrame:
     return frame[BAND_COLUMNS]
 
 
-def seed_curves_chart(curves: pd.DataFrame, bands: pd.DataFrame, head: str = "error_scan") -> alt.LayerChart:
-    """Every seed's curve (thin, one colour each), the band around their mean, and the mean (thick)."""
-    title = f"validation error ({ERROR_SERIES.get(head, head)})"
+def seed_curves_chart(
+    curves: pd.DataFrame, bands: pd.DataFrame, head: str = "error_scan", measured: str = "validation error"
+) -> alt.LayerChart:
+    """Every seed's curve (thin, one colour each), the band around their mean, and the mean (thick);
+    `measured` names the curves' split ('test error' for runs that keep no validation set)."""
+    title = f"{measured} ({ERROR_SERIES.get(head, head)})"
     x = alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d"))
     percent = alt.Axis(format="%")
     band = (

@@ -6,6 +6,7 @@ experiment refreshes while it runs (as the Live page does) and stops once it has
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, experiment_charts
@@ -186,7 +187,7 @@ def show_results(experiment: Experiment) -> None:
 
 
 def show_seed_group(experiment: Experiment) -> None:
-    """A chosen setting's seeds: their validation curves, mean and band."""
+    """A chosen setting's seeds: their validation (or test) curves, mean and band."""
     settings = experiment.table.settings
     if not settings:
         return
@@ -222,8 +223,11 @@ def show_seed_group(experiment: Experiment) -> None:
         st.info("No validation yet: the curves appear after each run's first epoch.", icon=":material/info:")
         return
     band_frame = experiment_charts.seed_band_frame(curves, band)
+    measured = charts.error_curve_title(pd.concat(evals_by_seed.values())).removesuffix(" per epoch")
+    if measured.startswith("Test"):
+        st.caption("These runs keep no validation set (validation = none): their curves are test error.")
     st.altair_chart(
-        experiment_charts.seed_curves_chart(curves, band_frame, head),
+        experiment_charts.seed_curves_chart(curves, band_frame, head, measured.lower()),
         width="stretch",
         height=CHART_HEIGHT,
         key="seed_curves",

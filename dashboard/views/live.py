@@ -147,7 +147,13 @@ def show_charts(feed: MetricsFeed) -> None:
             height=CHART_HEIGHT,
             key="chart_accuracy",
         )
-    st.subheader("Validation error per epoch")
+    title = charts.error_curve_title(evals)
+    st.subheader(title)
+    if title.startswith("Test"):
+        st.caption(
+            "This run keeps no validation set (validation = none), so each epoch is measured on the test "
+            "set: compare settings on runs that keep one."
+        )
     if evals.empty or evals["final"].all():
         st.caption("The first evaluation comes at the end of the first epoch.")
     else:

@@ -291,7 +291,10 @@ def selected_runs_panel() -> None:
         act_on(selected, runs_by_id)
         if len(selected) == 1:
             run_details(selected[0])
-        st.markdown("**Validation error per epoch** — solid: label scan, dashed: softmax head")
+        st.markdown(
+            "**Error per epoch** (validation; test for runs that keep no validation set) — solid: label "
+            "scan, dashed: softmax head"
+        )
         compare(selected)
     else:
         st.caption(

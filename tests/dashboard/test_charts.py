@@ -123,6 +123,17 @@ def test_validation_chart_leaves_out_the_final_test_evaluation():
     assert spec["encoding"]["color"]["scale"]["range"] == [charts.SCAN, charts.SOFTMAX]
 
 
+def test_the_error_curve_is_titled_by_the_split_it_measures():
+    frame = charts.eval_frame(RECORDS)
+    assert charts.error_curve_title(frame) == "Validation error per epoch"
+    # validation='none': every epoch's evaluation is on the test set, the final one too
+    on_test = frame.assign(split="test")
+    assert charts.error_curve_title(on_test) == "Test error per epoch"
+    mixed = frame.assign(split=["val", "test", *frame["split"][2:]])
+    assert charts.error_curve_title(mixed) == "Validation and test error per epoch"
+    assert charts.error_curve_title(charts.eval_frame([])) == "Validation error per epoch"
+
+
 def test_overlay_chart_has_one_colour_per_run_and_a_dash_per_method():
     frame = charts.eval_frame(RECORDS)
     spec = charts.overlay_chart({"run a": frame, "run b": frame.assign(error_scan=frame["error_scan"] / 2)})

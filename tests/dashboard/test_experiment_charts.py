@@ -171,5 +171,8 @@ def test_seed_curves_chart_layers_the_band_each_seed_and_the_mean():
     mean_rows = spec["datasets"][mean["data"]["name"]]
     assert [row["mean"] for row in mean_rows] == pytest.approx([0.12, 0.05])
     assert mean["mark"]["color"] == experiment_charts.MEAN_COLOUR
-    assert "label scan" in seeds["encoding"]["y"]["title"]
+    assert seeds["encoding"]["y"]["title"] == "validation error (label scan)"
     assert not any(math.isnan(row["std"]) for row in mean_rows)
+    # runs that keep no validation set: the same curves, named for what they measure
+    on_test = experiment_charts.seed_curves_chart(curves, bands, "error_softmax", "test error").to_dict()
+    assert on_test["layer"][1]["encoding"]["y"]["title"] == "test error (softmax head)"

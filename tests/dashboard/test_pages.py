@@ -176,12 +176,25 @@ class TestWithTheRealApi:
         assert ids == sorted(set(ids), key=lambda i: tuple(map(int, i.split("-"))))  # no duplicates, in order
         subheaders = texts(at.subheader)
         assert "Goodness of positive vs negative data, per layer" in subheaders
+        assert "Validation error per epoch" in subheaders  # the quick preset keeps a validation set
         charts = at.get("vega_lite_chart")
         assert len(charts) >= 4  # two layers, loss, accuracy
         assert "positive data" in charts[0].proto.spec and "negative data" in charts[0].proto.spec
         with stack.http() as http:
             http.post(f"/runs/{run_id}/cancel")
             wait_for_run_status(http, run_id, {"cancelled", "succeeded"}, timeout_s=30)
+
+    def test_a_run_without_a_validation_set_shows_its_curve_as_test_error(self, stack, point_dashboard_at):
+        point_dashboard_at(stack.api_url)
+        overrides = {"hidden": [50, 50], "epochs": 2, "batch_size": 500, "validation": "none"}
+        with stack.http() as http:
+            run_id = post_run(http, {"preset": "quick", "overrides": overrides})
+            assert wait_for_run_status(http, run_id, {"succeeded"}, timeout_s=120)["status"] == "succeeded"
+        at = open_app("views/live.py", live_run_id=run_id)
+        assert not at.exception and not at.error
+        subheaders = texts(at.subheader)
+        assert "Test error per epoch" in subheaders and "Validation error per epoch" not in subheaders
+        assert any("keeps no validation set" in caption for caption in texts(at.caption))
 
     def test_the_draw_page_predicts_an_uploaded_mnist_digit(self, stack, point_dashboard_at, mnist_dir):
         point_dashboard_at(stack.api_url)
