@@ -49,6 +49,7 @@ import torch
 from bench._provenance import provenance
 from ffcore import RunConfig, Trainer, load_dataset, load_model_dir, predict
 from ffcore.augment import augment_styles
+from ffcore.data import Split
 from ffcore.evaluation import evaluate
 from ffcore.images import EmptyImageError, preprocess_digit
 from tests.support.paths import REPO
@@ -175,10 +176,17 @@ def model_argument(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def mnist_test_errors(model, config: RunConfig, data_dir: str) -> dict[str, float]:
+def print_reading(name: str, entry: dict[str, Any]) -> None:
+    print(
+        f"{name}: styled accuracy scan {entry['styled']['scan']:.1%} head {entry['styled']['head']:.1%}; "
+        f"easy scan {entry['easy']['scan']:.1%} head {entry['easy']['head']:.1%}; MNIST test error "
+        f"scan {entry['mnist_test_error_scan']:.2%} softmax {entry['mnist_test_error_softmax']:.2%}"
+    )
+
+
+def mnist_test_errors(model, test: Split) -> dict[str, float]:
     """The model's error rates on the MNIST test set, measured here (a downloaded model file carries
     its configuration, not its results)."""
-    test = load_dataset(config.model_copy(update={"data_dir": data_dir, "dataset": "mnist"})).test
     errors = evaluate(model, test)
     return {
         "mnist_test_error_scan": errors["error_scan"],
@@ -256,6 +264,10 @@ def main() -> None:
     if unknown:
         parser.error(f"--train: unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
+    loaded = [(name, path, *load_model_dir(path)) for name, path in args.model]
+    for name, _, _, config in loaded:
+        if config.dataset != "mnist":
+            parser.error(f"--model {name}: a {config.dataset} model; the styled set holds digits")
 
     summaries: dict[str, dict[str, Any] | None] = {}
     for name in VARIANTS:
@@ -299,30 +311,21 @@ def main() -> None:
             easy=accuracy(model, easy_pixels, easy_labels, None),
         )
         models[name] = entry
-        print(
-            f"{name}: styled accuracy scan {entry['styled']['scan']:.1%} head {entry['styled']['head']:.1%}; "
-            f"easy scan {entry['easy']['scan']:.1%} head {entry['easy']['head']:.1%}; MNIST test error "
-            f"scan {entry['mnist_test_error_scan']:.2%} softmax {entry['mnist_test_error_softmax']:.2%}"
-        )
+        print_reading(name, entry)
 
-    for name, path in args.model:
-        model, config = load_model_dir(path)
-        if config.dataset != "mnist":
-            parser.error(f"--model {name}: a {config.dataset} model; the styled set holds digits")
+    # MNIST's test split, loaded once for every --model
+    mnist_test = load_dataset(RunConfig(data_dir=args.data_dir)).test if loaded else None
+    for name, path, model, config in loaded:
         entry = {
             "status": "finished",
             "file": str(path),
             "config": config.model_dump(exclude=set(PLACE_SETTINGS)),
-            **mnist_test_errors(model, config, args.data_dir),
+            **mnist_test_errors(model, mnist_test),
             "styled": accuracy(model, varied_pixels, varied_labels, kinds),
             "easy": accuracy(model, easy_pixels, easy_labels, None),
         }
         models[name] = entry
-        print(
-            f"{name}: styled accuracy scan {entry['styled']['scan']:.1%} head {entry['styled']['head']:.1%}; "
-            f"easy scan {entry['easy']['scan']:.1%} head {entry['easy']['head']:.1%}; MNIST test error "
-            f"scan {entry['mnist_test_error_scan']:.2%} softmax {entry['mnist_test_error_softmax']:.2%}"
-        )
+        print_reading(name, entry)
 
     timing = []
     if args.timing_steps:
