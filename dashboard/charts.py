@@ -184,20 +184,23 @@ def _error_long(evals: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
-def error_curve_title(evals: pd.DataFrame) -> str:
-    """What the per-epoch error curve measures: a run that keeps no validation set (validation='none')
-    is evaluated on the test set each epoch, and its curve must not be read as validation error."""
+def error_curve_split(evals: pd.DataFrame) -> str:
+    """What the per-epoch error curve measures: 'validation', 'test' or 'validation and test'. A run
+    that keeps no validation set (validation='none') is evaluated on the test set each epoch, and its
+    curve must not be read as validation error."""
     splits = set(evals.loc[~evals["final"], "split"])
     if splits == {"test"}:
-        return "Test error per epoch"
-    if "test" in splits:
-        return "Validation and test error per epoch"
-    return "Validation error per epoch"
+        return "test"
+    return "validation and test" if "test" in splits else "validation"
+
+
+def error_curve_title(evals: pd.DataFrame) -> str:
+    return f"{error_curve_split(evals).capitalize()} error per epoch"
 
 
 def validation_chart(evals: pd.DataFrame) -> alt.Chart:
     """Error per epoch of the label scan and of the softmax head, on the validation set (the test set for
-    a run that keeps none: see error_curve_title); the final test evaluation is left out."""
+    a run that keeps none: see error_curve_split); the final test evaluation is left out."""
     long = _error_long(evals[~evals["final"]])
     return (
         alt.Chart(long)

@@ -223,11 +223,11 @@ def show_seed_group(experiment: Experiment) -> None:
         st.info("No validation yet: the curves appear after each run's first epoch.", icon=":material/info:")
         return
     band_frame = experiment_charts.seed_band_frame(curves, band)
-    measured = charts.error_curve_title(pd.concat(evals_by_seed.values())).removesuffix(" per epoch")
-    if measured.startswith("Test"):
+    split = charts.error_curve_split(pd.concat(evals_by_seed.values()))
+    if split == "test":
         st.caption("These runs keep no validation set (validation = none): their curves are test error.")
     st.altair_chart(
-        experiment_charts.seed_curves_chart(curves, band_frame, head, measured.lower()),
+        experiment_charts.seed_curves_chart(curves, band_frame, head, f"{split} error"),
         width="stretch",
         height=CHART_HEIGHT,
         key="seed_curves",

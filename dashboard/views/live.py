@@ -147,9 +147,8 @@ def show_charts(feed: MetricsFeed) -> None:
             height=CHART_HEIGHT,
             key="chart_accuracy",
         )
-    title = charts.error_curve_title(evals)
-    st.subheader(title)
-    if title.startswith("Test"):
+    st.subheader(charts.error_curve_title(evals))
+    if charts.error_curve_split(evals) == "test":
         st.caption(
             "This run keeps no validation set (validation = none), so each epoch is measured on the test "
             "set: compare settings on runs that keep one."
