@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from fflab.settings import Settings
+from tests.support import api as support_api
 from tests.support.api import API, start_api
 from tests.support.ports import free_port
 from tests.support.processes import environment_without
@@ -62,6 +64,25 @@ def test_the_api_refuses_to_listen_openly_without_a_key(redis_url: str) -> None:
 
 @pytest.mark.parametrize("env", [{"FF_API_KEY": "k"}, {"FF_INSECURE_OPEN_WITHOUT_KEY": "true"}])
 def test_the_api_listens_openly_with_a_key_or_when_told_to(redis_url: str, env: dict) -> None:
-    port = free_port()
-    with start_api(redis_url, port=port, env=env | {"FF_API_HOST": "0.0.0.0"}) as api:
+    with start_api(redis_url, env=env | {"FF_API_HOST": "0.0.0.0"}) as api:
         assert httpx.get(f"{api.base_url}/healthz", timeout=5).status_code == 200
+
+
+def test_a_server_whose_free_port_is_taken_before_it_binds_is_started_on_another(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as squatter:  # takes the first port start_api is given, as a race would
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken, free_port()])
+        monkeypatch.setattr(support_api, "free_port", lambda: next(ports))
+        with start_api(redis_url) as api:
+            assert api.url != f"http://127.0.0.1:{taken}"
+            assert httpx.get(f"{api.base_url}/healthz", timeout=5).status_code == 200
+        # a port the caller chose is not changed: its server's failure is the caller's to see
+        with (
+            pytest.raises(support_api.PortTakenError, match="address already in use"),
+            start_api(redis_url, port=taken),
+        ):
+            pass

@@ -37,6 +37,16 @@ class RunningApi:
         return self.process.log()
 
 
+# free_port's port is free when it is picked, not when the server binds it: another process's socket
+# (any outgoing connection gets a port from the same range) can take it in between. A server that
+# finds its port taken is started again on another one.
+BIND_ATTEMPTS = 3
+
+
+class PortTakenError(RuntimeError):
+    """The API server exited because its port was taken before it could bind it."""
+
+
 @contextlib.contextmanager
 def start_api(
     redis_url: str,
@@ -46,8 +56,22 @@ def start_api(
     env: dict[str, str] | None = None,
     startup_timeout_s: float = 60.0,
 ) -> Iterator[RunningApi]:
-    """Run `python -m api` against `redis_url` until the block ends; `env` adds FF_* settings."""
-    port = port or free_port()
+    """Run `python -m api` against `redis_url` until the block ends; `env` adds FF_* settings. Without
+    `port`, on a free port (another one if it is taken before the server binds it)."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        try:
+            with _started_api(redis_url, api_key, port or free_port(), env, startup_timeout_s) as api:
+                yield api
+                return
+        except PortTakenError:
+            if port is not None or attempt == BIND_ATTEMPTS:
+                raise
+
+
+@contextlib.contextmanager
+def _started_api(
+    redis_url: str, api_key: str | None, port: int, env: dict[str, str] | None, startup_timeout_s: float
+) -> Iterator[RunningApi]:
     child_env = environment_without("FF_")
     child_env.update({"FF_REDIS_URL": redis_url, "FF_API_HOST": "127.0.0.1", "FF_API_PORT": str(port)})
     if api_key is not None:
@@ -59,7 +83,10 @@ def start_api(
 
         def healthy() -> bool:
             if process.poll() is not None:
-                raise RuntimeError(f"the API exited with code {process.returncode}:\n{api.log()[-3000:]}")
+                log = api.log()[-3000:]
+                taken = "address already in use" in log
+                error = PortTakenError if taken else RuntimeError
+                raise error(f"the API exited with code {process.returncode}:\n{log}")
             return httpx.get(f"{api.base_url}/healthz", timeout=1.0).status_code == 200
 
         wait_for(
