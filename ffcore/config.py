@@ -47,6 +47,12 @@ class RunConfig(BaseModel):
     jitter: int = Field(
         0, ge=0, le=4, description="Augmentation: shift each training image by up to this many pixels."
     )
+    flip: bool = Field(
+        False,
+        description="Augmentation: mirror each training image left to right with probability 1/2. For "
+        "data sets whose classes look alike in a mirror, as Fashion-MNIST's garments; a mirrored digit "
+        "is another shape, so leave it off for MNIST. The label pixels are embedded afterwards.",
+    )
     augment: Literal["none", "styles"] = Field(
         "none",
         description="Augmentation of handwriting styles: 'styles' redraws a fraction (augment_fraction) of "

@@ -3,8 +3,8 @@
 Images are flattened to 784 pixel values in [0, 1], not standardised: the reference PyTorch port
 and Hinton's Matlab code both feed raw intensities, so that a one-hot label pixel (1) is as bright
 as the brightest ink and the blank background is 0. Labels are int64. The whole data set lives on
-the device, so a training step slices tensors instead of running a DataLoader; `shift_images` is
-the one augmentation.
+the device, so a training step slices tensors instead of running a DataLoader; `shift_images` and
+`flip_images` augment a batch there (restyling is `ffcore.augment`'s).
 """
 
 from __future__ import annotations
@@ -176,3 +176,10 @@ def shift_images(
     rows, cols = grid + dy, grid + dx  # (n, size) each
     batch = torch.arange(n, device=images.device)[:, None, None]
     return padded[batch, rows[:, :, None], cols[:, None, :]].reshape(n, size * size)
+
+
+def flip_images(images: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Augmentation: mirror each image (N, NUM_PIXELS) left to right with probability 1/2, at random."""
+    n, size = len(images), IMAGE_SIZE
+    mirrored = torch.rand((n, 1), generator=rng, device=images.device) < 0.5
+    return torch.where(mirrored, images.view(n, size, size).flip(2).reshape(n, size * size), images)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ffcore.augment import augment_styles
 from ffcore.config import NUM_CLASSES, RunConfig
-from ffcore.data import Dataset, load_dataset, shift_images
+from ffcore.data import Dataset, flip_images, load_dataset, shift_images
 from ffcore.device import resolve_device
 from ffcore.evaluation import evaluate
 from ffcore.model import RMS_EPS, FFNetwork, FirstLayerInput
@@ -269,6 +269,8 @@ class Trainer:
                 start = self.next_batch * config.batch_size
                 index = self.order[start : start + config.batch_size]
                 images, labels = train.images[index], train.labels[index]
+                if config.flip:
+                    images = flip_images(images, self.rng)
                 if config.jitter:
                     images = shift_images(images, config.jitter, 0.0, self.rng)  # blank pixels are 0
                 if config.augment == "styles":

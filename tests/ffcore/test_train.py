@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from ffcore import DivergedError, RunConfig, Trainer, load_training_state, save_training_state
-from ffcore.data import Dataset, Split, shift_images
+from ffcore.data import Dataset, Split, flip_images, shift_images
 from ffcore.model import FirstLayerInput, embed_labels, rms_normalize
 from ffcore.train import lr_factor
 
@@ -158,6 +158,38 @@ def test_jitter_shifts_the_picture_but_never_the_label_pixels(monkeypatch):
         assert torch.equal(embedded[:, 10:], x[:, 10:])
         expected = rms_normalize(embedded) @ weight.T
         assert torch.allclose(FirstLayerInput(x, weight).one_hot(y), expected, atol=1e-5)
+
+
+def test_flip_images_mirrors_about_half_the_images_left_to_right():
+    images = torch.rand(400, 784, generator=torch.Generator().manual_seed(0))
+    flipped = flip_images(images, torch.Generator().manual_seed(1))
+    mirrors = images.view(400, 28, 28).flip(2).reshape(400, 784)
+    same = (flipped == images).all(dim=1)
+    mirrored = (flipped == mirrors).all(dim=1)
+    assert bool((same ^ mirrored).all())  # each image is itself or its mirror, never anything else
+    assert 150 < int(mirrored.sum()) < 250
+
+
+def test_flip_mirrors_the_picture_but_never_the_label_pixels(monkeypatch):
+    # Ink on the top row's right end: a mirror carries it into the label pixels (the left end).
+    images = torch.zeros(200, 28, 28)
+    images[:, 0, 18:] = 1.0
+    images[:, 5:20, 20:24] = 0.5
+    labels = torch.arange(200) % 10
+    split = Split(images.reshape(200, 784), labels)
+    config = RunConfig(device="cpu", hidden=[20, 20], epochs=1, flip=True)
+    trainer = Trainer(config, Dataset("mnist", split, None, split))
+    seen = []
+    step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda x, y: seen.append((x, y)) or step(x, y))
+    trainer.fit()
+
+    given = torch.cat([x for x, _ in seen])
+    mirrored = given.view(-1, 28, 28)[:, 10, 4:8].sum(dim=1) > 0  # the bar now on the left
+    assert 50 < int(mirrored.sum()) < 150
+    for x, y in seen:
+        embedded = embed_labels(x, y)
+        assert torch.equal(embedded[:, :10], F.one_hot(y, 10).float())
 
 
 def test_metrics_records_cover_every_layer(mnist_slice):
