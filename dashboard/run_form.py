@@ -137,6 +137,22 @@ def start_run_form() -> None:
                     key=f"form_{preset}_threshold",
                 )
                 jitter = number_field("jitter", "Jitter (pixels)", config, infos, preset)
+                # An API from before these augmentations has neither: nothing to send.
+                flip = (
+                    st.checkbox(
+                        "Mirror left to right",
+                        value=config["flip"],
+                        help=infos["flip"].help,
+                        key=f"form_{preset}_flip",
+                    )
+                    if "flip" in infos and "flip" in config
+                    else None
+                )
+                augment = (
+                    choice_field("augment", "Style augmentation", config, infos, preset)
+                    if "augment" in infos and "augment" in config
+                    else None
+                )
                 lr_schedule = choice_field("lr_schedule", "Learning-rate schedule", config, infos, preset)
             with more_right:
                 momentum = number_field("momentum", "Momentum", config, infos, preset, step=0.01)
@@ -173,6 +189,8 @@ def start_run_form() -> None:
         "weight_decay": weight_decay, "peer_norm_weight": peer_norm_weight, "eval_every": eval_every,
         "device": device,
     }  # fmt: skip
+    augmentations = {"flip": flip, "augment": augment}
+    values.update({name: value for name, value in augmentations.items() if value is not None})
     try:
         run = get_client().create_run(
             preset,

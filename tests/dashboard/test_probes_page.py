@@ -187,10 +187,12 @@ def test_the_form_starts_a_fashion_mnist_run(store):
     at.text_input(key="api_key").set_value(KEY).run()  # starting a run needs the API key
     at.selectbox(key="form_quick_dataset").set_value("fashion-mnist")
     at.text_input(key="form_quick_hidden").set_value("32, 32")
+    at.checkbox(key="form_quick_flip").check()  # garments may be mirrored
     button(at, "Start run").click().run()
     assert not at.exception and not at.error, texts(at.error)
     run = store.get_run(at.session_state["started_run"])
     assert run.config.dataset == "fashion-mnist" and run.config.hidden == [32, 32]
+    assert run.config.flip and run.config.augment == "none"  # what was left alone is the preset's
 
 
 @pytest.mark.slow
