@@ -135,18 +135,25 @@ def test_shift_images_moves_the_digit_and_fills_with_background():
     assert set(rows.tolist()) == {8, 9, 10, 11, 12}  # every offset in -2..2 occurs
 
 
+def train_recording_steps(images: torch.Tensor, config: RunConfig, monkeypatch) -> tuple[Trainer, list]:
+    """Train on `images` (N, 28, 28; labels 0-9 in turn) and record each batch the training step is
+    given, after augmentation: (images, labels) pairs."""
+    split = Split(images.reshape(len(images), 784), torch.arange(len(images)) % 10)
+    trainer = Trainer(config, Dataset("mnist", split, None, split))
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda x, y: seen.append((x, y)) or step(x, y))
+    trainer.fit()
+    return trainer, seen
+
+
 def test_jitter_shifts_the_picture_but_never_the_label_pixels(monkeypatch):
     # Ink along the top rows, where the ten label pixels live: shifts carry it into them.
     images = torch.zeros(200, 28, 28)
     images[:, 0:3, 0:14] = 1.0
-    labels = torch.arange(200) % 10
-    split = Split(images.reshape(200, 784), labels)
-    config = RunConfig(device="cpu", hidden=[20, 20], epochs=1, jitter=2)
-    trainer = Trainer(config, Dataset("mnist", split, None, split))
-    seen = []
-    step = trainer.train_step
-    monkeypatch.setattr(trainer, "train_step", lambda x, y: seen.append((x, y)) or step(x, y))
-    trainer.fit()
+    trainer, seen = train_recording_steps(
+        images, RunConfig(device="cpu", hidden=[20, 20], epochs=1, jitter=2), monkeypatch
+    )
 
     shifted = torch.cat([x for x, _ in seen])
     ink_in_label_pixels = shifted[:, :10].sum(dim=1)
@@ -175,14 +182,9 @@ def test_flip_mirrors_the_picture_but_never_the_label_pixels(monkeypatch):
     images = torch.zeros(200, 28, 28)
     images[:, 0, 18:] = 1.0
     images[:, 5:20, 20:24] = 0.5
-    labels = torch.arange(200) % 10
-    split = Split(images.reshape(200, 784), labels)
-    config = RunConfig(device="cpu", hidden=[20, 20], epochs=1, flip=True)
-    trainer = Trainer(config, Dataset("mnist", split, None, split))
-    seen = []
-    step = trainer.train_step
-    monkeypatch.setattr(trainer, "train_step", lambda x, y: seen.append((x, y)) or step(x, y))
-    trainer.fit()
+    _, seen = train_recording_steps(
+        images, RunConfig(device="cpu", hidden=[20, 20], epochs=1, flip=True), monkeypatch
+    )
 
     given = torch.cat([x for x, _ in seen])
     mirrored = given.view(-1, 28, 28)[:, 10, 4:8].sum(dim=1) > 0  # the bar now on the left
