@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dashboard.models import DATASET_NAMES
+
 
 def _number(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
@@ -93,10 +95,21 @@ def field_infos(config_schema: dict[str, Any]) -> dict[str, FieldInfo]:
 
 
 def preset_summary(preset: str, config: dict[str, Any]) -> str:
-    """'quick — 2x500, 3 epochs, random negatives': a preset as the picker lists it."""
+    """'quick — 2x500, 3 epochs, random negatives': a preset as the picker lists it, with its data set
+    when it is not MNIST and its augmentations ('fashion — Fashion-MNIST, 3x1000, ..., mirrored')."""
     widths = config["hidden"]
     network = f"{len(widths)}x{widths[0]}" if len(set(widths)) == 1 else "-".join(map(str, widths))
-    return f"{preset} — {network}, {config['epochs']} epochs, {config['negatives']} negatives"
+    parts = [network, f"{config['epochs']} epochs", f"{config['negatives']} negatives"]
+    dataset = config.get("dataset", "mnist")
+    if dataset != "mnist":
+        parts.insert(0, DATASET_NAMES.get(dataset, dataset))
+    if config.get("jitter"):
+        parts.append(f"shifted up to {config['jitter']} px")
+    if config.get("augment", "none") != "none":
+        parts.append(f"{config['augment']} augmentation")
+    if config.get("flip"):
+        parts.append("mirrored")
+    return f"{preset} — {', '.join(parts)}"
 
 
 def parse_hidden(text: str) -> list[int]:

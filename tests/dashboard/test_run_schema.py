@@ -45,6 +45,20 @@ def test_preset_summary():
     assert run_schema.preset_summary("quick", config) == "quick — 2x500, 3 epochs, random negatives"
     config = {"hidden": [784, 500], "epochs": 1, "negatives": "hard"}
     assert run_schema.preset_summary("odd", config) == "odd — 784-500, 1 epochs, hard negatives"
+    config = {
+        "dataset": "fashion-mnist",
+        "hidden": [1000] * 3,
+        "epochs": 100,
+        "negatives": "hard",
+        "flip": True,
+    }
+    assert run_schema.preset_summary("fashion", config) == (
+        "fashion — Fashion-MNIST, 3x1000, 100 epochs, hard negatives, mirrored"
+    )
+    config = {"hidden": [1000] * 3, "epochs": 300, "negatives": "hard", "jitter": 2, "augment": "styles"}
+    assert run_schema.preset_summary("jitter", config) == (
+        "jitter — 3x1000, 300 epochs, hard negatives, shifted up to 2 px, styles augmentation"
+    )
 
 
 @pytest.mark.parametrize(("text", "widths"), [("500, 500", [500, 500]), (" 1000 ;2000 ", [1000, 2000])])
