@@ -37,9 +37,9 @@ class RunningApi:
         return self.process.log()
 
 
-# free_port's port is free when it is picked, not when the server binds it: another process's socket
-# (any outgoing connection gets a port from the same range) can take it in between. A server that
-# finds its port taken is started again on another one.
+# free_port's port is free when it is picked, not when the server binds it: another test process's
+# server may pick and take it in between (free_port keeps clear of the ports outgoing connections get,
+# so that is rare). A server that finds its port taken is started again on another one.
 BIND_ATTEMPTS = 3
 
 
