@@ -1,4 +1,5 @@
-"""`python -m api`: serve the REST API with uvicorn on FF_API_HOST:FF_API_PORT (default 127.0.0.1:8000).
+"""`python -m api`: serve the REST API with uvicorn on FF_API_HOST:FF_API_PORT (default 127.0.0.1:8000), in
+FF_API_PROCESSES server processes (default 1).
 
 Reachable beyond loopback (FF_API_HOST, or FF_PUBLISHED_HOST in a container) it needs FF_API_KEY,
 unless FF_INSECURE_OPEN_WITHOUT_KEY says something else guards it. A read-only key (FF_READ_KEY) needs
@@ -8,13 +9,17 @@ FF_API_KEY beside it, and a different one.
 from __future__ import annotations
 
 import argparse
+import copy
 import ipaddress
 import logging
 
 import uvicorn
+import uvicorn.config
 
 from api.main import create_app
 from fflab.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def is_loopback(host: str) -> bool:
@@ -71,10 +76,35 @@ def main(argv: list[str] | None = None) -> None:
     refusal = read_key_without_api_key(settings) or open_without_key(settings, args.host)
     if refusal is not None:
         parser.exit(2, f"error: {refusal}\n")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if settings.api_processes == 1:
+        logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+        return
+    # uvicorn starts each process afresh: it builds the app from FF_* settings there (create_app with
+    # no arguments) and configures its logging from log_config, which names the root logger too.
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        workers=settings.api_processes,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_config=log_config(args.log_level),
     )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+
+
+def log_config(level: str) -> dict:
+    """uvicorn's logging configuration, with the root logger (FF Lab's own loggers) as `logging.basicConfig`
+    would set it up with LOG_FORMAT."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["fflab"] = {"format": LOG_FORMAT}
+    config["handlers"]["fflab"] = {
+        "formatter": "fflab",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["fflab"], "level": level.upper()}
+    return config
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ async def decode_uploaded_digit(
     """The uploaded picture as the model's data set would have it (28x28 in [0, 1]; see
     ffcore.images.preprocess_picture), decoded in a worker thread once one of the app's decode slots
     is free; HTTPException 422 with the reason when it is unusable."""
-    limiter = decode_limiter(app, settings.max_concurrent_decodes)
+    limiter = decode_limiter(app, settings.process_share(settings.max_concurrent_decodes))
     return await to_thread.run_sync(
         decode_digit_picture, file, settings.max_image_pixels, dataset, limiter=limiter
     )

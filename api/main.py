@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.stream_redis = redis.asyncio.Redis.from_url(
             settings.redis_url,
             **(redis_options | {"socket_timeout": stream_timeout} | retry_once),
-            max_connections=settings.max_streams,
+            max_connections=settings.process_share(settings.max_streams),
         )
         try:
             yield

@@ -61,9 +61,11 @@ class StreamSlot:
 class StreamGate:
     """Counts open event streams, in all and per client address, against the two caps."""
 
-    def __init__(self, max_streams: int, max_per_client: int):
+    def __init__(self, max_streams: int, max_per_client: int, processes: int = 1):
         self.max_streams = max_streams
         self.max_per_client = max_per_client
+        # With several server processes each counts its own streams against its share of the caps.
+        self.where = "this server" if processes == 1 else f"this server process (one of {processes})"
         self.open = 0
         self.per_client: Counter[str] = Counter()
 
@@ -73,14 +75,14 @@ class StreamGate:
             raise HTTPException(
                 status_code=429,
                 detail=f"too many event streams from {client[:100]}: at most {self.max_per_client} may be "
-                "open at once per client address (FF_MAX_STREAMS_PER_CLIENT raises it); close one, "
-                f"or try again in {RETRY_AFTER_S} s",
+                f"open at once per client address on {self.where} (FF_MAX_STREAMS_PER_CLIENT raises it); "
+                f"close one, or try again in {RETRY_AFTER_S} s",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         if self.open >= self.max_streams:
             raise HTTPException(
                 status_code=503,
-                detail=f"too many event streams: this server keeps at most {self.max_streams} open at "
+                detail=f"too many event streams: {self.where} keeps at most {self.max_streams} open at "
                 f"once (FF_MAX_STREAMS raises it); try again in {RETRY_AFTER_S} s, or read "
                 "GET /runs/{id}/metrics by cursor",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
@@ -102,7 +104,11 @@ def get_stream_gate(request: Request) -> StreamGate:
     gate = getattr(state, "stream_gate", None)
     if gate is None:
         settings = state.settings
-        gate = state.stream_gate = StreamGate(settings.max_streams, settings.max_streams_per_client)
+        gate = state.stream_gate = StreamGate(
+            settings.process_share(settings.max_streams),
+            settings.process_share(settings.max_streams_per_client),
+            settings.api_processes,
+        )
     return gate
 
 

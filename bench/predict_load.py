@@ -1,6 +1,7 @@
 """Prediction under load: many concurrent HTTP clients against the real API server.
 
-Starts a throwaway redis-server and the real API (`python -m api`, uvicorn), stores a 3x1000 model
+Starts a throwaway redis-server and the real API (`python -m api`, uvicorn, in --processes server
+processes: FF_API_PROCESSES, default 2 here, one per core of this 2-core machine), stores a 3x1000 model
 (an UNTRAINED network saved with ffcore.save_model: the speed of a forward pass does not depend on
 the weights' values) under a succeeded run, and measures POST /runs/{id}/predict with two kinds of
 body, digits from the MNIST test set when the data set is found (else random strokes):
@@ -16,8 +17,8 @@ For each kind, two phases, each run --repeats times (closed, open, closed, open,
 - open loop: requests started at a fixed --rate per second (independent of answers) for --duration
   seconds: the latency a steady stream of users sees at that rate.
 
-Each phase also records the server's CPU time per answered prediction (all its threads; what the
-machine's other load hardly changes, unlike throughput) and the load generator's own. The load
+Each phase also records the server's CPU time per answered prediction (all its processes and threads;
+what the machine's other load hardly changes, unlike throughput) and the load generator's own. The load
 generator runs on the same machine as the server, so they share its cores.
 
 Every answer of every phase is checked against the answer for the very image its request sent,
@@ -27,6 +28,7 @@ never swap answers. A phase's `wrong_answers` counts those that differ, and the 
 
     .venv/bin/python -m bench.predict_load
     .venv/bin/python -m bench.predict_load --kinds json --clients 32 --rate 300 --duration 20 --repeats 3
+    .venv/bin/python -m bench.predict_load --processes 1 --out bench/results/predict_load_1_process.json
 
 Prints the figures and writes bench/results/predict_load.json (or --out).
 """
@@ -86,9 +88,26 @@ def seed_model_run(redis_url: str) -> str:
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and of the processes it started, all their threads (Linux
+    /proc): with FF_API_PROCESSES > 1 the API's server processes are children of the one it ran."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended while we looked
+            continue
+        child = int(stat.parent.name)
+        parents[child], ticks[child] = int(fields[1]), int(fields[11]) + int(fields[12])
+
+    def in_tree(candidate: int) -> bool:
+        while candidate > 1:
+            if candidate == pid:
+                return True
+            candidate = parents.get(candidate, 0)
+        return False
+
+    return sum(count for process, count in ticks.items() if in_tree(process)) / os.sysconf("SC_CLK_TCK")
 
 
 def summarise(latencies_s: list[float], errors: int, wall_s: float) -> dict:
@@ -301,6 +320,9 @@ def main() -> None:
         "--repeats", type=int, default=2, help="times each phase runs (closed, open, closed, ...)"
     )
     parser.add_argument("--kinds", default=",".join(KINDS), help="bodies to send, comma-separated: json, png")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="the API's server processes (FF_API_PROCESSES)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON result")
     args = parser.parse_args()
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
@@ -308,12 +330,15 @@ def main() -> None:
         parser.error(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would skew the client
     make_payloads = {"json": digit_payloads, "png": png_payloads}
     figures: dict[str, dict] = {}
-    with redis_server() as redis_url, start_api(redis_url) as api:
+    api_env = {"FF_API_PROCESSES": str(args.processes)}
+    with redis_server() as redis_url, start_api(redis_url, env=api_env) as api:
         log.info("API up at %s", api.url)
         run_id = seed_model_run(redis_url)
         url = f"{api.base_url}/runs/{run_id}/predict"
@@ -337,6 +362,7 @@ def main() -> None:
     result = {
         "benchmark": "predict_load",
         "model": "3x1000 (untrained; ffcore.save_model)",
+        "api_processes": args.processes,
         "bodies": {
             "json": "28x28 MNIST test digits as JSON pixel values (three decimals)",
             "png": f"the same digits as {CANVAS_SIZE}x{CANVAS_SIZE} RGBA canvas PNGs, multipart/form-data",
@@ -359,6 +385,7 @@ def main() -> None:
                 print(phase_line(kind, name.replace("_", " "), repeat + 1, figures[kind][name][repeat]))
     machine = result["machine"]
     before, after = machine["load_average_before"][0], machine["load_average_after"][0]
+    print(f"API server processes: {args.processes}")
     print(f"load average (1 min) before/after: {before:.1f} / {after:.1f} on {machine['cpus']} CPUs")
     print(f"answers checked against their own image's: {checked}, wrong: {wrong}")
     print(f"wrote {args.out}")

@@ -113,6 +113,15 @@ class Settings(BaseSettings):
     # HTTP
     api_host: str = Field("127.0.0.1", description="Address `python -m api` listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `python -m api` listens on.")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes `python -m api` runs (uvicorn's workers, sharing its port). One "
+        "process computes in one thread at a time (Python's GIL); more serve more predictions at once, on "
+        "more cores, each with its own loaded models and an equal share of FF_MAX_STREAMS, "
+        "FF_MAX_STREAMS_PER_CLIENT and FF_MAX_CONCURRENT_DECODES (at least one each).",
+    )
     published_host: str | None = Field(
         None,
         description="The address clients reach the API on when it differs from FF_API_HOST: in "
@@ -153,7 +162,13 @@ class Settings(BaseSettings):
         description="How long any Redis command may take before the client gives up (a passing stall is "
         "retried by the worker).",
     )
-    model_cache_size: int = Field(8, ge=1, description="Trained models the API keeps loaded.")
+    model_cache_size: int = Field(8, ge=1, description="Trained models the API keeps loaded (per process).")
+
+    def process_share(self, cap: int) -> int:
+        """One API process's share of a server-wide cap: each process counts only the streams and the
+        decodes it serves itself, so each applies an equal share (at least one) and together they keep
+        the cap (unless it is smaller than FF_API_PROCESSES)."""
+        return max(1, cap // self.api_processes)
 
 
 @lru_cache
