@@ -17,6 +17,10 @@ the real API (`python -m api`) and the dashboard (`python -m dashboard`), and me
   from the call that opens the URL;
 - browser_first_chart_ms / browser_all_charts_ms: the same openings by the page's own clock, from its
   navigation start until the first chart is drawn and until all of them are;
+- browser_title_ms: in the same openings, until the page's title is shown (the page script's first
+  element: what comes before it is Streamlit's frontend starting and connecting);
+- browser_floor_first_chart_ms: the same browser opening bench/_floor_page.py (one small chart, no API
+  call) in turns with the Live page: the floor that no change to the Live page can go below;
 - browser_probes_ms (and browser_probes_first_chart_ms): the same for the Probes view
   (/live?run=ID&view=probes), until its charts and the receptive-field picture are drawn.
   `--no-probes` seeds eval records without probes, as runs from before them have, for comparison;
@@ -25,10 +29,7 @@ the real API (`python -m api`) and the dashboard (`python -m dashboard`), and me
   page has drawn both: the validation chart's point for that epoch and one more vertex on the first
   goodness curve. The logs come at random moments of the page's one-second poll.
 
-"Drawn", read from the DOM every animation frame: a chart (Streamlit's `stVegaLiteChart`, the
-vega-embed container) whose Vega view (`svg.marks` or `canvas.marks`) has a nonzero box and, as an
-SVG, at least one mark item in it. Streamlit draws charts of up to 2,000 rows per dataset as SVG
-(the Live page's are), larger ones on a canvas, where only the box is checked.
+"Drawn" is as bench/_page_timing.py reads it from the DOM.
 
     .venv/bin/python -m bench.dashboard_live_load              # 5 repetitions of each
     .venv/bin/python -m bench.dashboard_live_load --repeat 10
@@ -54,6 +55,7 @@ from pathlib import Path
 import httpx
 import torch
 
+from bench._page_timing import CHARTS_JS, DRAWN_JS, browser_times, floor_page
 from bench._provenance import provenance
 from ffcore.checkpoint import save_model
 from ffcore.config import RunConfig
@@ -76,29 +78,7 @@ CURVE_CHARTS = LAYERS + 3
 PROBE_CHARTS = 1 + LAYERS
 TARGETS_MS = {"target_ms": 2000, "first_chart_target_ms": 1000, "new_point_target_ms": 2000}
 
-# JavaScript: the page's charts (Streamlit's vega-embed containers), in page order, and whether one is drawn.
-CHARTS_JS = "[...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')]"
-DRAWN_JS = """(chart) => {
-    const view = chart.querySelector('svg.marks, canvas.marks');
-    if (!view) return false;
-    const box = view.getBoundingClientRect();
-    return box.width > 0 && box.height > 0
-        && (view.tagName === 'CANVAS' || !!view.querySelector('.role-mark > *'));
-}"""
 FIELDS_JS = "[...document.querySelectorAll('[data-testid=\"stImage\"] img')].some((i) => i.naturalWidth > 0)"
-# Installed in each tab before the page's scripts: records in window.__drawnAt, by the page's clock (ms
-# from its navigation start), when the first chart is drawn and when `need` charts (and `extra`) are.
-WATCH_JS = """(() => {
-    if (window.top !== window) return;
-    const drawn = %(drawn)s, times = (window.__drawnAt = {});
-    const tick = () => {
-        const count = %(charts)s.filter(drawn).length;
-        if (count >= 1 && times.first === undefined) times.first = performance.now();
-        if (count >= %(need)d && (%(extra)s)) times.all = performance.now();
-        else requestAnimationFrame(tick);
-    };
-    requestAnimationFrame(tick);
-})();"""
 
 
 def layer_probes(layer: int, error: float, rng: random.Random) -> dict:
@@ -219,37 +199,13 @@ def dashboard(api_url: str) -> Iterator[str]:
         yield url
 
 
-def open_and_time(context, url: str, need: int, extra: str = "true") -> tuple[float, float | None, float]:
-    """Open `url` in a new tab until `need` charts (and `extra`) are drawn: (ms by the wall clock from the
-    call that opens it, ms from the page's navigation start until its first chart was drawn, or None
-    without charts, and until all were)."""
-    page = context.new_page()
-    page.add_init_script(WATCH_JS % {"drawn": DRAWN_JS, "charts": CHARTS_JS, "need": need, "extra": extra})
-    start = time.perf_counter()
-    page.goto(url)
-    page.wait_for_function("window.__drawnAt && window.__drawnAt.all !== undefined", timeout=60_000)
-    wall_ms = (time.perf_counter() - start) * 1000
-    drawn_at = page.evaluate("window.__drawnAt")
-    page.close()
-    return wall_ms, drawn_at.get("first"), drawn_at["all"]
-
-
-def browser_times(context, dashboard_url: str, run_id: str, repeat: int, probes: bool) -> dict[str, list]:
-    """Per opening of the Live page, its Training view and its Probes view: the times of open_and_time,
-    under the result's keys."""
-    views = {
+def live_page_urls(dashboard_url: str, run_id: str, probes: bool) -> dict[str, tuple[str, int, str]]:
+    """The Live page's Training view and its Probes view, for browser_times."""
+    return {
         "browser": (f"{dashboard_url}/live?run={run_id}", CURVE_CHARTS, "true"),
         "browser_probes": (f"{dashboard_url}/live?run={run_id}&view=probes", PROBE_CHARTS if probes else 0,
                            FIELDS_JS),
     }  # fmt: skip
-    times: dict[str, list] = {}
-    for attempt in range(repeat + 1):
-        for name, (url, need, extra) in views.items():
-            wall_ms, first_ms, all_ms = open_and_time(context, url, need, extra)
-            if attempt:  # the first load warms the server's imports and the browser's cache
-                for key, value in (("", wall_ms), ("_first_chart", first_ms), ("_all_charts", all_ms)):
-                    times.setdefault(name + key, []).append(value)
-    return times
 
 
 # The first goodness curve's vertices, and whether the page has drawn epoch `epoch`'s new points: that
@@ -287,14 +243,16 @@ def new_point_times(context, dashboard_url: str, redis_url: str, run_id: str, re
 
 def browser_phases(dashboard_url: str, redis_url: str, run_ids: tuple[str, str], repeat: int,
                    probes: bool) -> dict[str, list]:  # fmt: skip
-    """The openings of the finished run's page (browser_times), then the new points on the running one's."""
+    """The openings of the finished run's page and of the floor page, taking turns (browser_times), then
+    the new points on the running one's."""
     from playwright.sync_api import sync_playwright
 
     finished, running = run_ids
-    with sync_playwright() as playwright:
+    with sync_playwright() as playwright, floor_page() as floor_url:
         browser = launch_chromium(playwright)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        times = browser_times(context, dashboard_url, finished, repeat, probes)
+        urls = live_page_urls(dashboard_url, finished, probes) | {"browser_floor": (floor_url, 1, "true")}
+        times = browser_times(context, urls, repeat)
         times["new_point"] = new_point_times(context, dashboard_url, redis_url, running, repeat, probes)
         browser.close()
     return times
@@ -306,7 +264,7 @@ def summary(times: dict[str, list]) -> dict[str, float | None]:
     for name, values in times.items():
         values = [value for value in values if value is not None]
         result[f"{name}_ms"] = round(statistics.median(values), 1) if values else None
-        if "chart" not in name:
+        if "chart" not in name and "title" not in name:
             result[f"{name}_max_ms"] = round(max(values), 1) if values else None
     return result
 
@@ -339,8 +297,10 @@ def main() -> None:
                 browser = browser_phases(
                     dashboard_url, redis_url, (run_id, live_run_id), args.repeat, not args.no_probes
                 )
-    names = ("browser", "browser_first_chart", "browser_all_charts", "browser_probes",
-             "browser_probes_first_chart", "browser_probes_all_charts", "new_point")  # fmt: skip
+    names = ("browser", "browser_title", "browser_first_chart", "browser_all_charts", "browser_probes",
+             "browser_probes_first_chart", "browser_probes_all_charts", "browser_floor_title",
+             "browser_floor_first_chart",
+             "new_point")  # fmt: skip
     figures = summary({name: browser.get(name, []) for name in names})
     result = {
         "what": "opening the Live page of a finished 100-epoch run (synthetic series of the real shape); "
@@ -370,6 +330,8 @@ def main() -> None:
               f"{result['browser_open_max_ms']:.1f} ms worst (target < 2000 ms)")  # fmt: skip
         print(f"... from navigation start:      {result['browser_first_chart_ms']:8.1f} ms median to the "
               f"first chart (target < 1000 ms), {result['browser_all_charts_ms']:.1f} ms to all")  # fmt: skip
+        print(f"... its title (script's start): {result['browser_title_ms']:8.1f} ms; the floor (one chart, "
+              f"no API, bench/_floor_page.py): {result['browser_floor_first_chart_ms']:.1f} ms")  # fmt: skip
         print(f"Its Probes view in Chromium:    {result['browser_probes_ms']:8.1f} ms median, "
               f"{result['browser_probes_max_ms']:.1f} ms worst")  # fmt: skip
         print(f"A new point on a running run:   {result['new_point_ms']:8.1f} ms median after it is logged, "
