@@ -33,7 +33,8 @@ DRAWN_JS = """(chart) => {
         && (view.tagName === 'CANVAS' || !!view.querySelector('.role-mark > *'));
 }"""
 # Installed in each tab before the page's scripts: records in window.__drawnAt, by the page's clock (ms
-# from its navigation start), when the first chart is drawn and when `need` charts (and `extra`) are.
+# from its navigation start), when its title (first h1) shows, when the first chart is drawn and when
+# `need` charts (and `extra`) are.
 WATCH_JS = """(() => {
     if (window.top !== window) return;
     const drawn = %(drawn)s, times = (window.__drawnAt = {});
