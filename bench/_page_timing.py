@@ -79,16 +79,23 @@ def browser_times(context, urls: dict[str, tuple[str, int, str]], repeat: int) -
     return times
 
 
+def wait_until_healthy(url: str, what: str) -> None:
+    """Wait until the Streamlit server at `url` answers its health check."""
+
+    def healthy() -> bool:
+        return httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200
+
+    wait_for(healthy, 60, f"{what}'s health check", interval_s=0.2, ignore=(httpx.TransportError,))
+
+
 @contextmanager
 def floor_page() -> Iterator[str]:
     """bench/_floor_page.py served by Streamlit as the dashboard is (python -m dashboard's arguments)."""
     from dashboard.__main__ import streamlit_args
 
     port = free_port()
-    args = [sys.executable, "-m", *streamlit_args(port, "127.0.0.1")]
-    args[args.index(str(REPO / "dashboard" / "app.py"))] = str(REPO / "bench" / "_floor_page.py")
     url = f"http://127.0.0.1:{port}"
-    with launch(args, env=environment_without("FF_"), stop_timeout_s=15):
-        wait_for(lambda: httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200, 60,
-                 "the floor page's health check", interval_s=0.2, ignore=(httpx.TransportError,))  # fmt: skip
+    args = streamlit_args(port, "127.0.0.1", app=REPO / "bench" / "_floor_page.py")
+    with launch([sys.executable, "-m", *args], env=environment_without("FF_"), stop_timeout_s=15):
+        wait_until_healthy(url, "the floor page")
         yield url

@@ -55,7 +55,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench._page_timing import CHARTS_JS, DRAWN_JS, browser_times, floor_page
+from bench._page_timing import CHARTS_JS, DRAWN_JS, browser_times, floor_page, wait_until_healthy
 from bench._provenance import provenance
 from ffcore.checkpoint import save_model
 from ffcore.config import RunConfig
@@ -67,7 +67,6 @@ from tests.support.ports import free_port
 from tests.support.processes import environment_without, launch
 from tests.support.redis_server import redis_server
 from tests.support.store import TestStore
-from tests.support.waiting import wait_for
 
 RESULTS = REPO / "bench" / "results" / "dashboard_live_load.json"
 EPOCHS, STEPS_PER_EPOCH, LOG_EVERY, LAYERS = 100, 500, 25, 3
@@ -190,12 +189,8 @@ def dashboard(api_url: str) -> Iterator[str]:
     env = environment_without("FF_")
     env |= {"FF_API_URL": api_url, "FF_DASHBOARD_PORT": str(port), "FF_DASHBOARD_HOST": "127.0.0.1"}
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        return httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200
-
     with launch([sys.executable, "-m", "dashboard"], env=env, stop_timeout_s=15):
-        wait_for(healthy, 60, "the dashboard's health check", interval_s=0.2, ignore=(httpx.TransportError,))
+        wait_until_healthy(url, "the dashboard")
         yield url
 
 

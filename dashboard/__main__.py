@@ -14,9 +14,10 @@ PRIMARY_COLOUR = "#2a9d8f"  # the teal of positive goodness in the charts and th
 logger = logging.getLogger("dashboard")
 
 
-def streamlit_args(port: int, address: str) -> list[str]:
+def streamlit_args(port: int, address: str, app: Path = APP) -> list[str]:
+    """`streamlit run` of `app` (the dashboard; a benchmark serves another page the same way)."""
     return [
-        "streamlit", "run", str(APP),
+        "streamlit", "run", str(app),
         "--server.headless", "true",
         "--server.port", str(port),
         "--server.address", address,
