@@ -39,10 +39,11 @@ WATCH_JS = """(() => {
     if (window.top !== window) return;
     const drawn = %(drawn)s, times = (window.__drawnAt = {});
     const tick = () => {
-        if (times.title === undefined && document.querySelector('h1')) times.title = performance.now();
+        const now = performance.now();  // one reading per frame: what shows in the same frame shares it
+        if (times.title === undefined && document.querySelector('h1')) times.title = now;
         const count = %(charts)s.filter(drawn).length;
-        if (count >= 1 && times.first === undefined) times.first = performance.now();
-        if (count >= %(need)d && (%(extra)s)) times.all = performance.now();
+        if (count >= 1 && times.first === undefined) times.first = now;
+        if (count >= %(need)d && (%(extra)s)) times.all = now;
         else requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
