@@ -11,8 +11,10 @@ from typing import Any
 
 import redis
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,12 @@ log = logging.getLogger(__name__)
 # Where a value came from is noise in a message ("body.config.epochs" reads better as "config.epochs").
 _LOCATION_PREFIXES = {"body", "query", "path", "header", "cookie"}
 MAX_LISTED_ERRORS = 8
+# pydantic's types for a body that is not a JSON object: another JSON value, or not JSON at all (a form,
+# plain text), which FastAPI hands on as it is.
+_NOT_AN_OBJECT = {"model_attributes_type", "model_type", "dict_type"}
+SEND_A_JSON_OBJECT = "send a JSON object, with Content-Type: application/json"
+# FastAPI's answer to a body its JSON parser raised on with something else than a syntax error.
+_UNPARSED_BODY = "There was an error parsing the body"
 
 
 def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
@@ -27,6 +35,9 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors:
         loc = [str(p) for p in error.get("loc", ())]
+        if loc == ["body"] and error.get("type") in _NOT_AN_OBJECT:
+            parts.append(f"body: {SEND_A_JSON_OBJECT}")
+            continue
         if loc and loc[0] in _LOCATION_PREFIXES:
             loc = loc[1:]
         message = error.get("msg", "invalid")
@@ -40,8 +51,10 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
             continue
         # pydantic prefixes messages of custom validators with "Value error, ".
         message = message.removeprefix("Value error, ")
-        # A whole-model check has no location; its message names the field itself.
-        parts.append(f"{'.'.join(loc)}: {message}" if loc else message)
+        # A whole-model check has no location, and a nested model's check names where it is (an
+        # experiment's "base.preset: ..."): such messages name the field themselves.
+        where = ".".join(loc)
+        parts.append(f"{where}: {message}" if loc and not message.startswith(where) else message)
     if len(parts) > MAX_LISTED_ERRORS:  # e.g. 784 bad pixels: the first few say enough
         parts = [*parts[:MAX_LISTED_ERRORS], f"and {len(parts) - MAX_LISTED_ERRORS} more problems"]
     return "; ".join(parts)
@@ -49,6 +62,26 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": describe_validation_errors(list(exc.errors()))})
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's own answer, except for a body its JSON parser gave up on for something else than a syntax
+    error (nesting too deep, an integer too long, bytes that are not UTF-8): that one says why."""
+    if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+        return JSONResponse(status_code=400, content={"detail": _unparsed_body(exc.__cause__)})
+    return await http_exception_handler(request, exc)
+
+
+def _unparsed_body(cause: BaseException | None) -> str:
+    if isinstance(cause, RecursionError):
+        reason = "it is nested too deeply"
+    elif isinstance(cause, UnicodeDecodeError):
+        reason = "it is not UTF-8 text"
+    elif isinstance(cause, ValueError):  # e.g. an integer of more digits than Python converts
+        reason = str(cause).split(";")[0]
+    else:
+        reason = "it could not be parsed"
+    return f"body: not valid JSON ({reason}); {SEND_A_JSON_OBJECT}"
 
 
 async def _redis_down(request: Request, exc: redis.ConnectionError) -> JSONResponse:
@@ -112,6 +145,7 @@ def unqueued(what: str, error: Exception, undo: Callable[[], object]) -> HTTPExc
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # FastAPI's own are of its kind
     app.add_exception_handler(redis.ConnectionError, _redis_down)
     app.add_exception_handler(redis.TimeoutError, _redis_timeout)
     app.add_exception_handler(redis.exceptions.OutOfMemoryError, _redis_full)

@@ -90,6 +90,10 @@ def _unaccepted_format(file: BinaryIO) -> HTTPException:
     recognised = _format_by_signature(file)
     if recognised is None:
         detail = f"image: not a readable image file ({SEND_PNG_OR_JPEG})"
+    elif recognised in ACCEPTED_FORMATS:  # its signature is right, its header is not (PIL refused to open it)
+        detail = (
+            f"image: the file starts as a {recognised} file but is damaged or truncated; {SEND_PNG_OR_JPEG}"
+        )
     else:
         detail = f"image: the file looks like {recognised}, which is not accepted; {SEND_PNG_OR_JPEG}"
     return HTTPException(status_code=422, detail=detail)

@@ -83,7 +83,10 @@ class RunConfig(BaseModel):
     threshold: float | None = Field(
         None,
         gt=0,
-        description="Goodness threshold of every layer. None: the layer's width for 'sum' "
+        # A layer's goodness must be able to reach it in 32-bit floats: far above any width, far below
+        # float32's overflow (beyond it a run can only end as diverged).
+        le=1e6,
+        description="Goodness threshold of every layer, at most 1e6. None: the layer's width for 'sum' "
         "goodness and 1 for 'mean' (mean squared activity 1 either way).",
     )
     negatives: Literal["random", "hard"] = Field(
@@ -290,13 +293,17 @@ def resolve_run_config(
         if preset is not None or overrides is not None:
             raise RunRequestError("", "give either `config` or `preset` with `overrides`, not both")
         return config, None
-    preset = preset or DEFAULT_PRESET
+    preset = DEFAULT_PRESET if preset is None else preset
     if preset not in PRESETS:
         raise RunRequestError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    try:
-        return RunConfig.from_preset(preset, **(overrides or {})), preset
-    except TypeError as error:  # a key that is not a valid identifier for **overrides
-        raise RunRequestError("overrides", str(error)) from None
+    unknown = [key for key in overrides or {} if key not in RunConfig.model_fields]
+    if unknown:
+        what = "is not a run setting" if len(unknown) == 1 else "are not run settings"
+        raise RunRequestError(
+            "overrides",
+            f"{', '.join(map(repr, unknown))} {what}; the settings: {', '.join(RunConfig.model_fields)}",
+        )
+    return RunConfig.model_validate({**PRESETS[preset], **(overrides or {})}), preset
 
 
 def format_validation_error(error: ValidationError) -> str:

@@ -237,8 +237,15 @@ class ExperimentSpec(BaseModel):
 
     def _check_param(self, base: RunConfig, name: str, param: ParamSpec) -> None:
         if not param.is_range:
+            seen: dict[str, Any] = {}  # each value as RunConfig reads it (1, 1.0, "1" and true: epochs 1)
             for value in param.values or []:
-                self._check_setting(base, {name: value}, f"params.{name}")
+                read = getattr(self._check_setting(base, {name: value}, f"params.{name}"), name)
+                first = seen.setdefault(_json(read), value)
+                if first is not value:
+                    raise ValueError(
+                        f"params.{name}: {first!r} and {value!r} are the same {name} ({read!r}); "
+                        "list each value once"
+                    )
             return
         kind = numeric_kind(name)
         if kind is None:
@@ -251,9 +258,9 @@ class ExperimentSpec(BaseModel):
             self._check_setting(base, {name: kind(end)}, f"params.{name}")
 
     @staticmethod
-    def _check_setting(base: RunConfig, setting: dict[str, Any], where: str) -> None:
+    def _check_setting(base: RunConfig, setting: dict[str, Any], where: str) -> RunConfig:
         try:
-            RunConfig.model_validate({**base.model_dump(), **setting})
+            return RunConfig.model_validate({**base.model_dump(), **setting})
         except ValidationError as error:
             raise ValueError(f"{where}: {setting} is not allowed: {describe_spec_error(error)}") from None
 
@@ -266,8 +273,10 @@ class ExperimentSpec(BaseModel):
             param = self.params[name]
             if not param.is_range and _json(value) not in {_json(v) for v in param.values or []}:
                 raise ValueError(f"{where}.{name}: {value!r} is not one of the listed values {param.values}")
-            if param.is_range and not (
-                isinstance(value, int | float) and param.low <= value <= param.high  # type: ignore[operator]
+            if param.is_range and not (  # (a bool is an int to Python, not a number of a range)
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and param.low <= value <= param.high  # type: ignore[operator]
             ):
                 raise ValueError(f"{where}.{name}: {value!r} is outside {param.low}..{param.high}")
             if param.is_range and numeric_kind(name) is int and value != int(value):

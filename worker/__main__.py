@@ -136,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     experiments = ExperimentStore(client)
     runs = RunStore(client, settings.metrics_maxlen)
     coordinator = Coordinator(
-        experiments, runs, enqueue, url_with_timeouts(settings), max_queued=settings.max_queued
+        experiments,
+        runs,
+        enqueue,
+        url_with_timeouts(settings),
+        max_queued=settings.max_queued,
+        settings=settings,
     )
     context = WorkerContext(
         settings=settings,

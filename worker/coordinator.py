@@ -41,6 +41,8 @@ from optuna.trial import TrialState
 
 from ffcore.experiment_table import ExperimentTable, SettingResult
 from ffcore.sweep import decode_params, encode_setting, suggest_setting
+from fflab.limits import limit_problems
+from fflab.settings import Settings
 from fflab.store.experiments import (
     ExperimentLease,
     ExperimentLocked,
@@ -69,12 +71,14 @@ class Coordinator:
         enqueue: Callable[[str], None],
         redis_url: str,
         max_queued: int | None = None,
+        settings: Settings | None = None,
     ):
         self.experiments = experiments
         self.runs = runs
         self.enqueue = enqueue
         self.redis_url = redis_url
         self.max_queued = max_queued  # FF_MAX_QUEUED; None: no cap
+        self.settings = settings  # the server's limits on a drawn setting's run (None: none)
 
     def advance_all(self) -> None:
         """Advance every running experiment (the heartbeat's part); one that fails does not hold up
@@ -219,9 +223,13 @@ class _Pass:
                 error = f"{type(exc).__name__}: {exc}"
         if error is None:
             try:
-                spec.run_config(params, spec.seeds[0])
+                config = spec.run_config(params, spec.seeds[0])
             except ValueError as exc:  # ValidationError too: a random combination RunConfig refuses
                 error = f"RunConfig refuses {params}: {exc}".splitlines()[0]
+            else:  # the API checked the spec against the limits, which may have changed since
+                problems = limit_problems(config, self.c.settings) if self.c.settings else []
+                if problems:
+                    error = f"over this server's limits: {'; '.join(problems)}"
         by_params = {_key(s.params): i for i, s in enumerate(table.settings)}
         setting = (
             len(table.settings) if error is not None else by_params.get(_key(params), len(table.settings))

@@ -6,6 +6,7 @@ The API records an experiment and asks a worker to start it; from then on the wo
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Annotated
 
@@ -23,7 +24,7 @@ from api.deps import (
     require_api_key,
 )
 from api.errors import unqueued
-from api.routes.runs import check_queue_quota, limit_problems
+from api.routes.runs import check_queue_quota
 from api.schemas import (
     ErrorOut,
     Experiment,
@@ -34,6 +35,7 @@ from api.schemas import (
     ExperimentSummary,
 )
 from ffcore.experiment import ExperimentSpec, check_limits
+from fflab.limits import LIMITED_FIELDS, limit_problems, limited_combinations
 from fflab.queue import enqueue_advance
 from fflab.settings import Settings
 from fflab.store.experiments import ExperimentLocked, ExperimentStore, counts
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No experiment with this id."}}
+# Each combination costs a RunConfig and a size estimate (a fraction of a millisecond): a bound on the
+# time a submission takes.
+MAX_COMBINATIONS_CHECKED = 1_000
 
 
 def get_or_404(experiments: ExperimentStore, experiment_id: str) -> ExperimentRecord:
@@ -56,25 +61,43 @@ def get_or_404(experiments: ExperimentStore, experiment_id: str) -> ExperimentRe
 
 def check_server_limits(spec: ExperimentSpec, settings: Settings) -> None:
     """422 unless every run the spec can make is one POST /runs would take, and the search is small
-    enough (FF_MAX_TRIALS). Checked: the base, each listed value and each end of each range alone on
-    top of it, and every setting of a grid."""
+    enough (FF_MAX_TRIALS). Checked: the base; each listed value and each end of each range alone on
+    top of it; every setting of a grid; and for a random or tpe search, which may draw any values
+    together, every combination of the values (range ends) of the settings the limits depend on."""
     try:
         check_limits(spec, settings.max_trials)
     except ValueError as error:
         raise HTTPException(status_code=422, detail=f"{error} (FF_MAX_TRIALS)") from None
-    problems = [f"base: {p}" for p in limit_problems(spec.base_config(), settings)]
+    base_problems = limit_problems(spec.base_config(), settings)
     candidates: list[tuple[str, dict]] = []
-    for name, param in spec.params.items():
-        ends = param.values if param.values is not None else [param.low, param.high]
-        candidates += [(f"params.{name}", {name: value}) for value in ends]
+    choices = {
+        name: param.values if param.values is not None else [param.low, param.high]
+        for name, param in spec.params.items()
+    }
+    for name, values in choices.items():
+        candidates += [(f"params.{name}", {name: value}) for value in values]
     if spec.search == "grid":
         candidates += [("params", setting) for setting in spec.grid()]
+    else:
+        combinations = list(itertools.islice(limited_combinations(choices), MAX_COMBINATIONS_CHECKED + 1))
+        if len(combinations) > MAX_COMBINATIONS_CHECKED:
+            varied = ", ".join(name for name in choices if name in LIMITED_FIELDS)
+            raise HTTPException(
+                status_code=422,
+                detail=f"params: the values of {varied} make more than {MAX_COMBINATIONS_CHECKED:,} "
+                "combinations to check against the server's limits; list fewer values",
+            )
+        candidates += [("params", setting) for setting in combinations]
+    problems = [f"base: {p}" for p in base_problems]
     for where, setting in candidates:
         try:
             config = spec.run_config(setting, spec.seeds[0])
         except (ValidationError, ValueError):
             continue  # a random draw RunConfig refuses fails as a setting (see ExperimentSpec)
-        problems += [f"{where}: {setting}: {p}" for p in limit_problems(config, settings)]
+        # What the base is refused for is said once, for the base.
+        problems += [
+            f"{where}: {setting}: {p}" for p in limit_problems(config, settings) if p not in base_problems
+        ]
     if problems:
         raise HTTPException(status_code=422, detail="; ".join(dict.fromkeys(problems)))
 

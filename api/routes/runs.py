@@ -29,8 +29,8 @@ from api.schemas import (
     RunStatus,
     RunUpdate,
 )
-from ffcore.checkpoint import training_state_bytes
 from ffcore.config import RunConfig, RunRequestError, resolve_run_config
+from fflab.limits import limit_problems
 from fflab.queue import enqueue_run
 from fflab.settings import Settings
 from fflab.store.keys import FINISHED
@@ -67,35 +67,6 @@ def resolve_config(body: RunCreate, settings: Settings) -> tuple[RunConfig, str 
     if problems:
         raise _invalid("; ".join(problems))
     return config, preset
-
-
-def limit_problems(config: RunConfig, settings: Settings) -> list[str]:
-    """What in `config` this server does not allow (FF_MAX_* limits, a data_dir); empty when nothing.
-
-    A network's training state is checkpointed to Redis as one value after every epoch; one larger
-    than Redis takes could never be saved, and its run would fail (or be retried) at its first epoch
-    end, so it is refused here instead."""
-    if config.data_dir is not None:
-        # A client must not point the worker at paths on its machine; the worker's FF_DATA_DIR decides.
-        return ["data_dir: set by the server (FF_DATA_DIR); leave it out"]
-    problems = []
-    if len(config.hidden) > settings.max_layers:
-        problems.append(f"hidden: at most {settings.max_layers} layers allowed, got {len(config.hidden)}")
-    if max(config.hidden) > settings.max_units:
-        problems.append(
-            f"hidden: at most {settings.max_units} units per layer allowed, got {max(config.hidden)}"
-        )
-    if config.epochs > settings.max_epochs:
-        problems.append(f"epochs: at most {settings.max_epochs} allowed, got {config.epochs}")
-    if not problems:  # the size of a network within the other limits
-        state_mb = training_state_bytes(config) / 1e6
-        if state_mb > settings.max_state_mb:
-            problems.append(
-                f"hidden: this network's training state (weights and {config.optimizer} buffers) would be "
-                f"{state_mb:,.0f} MB, more than the {settings.max_state_mb} MB a run may checkpoint "
-                "(FF_MAX_STATE_MB); use fewer or narrower layers"
-            )
-    return problems
 
 
 @router.post(

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from api import deps
 from api.main import create_app
 from ffcore.config import RunConfig
+from fflab.limits import limit_problems
 from fflab.queue import ADVANCE_TASK_NAME
 from fflab.settings import Settings
 from tests.support.fakes import RecordingCelery
@@ -105,6 +106,31 @@ def test_a_submitted_experiment_is_recorded_and_handed_to_the_workers(client, ce
             "max_parallel: Input should be greater than or equal to 1",
         ),
         ({"base": BASE, "params": LR, "name": "x" * 81}, "name: String should have at most 80 characters"),
+        # Values that differ only in how they are written are the same setting.
+        (
+            {"base": BASE, "params": {"epochs": {"values": [1, "1"]}}},
+            "params.epochs: 1 and '1' are the same epochs",
+        ),
+        (
+            {"base": BASE, "params": {"epochs": {"values": [1, True]}}},
+            "params.epochs: 1 and True are the same",
+        ),
+        (
+            {"base": BASE, "params": {"hidden": {"values": [[10, 10], [10.0, 10]]}}},
+            "params.hidden: [10, 10] and [10.0, 10] are the same hidden ([10, 10])",
+        ),
+        (
+            {
+                "base": BASE,
+                "params": {"epochs": {"low": 1, "high": 3}},
+                "search": "random",
+                "max_trials": 2,
+                "start_with": [{"epochs": True}],
+            },
+            "start_with[0].epochs: True is outside 1.0..3.0",
+        ),
+        # A nested check's message names its place once.
+        ({"base": {"preset": "nope"}, "params": LR}, "base.preset: unknown preset 'nope'"),
     ],
 )
 def test_a_bad_spec_gets_a_422_that_says_what_is_wrong(client, celery, spec, message):
@@ -186,3 +212,33 @@ def test_a_full_queue_refuses_a_new_experiment_with_429(redis_url: str, celery: 
         assert client.get("/api/v1/experiments").json()["total"] == 0
         client.post(f"/api/v1/runs/{queued}/cancel")
         assert client.post("/api/v1/experiments", json=grid).status_code == 201
+
+
+def test_a_random_search_is_refused_when_values_it_may_draw_together_are_over_a_limit(client, celery):
+    """Each value alone fits (1000 units with Adam, 2000 units with SGD), but a random search may draw
+    2000 units with Adam, whose training state the server could never checkpoint."""
+    params = {"hidden": {"values": [[1000, 1000], [2000, 2000]]}, "optimizer": {"values": ["sgd", "adam"]}}
+    base = {"preset": "quick", "overrides": {"epochs": 2, "optimizer": "sgd"}}
+    spec = {"base": base, "params": params, "search": "random", "max_trials": 4}
+    settings = Settings(redis_url="redis://unused", max_units=2000, max_state_mb=50)
+    alone = [{"hidden": [2000, 2000], "optimizer": "sgd"}, {"hidden": [1000, 1000], "optimizer": "adam"}]
+    configs = [RunConfig.from_preset("quick", epochs=2, **setting) for setting in alone]
+    assert [limit_problems(config, settings) for config in configs] == [[], []]
+
+    client.app.dependency_overrides[deps.get_settings] = lambda: settings
+    answer = client.post("/experiments", json=spec)
+
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert (
+        "params: {'hidden': [2000, 2000], 'optimizer': 'adam'}: hidden: this network's training state"
+        in detail
+    )
+    assert "'sgd'" not in detail and "[1000, 1000]" not in detail  # only the combination over the limit
+    assert celery.sent == [] and client.get("/experiments").json()["total"] == 0
+
+
+def test_a_refused_base_is_said_once(client):
+    spec = {"base": {"preset": "quick", "overrides": {"data_dir": "/etc"}}, "params": LR}
+    detail = client.post("/experiments", json=spec).json()["detail"]
+    assert detail.count("data_dir") == 1, detail

@@ -55,6 +55,22 @@ def test_formats_other_than_png_and_jpeg_are_refused_by_name(
     assert detail == f"image: the file looks like {format_name}, which is not accepted; send PNG or JPEG"
 
 
+@pytest.mark.parametrize("format_name", ["PNG", "JPEG"])
+@pytest.mark.parametrize("kept_bytes", [20, 40, 200])
+def test_a_damaged_png_or_jpeg_is_called_damaged_not_refused_by_format(
+    api_server: RunningApi, finished_run: str, format_name: str, kept_bytes: int
+) -> None:
+    """Cut short in or after its header: it starts as PNG or JPEG, so its format is not what is wrong."""
+    picture = encoded(a_seven((120, 90)), format_name)[:kept_bytes]
+
+    response = predict_picture(api_server, finished_run, picture)
+
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("image: the file ") and "damaged or truncated" in detail, detail
+    assert "not accepted" not in detail
+
+
 def test_png_and_jpeg_are_decoded(api_server: RunningApi, finished_run: str) -> None:
     for format_name in ("PNG", "JPEG"):
         response = predict_picture(api_server, finished_run, encoded(a_seven((1600, 1200)), format_name))

@@ -50,8 +50,19 @@ def test_a_full_configuration_is_accepted(client: TestClient) -> None:
         ),
         ({"preset": "quick", "overrides": {"lr": "fast"}}, "lr: Input should be a valid number"),
         ({"preset": "quick", "overrides": {"lr": -1}}, "lr: Input should be greater than 0"),
-        ({"preset": "quick", "overrides": {"dropout": 0.5}}, "dropout: Extra inputs are not permitted"),
+        (
+            {"preset": "quick", "overrides": {"dropout": 0.5}},
+            "overrides: 'dropout' is not a run setting; the settings: dataset, ",
+        ),
+        # Keys that are names of from_preset's own arguments are settings no more than any other key.
+        ({"preset": "quick", "overrides": {"preset": 1}}, "overrides: 'preset' is not a run setting"),
+        ({"preset": "quick", "overrides": {"cls": 1, "x": 2}}, "overrides: 'cls', 'x' are not run settings"),
+        (
+            {"preset": "quick", "overrides": {"threshold": 3.5e38}},
+            "threshold: Input should be less than or equal to 1000000",
+        ),
         ({"preset": "nope"}, "preset: unknown preset 'nope'; choose one of reference, paper, quick"),
+        ({"preset": ""}, "preset: unknown preset ''; choose one of reference, paper, quick"),
         (
             {"preset": "quick", "config": {}},
             "body: give either `config` or `preset` with `overrides`, not both",
@@ -79,6 +90,32 @@ def test_malformed_json_gets_a_readable_422(client: TestClient) -> None:
     )
     assert response.status_code == 422
     assert response.json()["detail"].startswith("body: not valid JSON")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "message"),
+    [
+        # Another JSON value than an object, or a body that is not JSON at all.
+        (b"[]", "application/json", 422, "body: send a JSON object, with Content-Type: application/json"),
+        (b"null", "application/json", 422, "body: send a JSON object, with Content-Type: application/json"),
+        (b'{"preset": "quick"}', "text/plain", 422, "body: send a JSON object, with Content-Type"),
+        (b"preset=quick", "application/x-www-form-urlencoded", 422, "body: send a JSON object"),
+        # JSON the parser gives up on for another reason than its syntax: said, not a bare 400.
+        (b'{"overrides": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "application/json", 400,
+         "body: not valid JSON (it is nested too deeply)"),
+        (b'{"preset": "qu\xffick"}', "application/json", 400, "body: not valid JSON (it is not UTF-8 text)"),
+        (b'{"seed": ' + b"9" * 5000 + b"}", "application/json", 400,
+         "body: not valid JSON (Exceeds the limit (4300 digits) for integer string conversion"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_a_json_object_says_so(
+    client: TestClient, celery: RecordingCelery, content: bytes, content_type: str, status: int, message: str
+) -> None:
+    response = client.post(f"{API}/runs", content=content, headers={"content-type": content_type})
+
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(message)
+    assert celery.sent == []
 
 
 def test_runs_are_listed_newest_first_paginated_and_filtered(client: TestClient, store: TestStore) -> None:

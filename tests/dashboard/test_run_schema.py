@@ -29,7 +29,7 @@ def test_bounds_and_choices_come_from_the_apis_schema(config_schema):
     assert infos["hidden"].limits == "1 to 4 values, each 1 to 2,000"
     assert infos["lr"].limits == "more than 0 and at most 10"
     assert infos["momentum"].limits == "at least 0 and below 1"
-    assert infos["threshold"].limits == "more than 0"
+    assert infos["threshold"].limits == "more than 0 and at most 1,000,000"
     assert infos["negatives"].choices == ("random", "hard")
     assert "Allowed: 1 to 50." in infos["epochs"].help
 

@@ -53,6 +53,7 @@ def test_threshold_defaults_to_mean_squared_activity_one():
         ({"negatives": "easy"}, "negatives", "'random' or 'hard'"),
         ({"jitter": 9}, "jitter", "less than or equal to 4"),
         ({"learning_rate": 0.1}, "learning_rate", "Extra inputs are not permitted"),
+        ({"threshold": 3.5e38}, "threshold", "less than or equal to 1000000"),  # inf in float32
     ],
 )
 def test_bad_values_name_the_field_and_the_allowed_range(overrides, field, words):

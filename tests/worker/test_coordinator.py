@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from ffcore.experiment import ExperimentSpec
+from fflab.settings import Settings
 from fflab.store.keys import experiment_run_id
 from fflab.study import load_study
 from tests.support.store import TestStore
@@ -204,6 +205,23 @@ def test_a_drawn_setting_runconfig_refuses_fails_alone_and_the_experiment_goes_o
     assert {s.status for s in table.settings} == {"failed", "succeeded"} and record.status == "succeeded"
     states = {t.state.name for t in load_study(coordinator.redis_url, experiment.id, spec).trials}
     assert states == {"FAIL", "COMPLETE"} and len(store.experiments.trials(experiment.id)) == 8
+
+
+def test_a_drawn_setting_over_the_servers_limits_fails_with_them_instead_of_training(store, sent, redis_url):
+    """Limits may be lowered after an experiment was accepted: a setting over them is not trained."""
+    limits = Settings(redis_url=redis_url, max_units=48)
+    coordinator = Coordinator(store.experiments, store.runs, sent.append, redis_url, settings=limits)
+    spec = make_spec(params={"hidden": {"values": [[32, 32], [64, 64]]}}, seeds=[0])
+    experiment = store.experiments.create(spec)
+    coordinator.advance(experiment.id)
+
+    table = store.experiments.table(store.experiments.get(experiment.id))
+    by_hidden = {tuple(s.params["hidden"]): s for s in table.settings}
+    assert by_hidden[(64, 64)].status == "failed" and not by_hidden[(64, 64)].runs
+    assert by_hidden[(64, 64)].error == (
+        "over this server's limits: hidden: at most 48 units per layer allowed, got 64"
+    )
+    assert by_hidden[(32, 32)].status == "running" and len(sent) == 1
 
 
 def test_an_orphaned_trial_drawn_half_way_fails_instead_of_training_the_base(store, coordinator, sent):
