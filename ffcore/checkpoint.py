@@ -141,11 +141,17 @@ def save_training_state(trainer: Trainer) -> bytes:
 
 
 def load_training_state(
-    data: bytes, dataset: Dataset | None = None, *, device: str | None = None, log_every: int = 50
+    data: bytes,
+    dataset: Dataset | None = None,
+    *,
+    device: str | None = None,
+    data_dir: str | None = None,
+    log_every: int = 50,
 ) -> Trainer:
     """Rebuild a Trainer from `save_training_state`; training continues as if never interrupted.
 
-    `dataset` saves loading the configured data set again; `device` overrides the saved config's.
+    `dataset` saves loading the configured data set again; `device` and `data_dir` override the saved
+    config's (the same data found elsewhere, e.g. a relative folder resumed from another directory).
     On another kind of device than the state was saved on, the generator is reseeded (with a
     warning) and `trainer.exact_resume` is False.
     """
@@ -154,6 +160,8 @@ def load_training_state(
     config = RunConfig.model_validate_json(metadata["config"])
     if device is not None:
         config = config.model_copy(update={"device": device})
+    if data_dir is not None:
+        config = config.model_copy(update={"data_dir": data_dir})
     trainer = Trainer(config, dataset, log_every=log_every)
     tensors = load_safetensors(data)
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

@@ -12,16 +12,32 @@ from typing import Any
 from pydantic import ValidationError
 
 from ffcore.config import DEFAULT_PRESET, PRESETS, RunConfig, format_validation_error, parse_override
+from ffcore.run_folder import (
+    METRICS_FILE,
+    STATE_FILE,
+    SUMMARY_FILE,
+    RunFolderError,
+    drop_metrics_after,
+    files_of_a_run,
+    resume,
+)
 
 log = logging.getLogger("ffcore")
-
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
-STATE_FILE = "state.safetensors"
 
 
 class CliError(Exception):
     """A problem the user can fix; printed as one line, exit status 2 (as are DataError and DeviceError)."""
+
+
+def positive_int(text: str) -> int:
+    """argparse's type for counts: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--preset",
-        default=DEFAULT_PRESET,
         choices=sorted(PRESETS),
-        help="starting configuration (default: %(default)s)",
+        help=f"starting configuration (default: {DEFAULT_PRESET})",
     )
     train.add_argument(
         "--set",
@@ -63,17 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
         "trained before; a run resumed on another kind of device goes on, but not bit-exactly)",
     )
     train.add_argument("--out", default="runs/latest", help="output folder (default: %(default)s)")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (benchmarks)")
     train.add_argument(
-        "--resume", action="store_true", help="continue from --out/state.safetensors when it exists"
+        "--max-steps",
+        type=positive_int,
+        help="stop once the run has taken this many optimizer steps, counted from its start (a resumed "
+        "run's earlier steps count too); for benchmarks",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in --out (its state.safetensors), or start it there when there is "
+        "none yet; --preset and --set must then agree with the saved run's configuration, and "
+        "--data-dir and --device may change where it reads its data and trains",
     )
     train.add_argument(
         "--log-every",
-        type=int,
+        type=positive_int,
         default=50,
         help="steps between two records in metrics.jsonl (default: %(default)s)",
     )
-    train.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    train.add_argument(
+        "--threads", type=positive_int, help="CPU threads for PyTorch (default: PyTorch's choice)"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs instead)")
 
     predict = sub.add_parser(
@@ -132,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the sweep in --out: finished runs are kept, an interrupted one continues from its "
         "last epoch, failed ones are tried again (without it, a --out that holds a sweep is refused)",
     )
-    sweep.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    sweep.add_argument(
+        "--threads", type=positive_int, help="CPU threads for PyTorch (default: PyTorch's choice)"
+    )
     return parser
 
 
@@ -149,7 +177,7 @@ def make_config(args: argparse.Namespace) -> RunConfig:
     if args.device is not None:
         overrides["device"] = args.device
     try:
-        return RunConfig.from_preset(args.preset, **overrides)
+        return RunConfig.from_preset(args.preset or DEFAULT_PRESET, **overrides)
     except ValidationError as error:
         raise CliError(f"invalid configuration: {format_validation_error(error)}") from error
 
@@ -158,8 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ffcore.checkpoint import load_training_state, save_model_dir, save_training_state, write_atomically
-    from ffcore.device import DeviceError, run_device
+    from ffcore.checkpoint import save_model_dir, save_training_state, write_atomically
+    from ffcore.device import run_device
     from ffcore.train import Trainer
 
     if args.threads:
@@ -167,21 +195,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.device is not None:  # checked before anything is loaded or written
         args.device = run_device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     if args.resume and state_path.is_file():
-        try:
-            trainer = load_training_state(
-                state_path.read_bytes(), device=args.device, log_every=args.log_every
-            )
-        except DeviceError as error:  # the run trained on a GPU that this machine lacks
-            raise CliError(f"{error}; --device cpu continues the run on the CPU") from error
+        asked = make_config(args) if args.preset is not None or args.overrides else None
+        trainer = resume(
+            state_path, asked, device=args.device, data_dir=args.data_dir, log_every=args.log_every
+        )
+        if trainer.step >= trainer.total_steps and (out / SUMMARY_FILE).is_file():
+            # Evaluating again would only append a second final record and overwrite its timings.
+            log.info("the run in %s has finished; nothing to resume", out)
+            summary = json.loads((out / SUMMARY_FILE).read_text())
+            print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+            return 0
         log.info("resuming from %s at epoch %d, step %d", state_path, trainer.epoch, trainer.step)
         drop_metrics_after(out / METRICS_FILE, trainer.step)
         metrics_mode = "a"
     else:
+        held = files_of_a_run(out)
+        if held and not args.resume:  # a new run's files must not mix with (and replace) another's
+            raise CliError(
+                f"{out} already holds a run ({', '.join(held)}); pass --resume to continue it, or give "
+                "another --out"
+            )
+        if args.resume:
+            log.info("no training state in %s: starting the run there", out)
         trainer = Trainer(make_config(args), log_every=args.log_every)
         metrics_mode = "w"
+    out.mkdir(parents=True, exist_ok=True)  # only once the configuration and the data are good
     config = trainer.config
     log.info("training %s on %s: %d steps", config.hidden, trainer.device, trainer.total_steps)
 
@@ -249,7 +289,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             with Image.open(path) as image:
                 digits.append(preprocess_picture(image, config.dataset))
-        except (FileNotFoundError, UnidentifiedImageError, ValueError) as error:
+        except (
+            OSError,
+            UnidentifiedImageError,
+            ValueError,
+        ) as error:  # OSError: missing, a folder, truncated
             raise CliError(f"{path}: {error}") from error
     result = predict(model, np.stack(digits))
     for i, path in enumerate(args.images):
@@ -303,10 +347,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _load(path: str, loader):
+    from safetensors import SafetensorError
+
     try:
         return loader(path)
-    except (FileNotFoundError, ValueError) as error:
+    except FileNotFoundError as error:
         raise CliError(str(error)) from error
+    except ValidationError as error:  # a model whose stored configuration this version refuses
+        raise CliError(f"{path}: its configuration is invalid: {format_validation_error(error)}") from error
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # RuntimeError: other shapes
+        raise CliError(f"{path}: not a model this version can load ({str(error).splitlines()[0]})") from error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,20 +369,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "sweep": cmd_sweep}
     try:
         return commands[args.command](args)
-    except (CliError, DataError, DeviceError) as error:
+    except (CliError, DataError, DeviceError, RunFolderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except DivergedError as error:  # the run cannot succeed; its last saved state is left as it was
         print(f"error: {error}", file=sys.stderr)
         return 1
-
-
-def drop_metrics_after(path: Path, step: int) -> None:
-    """Keep only the records up to `step`: a run killed after its last saved state had already
-    written records for steps that the resumed run trains again."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    if len(kept) != len(lines):
-        path.write_text("".join(kept))
+    except OSError as error:  # e.g. an --out that cannot be written
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        resume = " (train --resume, or sweep --resume, with the same --out continues it)"
+        print(f"interrupted{resume if args.command in ('train', 'sweep') else ''}", file=sys.stderr)
+        return 130

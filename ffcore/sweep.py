@@ -34,6 +34,7 @@ from ffcore.experiment import (
     numeric_kind,
 )
 from ffcore.experiment_table import ExperimentTable, RunOutcome, SettingResult
+from ffcore.run_folder import METRICS_FILE, STATE_FILE
 from ffcore.train import Trainer
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ SPEC_FILE = "spec.json"
 RUNS_DIR = "runs"  # one folder per run: runs/<setting index>-seed<seed>/
 OUTCOME_FILE = "outcome.json"
 SETTING_FILE = "setting.json"
-METRICS_FILE = "metrics.jsonl"
-STATE_FILE = "state.safetensors"
 
 RunEndCallback = Callable[[ExperimentTable, SettingResult, RunOutcome], None]
 

@@ -125,7 +125,8 @@ def test_rest_api_examples_run_as_written(tmp_path, mnist_dir):
 
 
 def test_ffcore_commands_in_the_readme_parse_with_the_real_cli():
-    from ffcore.cli import build_parser
+    from ffcore.cli import build_parser, make_config
+    from ffcore.config import DEFAULT_PRESET, RunConfig
 
     parser = build_parser()
     commands = re.findall(
@@ -139,7 +140,10 @@ def test_ffcore_commands_in_the_readme_parse_with_the_real_cli():
             pytest.fail(f"the README's `python -m ffcore {command}` does not parse")
     defaults = parser.parse_args(["train"])
     assert f"default `{defaults.out}`" in README
-    assert f"`--preset` defaults to `{defaults.preset}`" in README
+    # No --preset given is None to the parser (so that --resume can tell one given from none); the run
+    # then starts from make_config's preset.
+    assert defaults.preset is None and make_config(defaults) == RunConfig.from_preset(DEFAULT_PRESET)
+    assert f"`--preset` defaults to `{DEFAULT_PRESET}`" in README
 
 
 def test_presets_table_matches_the_presets():

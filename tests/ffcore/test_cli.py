@@ -1,6 +1,7 @@
 """The command line, run as users run it: `python -m ffcore ...` in a subprocess."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,13 +11,15 @@ import torch
 from PIL import Image
 
 from ffcore.data import load_arrays
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def ffcore(*args: str) -> subprocess.CompletedProcess:
+def ffcore(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # found from any working directory
     return subprocess.run(
-        [sys.executable, "-m", "ffcore", *args], capture_output=True, text=True, timeout=280
+        [sys.executable, "-m", "ffcore", *args], capture_output=True, text=True, timeout=280, cwd=cwd, env=env
     )
 
 
