@@ -137,6 +137,7 @@ def test_a_bad_spec_gets_a_422_that_says_what_is_wrong(client, celery, spec, mes
     answer = client.post("/experiments", json=spec)
     assert answer.status_code == 422, answer.text
     assert message in answer.json()["detail"]
+    assert "base: base" not in answer.json()["detail"]  # a nested check's message names its place once
     assert celery.sent == [] and client.get("/experiments").json()["total"] == 0
 
 

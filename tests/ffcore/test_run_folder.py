@@ -2,12 +2,17 @@
 mixing two runs in one folder, and one clear line, not a traceback, for what cannot be done."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from ffcore.config import RunConfig
 from tests.ffcore.test_cli import ffcore, trained_dir  # noqa: F401 - the module's finished run
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -111,3 +116,28 @@ def test_an_out_that_cannot_be_written_is_one_line(mnist_dir, tmp_path):
         "train", *TINY, "--data-dir", mnist_dir, "--out", str(tmp_path / "a-file"), "--max-steps", "1"
     )
     assert_one_line(result, 1, "a-file")
+
+
+def test_an_invalid_configuration_leaves_no_folder_behind(tmp_path):
+    result = ffcore("train", "--preset", "quick", "--set", "epochs=0", "--out", str(tmp_path / "run"))
+    assert_one_line(result, 2, "epochs: Input should be greater than or equal to 1")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_training_is_one_line_that_says_how_to_go_on(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "ffcore", "train", *TINY, "--data-dir", mnist_dir, "--out", str(out)]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:  # until it trains
+        lines.append(line)
+        if " training [30, 30] on " in line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130, "".join(lines) + rest
+    assert "interrupted (train --resume, or sweep --resume, with the same --out continues it)" in rest
+    assert "Traceback" not in rest
