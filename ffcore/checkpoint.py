@@ -22,6 +22,7 @@ from ffcore.config import RunConfig
 from ffcore.data import Dataset
 from ffcore.model import FFNetwork
 from ffcore.rng import restore_generator
+from ffcore.run_folder import CONFIG_FILE, MODEL_FILE
 from ffcore.train import Trainer
 
 MODEL_FORMAT = "ffcore-model/2"
@@ -29,9 +30,6 @@ STATE_FORMAT = "ffcore-training-state/2"
 # Version 2 of models and training states: networks see raw pixel intensities in [0, 1]. Version 1
 # files were trained on standardised pixels and would quietly predict wrongly, so they are refused.
 STANDARDISED_INPUT_FORMATS = {"ffcore-model/1": "model", "ffcore-training-state/1": "training state"}
-
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 def read_metadata(data: bytes) -> dict[str, str]:
@@ -158,10 +156,8 @@ def load_training_state(
     metadata = read_metadata(data)
     check_format(metadata.get("format"), STATE_FORMAT, "an ffcore training state")
     config = RunConfig.model_validate_json(metadata["config"])
-    if device is not None:
-        config = config.model_copy(update={"device": device})
-    if data_dir is not None:
-        config = config.model_copy(update={"data_dir": data_dir})
+    where = {"device": device, "data_dir": data_dir}
+    config = config.model_copy(update={key: value for key, value in where.items() if value is not None})
     trainer = Trainer(config, dataset, log_every=log_every)
     tensors = load_safetensors(data)
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

@@ -289,11 +289,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             with Image.open(path) as image:
                 digits.append(preprocess_picture(image, config.dataset))
-        except (
-            OSError,
-            UnidentifiedImageError,
-            ValueError,
-        ) as error:  # OSError: missing, a folder, truncated
+        # OSError: a missing file, a folder, a truncated picture.
+        except (OSError, UnidentifiedImageError, ValueError) as error:
             raise CliError(f"{path}: {error}") from error
     result = predict(model, np.stack(digits))
     for i, path in enumerate(args.images):
@@ -379,6 +376,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        resume = " (train --resume, or sweep --resume, with the same --out continues it)"
-        print(f"interrupted{resume if args.command in ('train', 'sweep') else ''}", file=sys.stderr)
+        hint = " (train --resume, or sweep --resume, with the same --out continues it)"
+        print(f"interrupted{hint if args.command in ('train', 'sweep') else ''}", file=sys.stderr)
         return 130

@@ -21,8 +21,9 @@ if TYPE_CHECKING:  # torch is imported only when a run is resumed: `python -m ff
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.safetensors"
-# Every file `train` writes; the model's two are checkpoint.py's MODEL_FILE and CONFIG_FILE.
-RUN_FILES = (STATE_FILE, "model.safetensors", "config.json", SUMMARY_FILE, METRICS_FILE)
+MODEL_FILE = "model.safetensors"  # the model's two files, as checkpoint.save_model_dir writes them
+CONFIG_FILE = "config.json"
+RUN_FILES = (STATE_FILE, MODEL_FILE, CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)  # every file `train` writes
 # Settings that say where a run reads its data and trains, not what it is: a resume may change them.
 WHERE_SETTINGS = ("data_dir", "device")
 

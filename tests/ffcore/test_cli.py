@@ -16,10 +16,18 @@ from tests.support.paths import REPO
 pytestmark = pytest.mark.timeout(300)
 
 
+# The command line's subprocesses find this checkout's ffcore from any working directory.
+CLI_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 def ffcore(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # found from any working directory
     return subprocess.run(
-        [sys.executable, "-m", "ffcore", *args], capture_output=True, text=True, timeout=280, cwd=cwd, env=env
+        [sys.executable, "-m", "ffcore", *args],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=cwd,
+        env=CLI_ENV,
     )
 
 

@@ -2,7 +2,6 @@
 mixing two runs in one folder, and one clear line, not a traceback, for what cannot be done."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -11,8 +10,7 @@ import sys
 import pytest
 
 from ffcore.config import RunConfig
-from tests.ffcore.test_cli import ffcore, trained_dir  # noqa: F401 - the module's finished run
-from tests.support.paths import REPO
+from tests.ffcore.test_cli import CLI_ENV, ffcore, trained_dir  # noqa: F401 - the module's finished run
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -127,9 +125,7 @@ def test_an_invalid_configuration_leaves_no_folder_behind(tmp_path):
 def test_ctrl_c_while_training_is_one_line_that_says_how_to_go_on(mnist_dir, tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "ffcore", "train", *TINY, "--data-dir", mnist_dir, "--out", str(out)]
-    process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
-    )
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=CLI_ENV)
     assert process.stderr is not None
     lines = []
     for line in process.stderr:  # until it trains
